@@ -1,0 +1,23 @@
+"""curated_loader: WebDataset streaming with on-the-fly data curation for PyTorch Lightning."""
+
+from .data.errors import ShardError
+from .data.pipeline import CuratedLoader, CuratedStream
+from .data.shards import ShardIndex, build_index, expand_urls, load_index
+from .data.snapshot import CurationSnapshot
+from .data.writer import write_arrays, write_image_folder, write_samples
+from .lightning.datamodule import CuratedDataModule
+
+__all__ = [
+    "CuratedDataModule",
+    "CuratedLoader",
+    "CuratedStream",
+    "CurationSnapshot",
+    "ShardError",
+    "ShardIndex",
+    "build_index",
+    "expand_urls",
+    "load_index",
+    "write_arrays",
+    "write_image_folder",
+    "write_samples",
+]

@@ -12,16 +12,17 @@ _EPOCH, _RESUME_EPOCH, _RESUME_BATCHES = range(3)
 
 
 class LoaderControl:
-    """Current epoch, a pending mid-epoch resume, and per-worker skip counters.
+    """Current epoch, a pending mid-epoch resume, and per-worker skip and I/O counters.
 
     Created before the workers start; the main process writes the epoch (and a resume
     point) before each epoch's iterator starts, workers only read those. Each worker
-    writes only its own row of the skip counters, so no two processes write one cell.
+    writes only its own row of the counters, so no two processes write one cell.
     """
 
     def __init__(self) -> None:
         self._state = torch.tensor([0, -1, 0], dtype=torch.int64).share_memory_()
         self._skips = torch.zeros(MAX_WORKERS + 1, len(SkipKind), dtype=torch.int64).share_memory_()
+        self._io = torch.zeros(MAX_WORKERS + 1, 2, dtype=torch.int64).share_memory_()
 
     @property
     def epoch(self) -> int:
@@ -31,6 +32,7 @@ class LoaderControl:
         """Main process, before the epoch's iterator starts: set the epoch, clear counters."""
         self._state[_EPOCH] = int(epoch)
         self._skips.zero_()
+        self._io.zero_()
 
     def set_resume(self, epoch: int, batches_done: int) -> None:
         """The next iterator for ``epoch`` skips the ``batches_done`` batches already delivered."""
@@ -47,3 +49,13 @@ class LoaderControl:
         """Skips this epoch so far, summed over workers, by kind."""
         totals: np.ndarray = self._skips.sum(dim=0).numpy()
         return {kind.name.lower(): int(totals[kind]) for kind in SkipKind}
+
+    def count_io(self, worker: int, members: int, nbytes: int) -> None:
+        row = self._io[min(worker, MAX_WORKERS)]
+        row[0] += members
+        row[1] += nbytes
+
+    def io_counts(self) -> dict[str, int]:
+        """Tar members and data bytes read this epoch so far, summed over workers."""
+        members, nbytes = self._io.sum(dim=0).tolist()
+        return {"members": int(members), "bytes": int(nbytes)}

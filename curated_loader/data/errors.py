@@ -26,10 +26,10 @@ class ShardError(RuntimeError):
 
 
 class SkipKind(IntEnum):
-    """What was skipped under ``on_error="skip"``, counted per epoch."""
+    """Why samples were skipped under ``on_error="skip"``; each counts samples, per epoch."""
 
-    SHARD = 0  # a whole shard could not be opened or was not a tar file
-    SAMPLE = 1  # a sample could not be decoded or lacked a field
+    SHARD = 0  # samples of a shard that could not be opened or was not a tar file
+    SAMPLE = 1  # a sample that could not be read or decoded, or lacked a field
     MISSING = 2  # samples the index promised that a truncated/short shard did not hold
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -20,7 +20,7 @@ from .epoch import EpochPlan, Equalize, Mode, consumed_per_worker, epoch_rng, mu
 from .errors import OnError, ShardError, SkipKind, check_on_error
 from .shards import ShardIndex, ShardSpec, load_index
 from .snapshot import CurationSnapshot, SnapshotView
-from .tario import MemberReader, stream_samples
+from .tario import IOCounter, MemberReader, stream_samples
 
 log = logging.getLogger("curated_loader")
 
@@ -155,141 +155,13 @@ class CuratedStream(IterableDataset):
     # -- iteration ---------------------------------------------------------------------
     def __iter__(self) -> Iterator[tuple]:
         info = get_worker_info()
-        worker = 0 if info is None else info.id
         if info is not None and info.num_workers != max(1, self.num_workers):
             self.num_workers = info.num_workers
-        epoch = self.control.epoch
-        view = self.snapshot.view()
-        mult, plan = self._plan(view, epoch, worker)
-        share = plan.share
-        resume = consumed_per_worker(plan.batches[self.rank], self.control.resume_batches(epoch))[worker]
-        total = share.own + share.pad_batches * self.batch_size
-        skip = min(int(resume) * self.batch_size, total)
-        reader = MemberReader()
+        run = _WorkerEpoch(self, worker=0 if info is None else info.id)
         try:
-            raw = itertools.chain(
-                self._own_raw(plan, mult, worker, epoch, reader),
-                self._ids_raw(self._pad(plan, mult, epoch, worker, share.pad_batches * self.batch_size), worker, reader, shuffle_seed=(epoch, worker)),
-                self._fill_raw(plan, mult, epoch, worker, reader),
-            )
-            raw = itertools.islice(raw, skip, None)
-            samples = self._decoded(raw, view, epoch, worker)
-            yield from self._batches(itertools.islice(samples, total - skip))
+            yield from self._batches(run.samples())
         finally:
-            reader.close()
-
-    def _pad(self, plan: EpochPlan, mult: np.ndarray, epoch: int, worker: int, count: int, draw: int = 0) -> np.ndarray:
-        return pad_ids(self.index, mult, plan, count, seed=self.seed, epoch=epoch, rank=self.rank, worker=worker, draw=draw)
-
-    def _own_raw(self, plan: EpochPlan, mult: np.ndarray, worker: int, epoch: int, reader: MemberReader) -> Iterator[dict]:
-        share = plan.share
-        if self.mode == "indexed":
-            yield from self._ids_raw(share.ids, worker, reader)
-            return
-        raw = itertools.islice(self._shards_raw(share.shards, mult, worker), share.own)
-        if self.shuffle and self.shuffle_buffer > 1:
-            raw = wds_shuffle(self.shuffle_buffer, initial=self.shuffle_buffer, seed=stream_shuffle_seed(self.seed, epoch, self.rank, worker))(raw)
-        yield from raw
-
-    def _fill_raw(self, plan: EpochPlan, mult: np.ndarray, epoch: int, worker: int, reader: MemberReader) -> Iterator[dict]:
-        """Replacements for samples skipped under on_error="skip" (bounded, never endless)."""
-        if self.on_error != "skip":
-            return
-        for draw in range(1, _FILL_ROUNDS + 1):
-            yield from self._ids_raw(self._pad(plan, mult, epoch, worker, self.batch_size, draw), worker, reader)
-        log.warning("worker %d: still short of samples after %d refill rounds; the epoch ends early", worker, _FILL_ROUNDS)
-
-    def _shards_raw(self, shards: np.ndarray, mult: np.ndarray, worker: int, repeats: bool = True) -> Iterator[dict]:
-        """Raw samples of whole shards in order; unwanted samples are never read into memory."""
-        for shard in shards:
-            url, base, expected = self.index.urls[shard], int(self.index.offsets[shard]), int(self.index.counts[shard])
-            counts = mult[base : base + expected]
-            seen = 0
-
-            def wanted(pos: int) -> bool:
-                nonlocal seen
-                seen = pos + 1
-                return pos < expected and counts[pos] > 0
-
-            try:
-                for sample in stream_samples(url, wanted):
-                    pos = sample.pop("__pos__")
-                    sample["__id__"] = base + pos
-                    for repeat in range(int(counts[pos]) if repeats else 1):
-                        yield dict(sample, __repeat__=repeat)
-                if seen != expected:
-                    raise ShardError(url, f"the index says {expected} samples, the shard holds {seen}: rebuild the index")
-            except ShardError as exn:
-                if self.on_error == "raise":
-                    raise
-                lost = max(0, expected - seen) if seen else expected
-                self.control.count_skip(worker, SkipKind.SHARD if not seen else SkipKind.MISSING, max(lost, 1))
-                log.warning("skipped %s", exn)
-
-    def _ids_raw(self, ids: np.ndarray, worker: int, reader: MemberReader, shuffle_seed: tuple[int, int] | None = None) -> Iterator[dict]:
-        """Raw samples for explicit ids (indexed reads, or one streaming pass per shard)."""
-        if len(ids) == 0:
-            return
-        if self.mode == "indexed":
-            shards, positions = self.index.locate(ids)
-            seen_count: dict[int, int] = {}
-            for sid, shard, pos in zip(ids.tolist(), shards.tolist(), positions.tolist()):
-                repeat = seen_count[sid] = seen_count.get(sid, -1) + 1
-                try:
-                    sample = reader.read(self.index.urls[shard], self.index.layout(shard), pos)
-                except ShardError as exn:
-                    if self.on_error == "raise":
-                        raise
-                    self.control.count_skip(worker, SkipKind.SAMPLE)
-                    log.warning("skipped %s", exn)
-                    continue
-                del sample["__pos__"]
-                yield dict(sample, __id__=sid, __repeat__=repeat)
-            return
-        counts = np.bincount(ids, minlength=self.index.num_samples).astype(np.int32)
-        shards = np.unique(self.index.locate(ids)[0])
-        samples = list(self._shards_raw(shards, counts, worker))
-        if shuffle_seed is not None:
-            order = epoch_rng(self.seed, *shuffle_seed).permutation(len(samples))
-            samples = [samples[i] for i in order]
-        yield from samples
-
-    def _decoded(self, raw: Iterator[dict], view: SnapshotView, epoch: int, worker: int) -> Iterator[tuple]:
-        for sample in raw:
-            sid = sample["__id__"]
-            try:
-                sample = self.decoder(sample)
-            except Exception as exn:  # webdataset wraps handler errors; name shard and key
-                error = ShardError(sample["__url__"], f"cannot decode ({exn.__cause__ or exn})", key=sample["__key__"])
-                if self.on_error == "raise":
-                    raise error from exn
-                self.control.count_skip(worker, SkipKind.SAMPLE)
-                log.warning("skipped %s", error)
-                continue
-            weight = 1.0 if self.resample else float(view.weight[sid])
-            strength = float(view.strength[sid])
-            sample.update(__epoch__=epoch, __seed__=self.seed, __weight__=weight, __strength__=strength)
-            if self.transform is not None:
-                sample = self.transform(sample)
-            if self.augment is not None and strength > 0:
-                sample = self.augment(sample, strength)
-            try:
-                values = tuple(self._field(sample, alts) for alts in self.fields)
-            except ShardError as error:
-                if self.on_error == "raise":
-                    raise
-                self.control.count_skip(worker, SkipKind.SAMPLE)
-                log.warning("skipped %s", error)
-                continue
-            yield values + (sid, weight)
-
-    @staticmethod
-    def _field(sample: dict, alternatives: tuple[str, ...]) -> Any:
-        for alt in alternatives:
-            if alt in sample:
-                return sample[alt]
-        have = sorted(k for k in sample if not k.startswith("__"))
-        raise ShardError(sample["__url__"], f"missing field {';'.join(alternatives)!r} (sample has {have})", key=sample["__key__"])
+            run.close()
 
     def _batches(self, samples: Iterator[tuple]) -> Iterator[tuple]:
         while True:
@@ -301,6 +173,155 @@ class CuratedStream(IterableDataset):
             ids = torch.tensor(columns[-2], dtype=torch.int64)
             weights = torch.tensor(columns[-1], dtype=torch.float32)
             yield fields + (ids, weights)
+
+
+def _field(sample: dict, alternatives: tuple[str, ...]) -> Any:
+    for alt in alternatives:
+        if alt in sample:
+            return sample[alt]
+    have = sorted(k for k in sample if not k.startswith("__"))
+    raise ShardError(sample["__url__"], f"missing field {';'.join(alternatives)!r} (sample has {have})", key=sample["__key__"])
+
+
+class _WorkerEpoch:
+    """One worker's pass over one epoch: its share, then pad batches, then (skip mode)
+    replacements for skipped samples; resumed epochs skip what was already delivered."""
+
+    def __init__(self, stream: CuratedStream, worker: int) -> None:
+        self.stream = stream
+        self.worker = worker
+        self.epoch = stream.control.epoch
+        self.view = stream.snapshot.view()
+        self.mult, self.plan = stream._plan(self.view, self.epoch, worker)
+        self.reader = MemberReader(IOCounter())
+        self.bad_ids: set[int] = set()
+
+    def close(self) -> None:
+        self.reader.close()
+        self.stream.control.count_io(self.worker, self.reader.io.members, self.reader.io.bytes)
+
+    def samples(self) -> Iterator[tuple]:
+        """Decoded samples ``(*fields, id, weight)``, exactly as many as the plan says."""
+        stream, share = self.stream, self.plan.share
+        done = consumed_per_worker(self.plan.batches[stream.rank], stream.control.resume_batches(self.epoch))[self.worker]
+        total = share.own + share.pad_batches * stream.batch_size
+        skip = min(int(done) * stream.batch_size, total)
+        raw = itertools.chain(
+            self._own_raw(),
+            self._ids_raw(self._pad(share.pad_batches * stream.batch_size), shuffle=True),
+            self._fill_raw(),
+        )
+        return itertools.islice(self._decoded(itertools.islice(raw, skip, None)), total - skip)
+
+    # -- raw samples (not decoded) -----------------------------------------------------
+    def _pad(self, count: int, draw: int = 0) -> np.ndarray:
+        s = self.stream
+        return pad_ids(s.index, self.mult, self.plan, count, seed=s.seed, epoch=self.epoch, rank=s.rank, worker=self.worker, draw=draw)
+
+    def _own_raw(self) -> Iterator[dict]:
+        s, share = self.stream, self.plan.share
+        if s.mode == "indexed":
+            yield from self._ids_raw(share.ids)
+            return
+        raw = itertools.islice(self._shards_raw(share.shards, self.mult), share.own)
+        if s.shuffle and s.shuffle_buffer > 1:
+            seed = stream_shuffle_seed(s.seed, self.epoch, s.rank, self.worker)
+            raw = wds_shuffle(s.shuffle_buffer, initial=s.shuffle_buffer, seed=seed)(raw)
+        yield from raw
+
+    def _fill_raw(self) -> Iterator[dict]:
+        """Replacements for samples skipped under on_error="skip" (bounded, never endless)."""
+        if self.stream.on_error != "skip":
+            return
+        for draw in range(1, _FILL_ROUNDS + 1):
+            ids = self._pad(self.stream.batch_size, draw)
+            yield from self._ids_raw(ids[[i not in self.bad_ids for i in ids.tolist()]])
+        log.warning("worker %d: still short of samples after %d refill rounds; its epoch ends early", self.worker, _FILL_ROUNDS)
+
+    def _skip(self, kind: SkipKind, error: ShardError, ids: Iterable[int]) -> None:
+        """Raise in raise mode; else count the samples not counted before, and log."""
+        if self.stream.on_error == "raise":
+            raise error
+        new = set(ids) - self.bad_ids
+        self.bad_ids |= new
+        self.stream.control.count_skip(self.worker, kind, len(new))
+        log.warning("skipped %d sample(s): %s", len(new), error)
+
+    def _shards_raw(self, shards: np.ndarray, mult: np.ndarray) -> Iterator[dict]:
+        """Raw samples of whole shards in order; unwanted samples are never read into memory."""
+        index = self.stream.index
+        for shard in shards:
+            url, base, expected = index.urls[shard], int(index.offsets[shard]), int(index.counts[shard])
+            counts = mult[base : base + expected]
+            seen = 0
+
+            def wanted(pos: int) -> bool:
+                nonlocal seen
+                seen = pos + 1
+                return pos < expected and counts[pos] > 0
+
+            try:
+                for sample in stream_samples(url, wanted, self.reader.io):
+                    pos = sample.pop("__pos__")
+                    sample["__id__"] = base + pos
+                    for repeat in range(int(counts[pos])):
+                        yield dict(sample, __repeat__=repeat)
+                if seen != expected:
+                    raise ShardError(url, f"the index says {expected} samples, the shard holds {seen}: rebuild the index")
+            except ShardError as error:
+                self._skip(SkipKind.MISSING if seen else SkipKind.SHARD, error, range(base + seen, base + expected))
+
+    def _ids_raw(self, ids: np.ndarray, shuffle: bool = False) -> Iterator[dict]:
+        """Raw samples for explicit ids (indexed reads, or one streaming pass per shard)."""
+        if len(ids) == 0:
+            return
+        s = self.stream
+        if s.mode == "indexed":
+            shards, positions = s.index.locate(ids)
+            repeats: dict[int, int] = {}
+            for sid, shard, pos in zip(ids.tolist(), shards.tolist(), positions.tolist()):
+                repeat = repeats[sid] = repeats.get(sid, -1) + 1
+                try:
+                    sample = self.reader.read(s.index.urls[shard], s.index.layout(shard), pos)
+                except ShardError as error:
+                    self._skip(SkipKind.SAMPLE, error, [sid])
+                    continue
+                del sample["__pos__"]
+                yield dict(sample, __id__=sid, __repeat__=repeat)
+            return
+        counts = np.bincount(ids, minlength=s.index.num_samples).astype(np.int32)
+        samples = list(self._shards_raw(np.unique(s.index.locate(ids)[0]), counts))
+        if shuffle:
+            order = epoch_rng(s.seed, self.epoch, self.worker).permutation(len(samples))
+            samples = [samples[i] for i in order]
+        yield from samples
+
+    # -- decoded samples ---------------------------------------------------------------
+    def _decoded(self, raw: Iterator[dict]) -> Iterator[tuple]:
+        s = self.stream
+        for sample in raw:
+            sid = sample["__id__"]
+            try:
+                sample = s.decoder(sample)
+            except Exception as exn:  # webdataset wraps handler errors; name shard and key
+                error = ShardError(sample["__url__"], f"cannot decode ({exn.__cause__ or exn})", key=sample["__key__"])
+                if s.on_error == "raise":
+                    raise error from exn
+                self._skip(SkipKind.SAMPLE, error, [sid])
+                continue
+            weight = 1.0 if s.resample else float(self.view.weight[sid])
+            strength = float(self.view.strength[sid])
+            sample.update(__epoch__=self.epoch, __seed__=s.seed, __weight__=weight, __strength__=strength)
+            if s.transform is not None:
+                sample = s.transform(sample)
+            if s.augment is not None and strength > 0:
+                sample = s.augment(sample, strength)
+            try:
+                values = tuple(_field(sample, alts) for alts in s.fields)
+            except ShardError as error:
+                self._skip(SkipKind.SAMPLE, error, [sid])
+                continue
+            yield values + (sid, weight)
 
 
 class CuratedLoader(DataLoader):

@@ -112,9 +112,13 @@ class ShardIndex:
         return layout
 
     # -- persistence -------------------------------------------------------------------
-    def to_json(self) -> dict:
+    def to_json(self, relative_to: str | None = None) -> dict:
+        """The wids shard-index document; local urls under ``relative_to`` are written relative."""
         shardlist = []
         for url, n, size in zip(self.urls, self.counts, self.filesizes):
+            path = local_path(url)
+            if relative_to is not None and path is not None and os.path.abspath(path).startswith(relative_to + os.sep):
+                url = os.path.relpath(os.path.abspath(path), relative_to)
             entry = {"url": url, "nsamples": int(n)}
             if size is not None:
                 entry["filesize"] = int(size)
@@ -125,7 +129,7 @@ class ShardIndex:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(self.to_json(), indent=1))
+        tmp.write_text(json.dumps(self.to_json(relative_to=str(path.parent.resolve())), indent=1))
         os.replace(tmp, path)
 
     @classmethod
@@ -199,7 +203,7 @@ def load_index(
     if cache.exists():
         try:
             with open(cache) as f:
-                index = ShardIndex.from_json(json.load(f))
+                index = ShardIndex.from_json(json.load(f), base=str(cache.parent.resolve()))
             if index.urls == urls and not index.stale_shards():
                 return index
         except (ValueError, KeyError, json.JSONDecodeError):

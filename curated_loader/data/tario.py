@@ -40,6 +40,16 @@ def _split(name: str) -> tuple[str | None, str | None]:
     return key, suffix.lower()
 
 
+_COMPRESSED_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")
+
+
+def is_compressed(path: str) -> bool:
+    """Whether a local shard is a compressed tar (gzip, bzip2, xz): no random access then."""
+    with open(path, "rb") as f:
+        head = f.read(6)
+    return any(head.startswith(magic) for magic in _COMPRESSED_MAGIC)
+
+
 @dataclass(frozen=True)
 class ShardLayout:
     """Where every member of every sample of one shard lies (for random access)."""
@@ -49,6 +59,7 @@ class ShardLayout:
     suffixes: list[str]
     offsets: np.ndarray  # int64[members]: byte offset of each member's data
     sizes: np.ndarray  # int64[members]
+    compressed: bool = False  # offsets then refer to the decompressed stream
 
     @property
     def nsamples(self) -> int:
@@ -114,7 +125,8 @@ def scan_layout(url: str) -> ShardLayout:
             offsets.append(info.offset_data)
             sizes.append(info.size)
         path = local_path(url)
-        if path is not None and sizes:
+        compressed = path is not None and is_compressed(path)
+        if path is not None and sizes and not compressed:
             end = offsets[-1] + sizes[-1]
             if end > os.path.getsize(path):
                 raise ShardError(url, f"truncated tar: member data ends at byte {end}, file has {os.path.getsize(path)}")
@@ -122,10 +134,22 @@ def scan_layout(url: str) -> ShardLayout:
         tf.close()
         stream.close()
     starts.append(len(suffixes))
-    return ShardLayout(keys, np.asarray(starts, np.int64), suffixes, np.asarray(offsets, np.int64), np.asarray(sizes, np.int64))
+    return ShardLayout(keys, np.asarray(starts, np.int64), suffixes, np.asarray(offsets, np.int64), np.asarray(sizes, np.int64), compressed)
 
 
-def stream_samples(url: str, wanted: Callable[[int], bool]) -> Iterator[dict]:
+@dataclass
+class IOCounter:
+    """Member reads and data bytes read (headers not counted)."""
+
+    members: int = 0
+    bytes: int = 0
+
+    def add(self, size: int) -> None:
+        self.members += 1
+        self.bytes += size
+
+
+def stream_samples(url: str, wanted: Callable[[int], bool], io: IOCounter | None = None) -> Iterator[dict]:
     """Stream the raw samples of one shard in order, reading member data only for positions
     where ``wanted(pos)`` is true. Each sample is ``{"__key__", "__url__", "__pos__", suffix: bytes}``.
 
@@ -158,6 +182,8 @@ def stream_samples(url: str, wanted: Callable[[int], bool]) -> Iterator[dict]:
             if len(data) != info.size:
                 raise ShardError(url, f"truncated member {info.name!r}: {len(data)} of {info.size} bytes", key=key)
             sample[suffix] = data
+            if io is not None:
+                io.add(len(data))
         if sample is not None:
             yield sample
     finally:
@@ -168,15 +194,16 @@ def stream_samples(url: str, wanted: Callable[[int], bool]) -> Iterator[dict]:
 class MemberReader:
     """Random access to members of local shards by byte offset; counts bytes it reads."""
 
-    def __init__(self) -> None:
+    def __init__(self, io: IOCounter | None = None) -> None:
         self._files: dict[str, object] = {}
-        self.bytes_read = 0
-        self.members_read = 0
+        self.io = io if io is not None else IOCounter()
 
     def read(self, url: str, layout: ShardLayout, pos: int) -> dict:
         path = local_path(url)
         if path is None:
             raise ShardError(url, "indexed mode needs local shard files (use mode='stream' for remote URLs)")
+        if layout.compressed:
+            raise ShardError(url, "indexed mode needs uncompressed tar shards (use mode='stream' for .tgz)")
         handle = self._files.get(path)
         if handle is None:
             try:
@@ -190,8 +217,7 @@ class MemberReader:
             if len(data) != size:
                 raise ShardError(url, f"truncated member .{suffix}: {len(data)} of {size} bytes", key=layout.keys[pos])
             sample[suffix] = data
-            self.bytes_read += size
-            self.members_read += 1
+            self.io.add(size)
         return sample
 
     def close(self) -> None:

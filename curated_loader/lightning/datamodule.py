@@ -1,0 +1,195 @@
+"""``CuratedDataModule``: a LightningDataModule streaming curated WebDataset shards."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import lightning as L
+import torch
+
+from ..data.epoch import Equalize, Mode
+from ..data.errors import OnError
+from ..data.pipeline import Augment, CuratedLoader, CuratedStream, Transform
+from ..data.shards import ShardIndex, ShardSpec
+from ..data.snapshot import CurationSnapshot
+
+
+@dataclass
+class BatchContext:
+    """Ids and curation weights of the training batch now in ``training_step``."""
+
+    ids: torch.Tensor  # int64[B]
+    weights: torch.Tensor  # float32[B]
+
+
+class CuratedDataModule(L.LightningDataModule):
+    """Train/val/test shard sets as curated streams; a drop-in LightningDataModule.
+
+    Batches reach ``training_step`` as the user's fields only (``x, y = batch``); their
+    sample ids and curation weights are kept in :attr:`batch` for the loss reducer.
+    Validation and test sets are read whole, unshuffled, without curation.
+
+    Args:
+        train_shards, val_shards, test_shards: brace pattern, glob, list or index JSON.
+        fields: member suffixes a batch holds, in order (``"png;jpg"`` takes the first present).
+        batch_size / eval_batch_size: samples per batch for training / evaluation.
+        num_workers, persistent_workers, pin_memory: as for a DataLoader.
+        seed: every shuffle and draw is a pure function of (seed, epoch).
+        mode: ``"stream"`` or ``"indexed"`` (see :class:`CuratedStream`).
+        resample: deliver curation weights as repeat counts instead of loss weights.
+        equalize: ``"pad"`` or ``"cut"`` — how ranks get equal batch counts.
+        decode, transform, eval_transform, augment, on_error, shuffle_buffer: see
+            :class:`CuratedStream`.
+    """
+
+    def __init__(
+        self,
+        train_shards: ShardSpec | ShardIndex,
+        val_shards: ShardSpec | ShardIndex | None = None,
+        test_shards: ShardSpec | ShardIndex | None = None,
+        *,
+        fields: Sequence[str] = ("png", "cls"),
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        persistent_workers: bool = True,
+        pin_memory: bool = False,
+        seed: int = 0,
+        mode: Mode = "stream",
+        shuffle_buffer: int = 1000,
+        resample: bool = False,
+        equalize: Equalize = "pad",
+        decode: Sequence[str | Callable] = ("torchrgb",),
+        transform: Transform | None = None,
+        eval_transform: Transform | None = None,
+        augment: Augment | None = None,
+        on_error: OnError = "raise",
+        cache_dir: str | os.PathLike | None = None,
+    ) -> None:
+        super().__init__()
+        self.shards = {"train": train_shards, "val": val_shards, "test": test_shards}
+        self.fields = tuple(fields)
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.persistent_workers = persistent_workers
+        self.pin_memory = pin_memory
+        self.seed = seed
+        self.mode: Mode = mode
+        self.shuffle_buffer = shuffle_buffer
+        self.resample = resample
+        self.equalize: Equalize = equalize
+        self.decode = tuple(decode)
+        self.transform = transform
+        self.eval_transform = eval_transform if eval_transform is not None else transform
+        self.augment = augment
+        self.on_error: OnError = on_error
+        self.cache_dir = cache_dir
+        self.streams: dict[str, CuratedStream] = {}
+        self.batch: BatchContext | None = None
+        self._train_loader: CuratedLoader | None = None
+        self._position = (-1, 0)  # (epoch, training batches delivered in it)
+        self._pending_resume: tuple[int, int] | None = None
+
+    # -- building ----------------------------------------------------------------------
+    def _rank_world(self) -> tuple[int | None, int | None]:
+        if self.trainer is None:
+            return None, None
+        return self.trainer.global_rank, self.trainer.world_size
+
+    def _stream(self, split: str) -> CuratedStream:
+        stream = self.streams.get(split)
+        if stream is None:
+            if self.shards[split] is None:
+                raise ValueError(f"no {split}_shards were given to CuratedDataModule")
+            rank, world = self._rank_world()
+            train = split == "train"
+            stream = CuratedStream(
+                self.shards[split], fields=self.fields, batch_size=self.batch_size if train else self.eval_batch_size,
+                mode=self.mode if train else "stream", seed=self.seed, shuffle=train,
+                shuffle_buffer=self.shuffle_buffer, resample=self.resample and train, equalize=self.equalize,
+                decode=self.decode, transform=self.transform if train else self.eval_transform,
+                augment=self.augment if train else None, on_error=self.on_error, rank=rank, world_size=world,
+                cache_dir=self.cache_dir,
+            )
+            self.streams[split] = stream
+        return stream
+
+    def setup(self, stage: str | None = None) -> None:
+        self._stream("train")
+        for split in ("val", "test"):
+            if self.shards[split] is not None:
+                self._stream(split)
+        if self._pending_resume is not None:
+            self._stream("train").control.set_resume(*self._pending_resume)
+            self._pending_resume = None
+
+    @property
+    def snapshot(self) -> CurationSnapshot:
+        """The training set's shared curation snapshot (what the callback publishes into)."""
+        return self._stream("train").snapshot
+
+    @property
+    def train_stream(self) -> CuratedStream:
+        return self._stream("train")
+
+    def _current_epoch(self) -> int:
+        return self.trainer.current_epoch if self.trainer is not None else 0
+
+    def _loader(self, split: str) -> CuratedLoader:
+        train = split == "train"
+        return CuratedLoader(
+            self._stream(split), num_workers=self.num_workers,
+            persistent_workers=self.persistent_workers, pin_memory=self.pin_memory,
+            epoch_fn=self._current_epoch if train else None,
+        )
+
+    def train_dataloader(self) -> CuratedLoader:
+        self._train_loader = self._loader("train")
+        return self._train_loader
+
+    def val_dataloader(self) -> CuratedLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> CuratedLoader:
+        return self._loader("test")
+
+    def num_training_batches(self, epoch: int | None = None) -> int:
+        """Batches this rank yields in ``epoch`` under the current snapshot."""
+        return self._stream("train").num_batches(epoch)
+
+    def skip_counts(self) -> dict[str, int]:
+        """Samples skipped this epoch under ``on_error="skip"``, by kind."""
+        return self._stream("train").control.skip_counts()
+
+    # -- the batch on its way to training_step -----------------------------------------
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if not (isinstance(batch, (tuple, list)) and len(batch) == len(self.fields) + 2):
+            return batch
+        *fields, ids, weights = batch
+        trainer = self.trainer
+        if trainer is None or trainer.training:
+            self.batch = BatchContext(ids=ids, weights=weights)
+            epoch = self._current_epoch()
+            done = self._position[1] if self._position[0] == epoch else 0
+            self._position = (epoch, done + 1)
+        return fields[0] if len(fields) == 1 else tuple(fields)
+
+    # -- checkpoints -------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        epoch, done = self._position
+        return {"seed": self.seed, "epoch": epoch, "batches_done": done, "mode": self.mode}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if int(state.get("seed", self.seed)) != self.seed:
+            raise ValueError(f"checkpoint was made with seed {state['seed']}, this data module has seed {self.seed}")
+        epoch, done = int(state.get("epoch", -1)), int(state.get("batches_done", 0))
+        self._position = (epoch, done)
+        if epoch >= 0:
+            if "train" in self.streams:
+                self.streams["train"].control.set_resume(epoch, done)
+            else:
+                self._pending_resume = (epoch, done)

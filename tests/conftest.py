@@ -1,0 +1,58 @@
+"""Shared fixtures: real tar shards on disk whose content encodes each sample's id."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from curated_loader.data.writer import write_samples
+
+
+def id_samples(sizes: Sequence[int], width: int = 4):
+    """Samples whose ``npy`` array is ``[id, id, ...]`` and whose label is ``id % 10``."""
+    sid = 0
+    for size in sizes:
+        for _ in range(size):
+            yield {"__key__": f"s{sid:07d}", "npy": np.full(width, sid, dtype=np.float32), "cls": sid % 10}
+            sid += 1
+
+
+@pytest.fixture
+def make_shards(tmp_path: Path):
+    """Write shards of the given sizes (one shard per size); returns the index path."""
+
+    def make(sizes: Sequence[int], name: str = "train") -> str:
+        out = tmp_path / name
+        urls, counts = [], []
+        from curated_loader.data.shards import ShardIndex
+
+        it = id_samples(sizes)
+        from webdataset import TarWriter
+
+        out.mkdir(parents=True, exist_ok=True)
+        for i, size in enumerate(sizes):
+            url = str(out / f"{name}-{i:06d}.tar")
+            with TarWriter(url) as sink:
+                for _ in range(size):
+                    sink.write(next(it))
+            urls.append(url)
+            counts.append(size)
+        index = ShardIndex(urls, np.asarray(counts), [Path(u).stat().st_size for u in urls])
+        index.save(out / f"{name}-index.json")
+        return str(out / f"{name}-index.json")
+
+    return make
+
+
+def add_member(tf: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tf.addfile(info, io.BytesIO(data))
+
+
+__all__ = ["add_member", "id_samples", "write_samples"]
