@@ -7,10 +7,15 @@ position n, which is what gives every sample a stable id.
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import io
+import lzma
 import os
-import tarfile
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
@@ -18,6 +23,7 @@ from webdataset.gopen import gopen
 from webdataset.tariterators import base_plus_ext
 
 from .errors import ShardError
+from .tarscan import Member, TarFormatError, TarReader
 
 
 def local_path(url: str) -> str | None:
@@ -70,42 +76,69 @@ class ShardLayout:
         return [(self.suffixes[i], int(self.offsets[i]), int(self.sizes[i])) for i in range(lo, hi)]
 
 
-def _open_tar(url: str) -> tuple[tarfile.TarFile, object]:
+class _Prefixed(io.RawIOBase):
+    """A stream whose first bytes were already read (to sniff compression)."""
+
+    def __init__(self, head: bytes, rest: Any) -> None:
+        self.head, self.rest = head, rest
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        if self.head:
+            data, self.head = (self.head, b"") if n < 0 or n >= len(self.head) else (self.head[:n], self.head[n:])
+            return data if n < 0 or len(data) == n else data + self.rest.read(n - len(data))
+        return self.rest.read(n)
+
+    def close(self) -> None:
+        self.rest.close()
+
+
+_DECOMPRESSORS = ((b"\x1f\x8b", gzip.GzipFile), (b"BZh", bz2.BZ2File), (b"\xfd7zXZ\x00", lzma.LZMAFile))
+
+
+def _open_tar(url: str) -> tuple[TarReader, Any]:
+    """A header reader over the shard (decompressing .tgz & co.) and the handle to close."""
     path = local_path(url)
     try:
         if path is not None:
             if not os.path.exists(path):
                 raise ShardError(url, "shard file does not exist")
-            stream = open(path, "rb")
-            return tarfile.open(fileobj=stream, mode="r:*"), stream
-        stream = gopen(url, "rb")
-        return tarfile.open(fileobj=stream, mode="r|*"), stream
+            raw: Any = open(path, "rb")
+            head = raw.read(6)
+            raw.seek(0)
+            seekable = True
+        else:
+            stream = gopen(url, "rb")
+            head = stream.read(6)
+            raw, seekable = _Prefixed(head, stream), False
     except ShardError:
         raise
-    except tarfile.TarError as exn:
-        raise ShardError(url, f"not a tar file ({exn})") from exn
     except OSError as exn:
         raise ShardError(url, f"cannot open shard ({exn})") from exn
+    for magic, opener in _DECOMPRESSORS:
+        if head.startswith(magic):
+            return TarReader(opener(fileobj=raw), seekable=False), raw
+    return TarReader(raw, seekable=seekable), raw
 
 
-def _members(tf: tarfile.TarFile, url: str) -> Iterator[tarfile.TarInfo]:
-    """Regular members, turning tarfile's errors into ShardErrors that name the shard."""
-    it = iter(tf)
+def _members(reader: TarReader, url: str) -> Iterator[Member]:
+    """Regular members, turning format errors into ShardErrors that name the shard."""
+    it = iter(reader)
     while True:
         try:
-            info = next(it)
+            member = next(it)
         except StopIteration:
             return
-        except (tarfile.TarError, EOFError, OSError) as exn:
-            raise ShardError(url, f"truncated or corrupt tar ({exn})") from exn
-        tf.members = []  # keep memory flat on long shards
-        if info.isreg():
-            yield info
+        except (TarFormatError, EOFError, OSError, zlib.error, lzma.LZMAError) as exn:
+            raise ShardError(url, f"not a tar file or corrupt/truncated tar ({exn})") from exn
+        yield member
 
 
 def scan_layout(url: str) -> ShardLayout:
     """Read tar headers only (data is skipped, never decoded) and return the shard's layout."""
-    tf, stream = _open_tar(url)
+    reader, handle = _open_tar(url)
     keys: list[str] = []
     starts: list[int] = []
     suffixes: list[str] = []
@@ -113,8 +146,8 @@ def scan_layout(url: str) -> ShardLayout:
     sizes: list[int] = []
     try:
         current = None
-        for info in _members(tf, url):
-            key, suffix = _split(info.name)
+        for member in _members(reader, url):
+            key, suffix = _split(member.name)
             if key is None:
                 continue
             if key != current:
@@ -122,8 +155,8 @@ def scan_layout(url: str) -> ShardLayout:
                 keys.append(key)
                 starts.append(len(suffixes))
             suffixes.append(suffix)
-            offsets.append(info.offset_data)
-            sizes.append(info.size)
+            offsets.append(member.offset)
+            sizes.append(member.size)
         path = local_path(url)
         compressed = path is not None and is_compressed(path)
         if path is not None and sizes and not compressed:
@@ -131,8 +164,7 @@ def scan_layout(url: str) -> ShardLayout:
             if end > os.path.getsize(path):
                 raise ShardError(url, f"truncated tar: member data ends at byte {end}, file has {os.path.getsize(path)}")
     finally:
-        tf.close()
-        stream.close()
+        handle.close()
     starts.append(len(suffixes))
     return ShardLayout(keys, np.asarray(starts, np.int64), suffixes, np.asarray(offsets, np.int64), np.asarray(sizes, np.int64), compressed)
 
@@ -156,13 +188,13 @@ def stream_samples(url: str, wanted: Callable[[int], bool], io: IOCounter | None
     Raises ShardError for a shard that is missing, not a tar, truncated, or holds a
     duplicate member.
     """
-    tf, stream = _open_tar(url)
+    reader, handle = _open_tar(url)
     try:
         current_key: str | None = None
         sample: dict | None = None
         pos = -1
-        for info in _members(tf, url):
-            key, suffix = _split(info.name)
+        for member in _members(reader, url):
+            key, suffix = _split(member.name)
             if key is None:
                 continue
             if key != current_key:
@@ -173,22 +205,18 @@ def stream_samples(url: str, wanted: Callable[[int], bool], io: IOCounter | None
             if sample is None:
                 continue
             if suffix in sample:
-                raise ShardError(url, f"duplicate member {info.name!r}", key=key)
+                raise ShardError(url, f"duplicate member {member.name!r}", key=key)
             try:
-                member = tf.extractfile(info)
-                data = member.read() if member is not None else b""
-            except (tarfile.TarError, EOFError, OSError) as exn:
-                raise ShardError(url, f"truncated or corrupt member {info.name!r} ({exn})", key=key) from exn
-            if len(data) != info.size:
-                raise ShardError(url, f"truncated member {info.name!r}: {len(data)} of {info.size} bytes", key=key)
+                data = reader.read()
+            except (TarFormatError, EOFError, OSError, zlib.error, lzma.LZMAError) as exn:
+                raise ShardError(url, f"truncated or corrupt member {member.name!r} ({exn})", key=key) from exn
             sample[suffix] = data
             if io is not None:
                 io.add(len(data))
         if sample is not None:
             yield sample
     finally:
-        tf.close()
-        stream.close()
+        handle.close()
 
 
 class MemberReader:

@@ -151,11 +151,11 @@ class CuratedDataModule(L.LightningDataModule):
         self._train_loader = self._loader("train")
         return self._train_loader
 
-    def val_dataloader(self) -> CuratedLoader:
-        return self._loader("val")
+    def val_dataloader(self) -> CuratedLoader | list:
+        return self._loader("val") if self.shards["val"] is not None else []
 
-    def test_dataloader(self) -> CuratedLoader:
-        return self._loader("test")
+    def test_dataloader(self) -> CuratedLoader | list:
+        return self._loader("test") if self.shards["test"] is not None else []
 
     def num_training_batches(self, epoch: int | None = None) -> int:
         """Batches this rank yields in ``epoch`` under the current snapshot."""

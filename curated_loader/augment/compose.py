@@ -1,0 +1,89 @@
+"""Composition of augmentations, user callables, and the batched convenience entry point."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from .base import SeededAugment, as_strength, keep_where_zero
+from .seeding import IntLike, fold_in, sample_seed
+
+__all__ = ["Compose", "FromCallable", "augment_batch"]
+
+SampleFn = Callable[[dict[str, Any], float], dict[str, Any]]
+
+
+class FromCallable(SeededAugment):
+    """Wrap any picklable ``fn(sample, strength) -> sample`` (a module-level function or an
+    object with ``__call__``). Per-sample only, unless ``fn`` has its own
+    ``batch(x, strength, seeds)``. ``fn`` handles its own randomness; it is never called with
+    strength 0 through this wrapper."""
+
+    def __init__(self, fn: SampleFn) -> None:
+        if not callable(fn):
+            raise TypeError(f"expected a callable, got {type(fn).__name__}")
+        self.fn = fn
+
+    @property
+    def field(self) -> str | None:
+        """The wrapped callable's ``field``, if it declares one."""
+        return getattr(self.fn, "field", None)
+
+    def apply_seeded(self, sample: dict[str, Any], strength: float, seeds: torch.Tensor) -> dict[str, Any]:
+        return sample if strength <= 0.0 else self.fn(sample, strength)
+
+    def batch(self, x: torch.Tensor, strength: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
+        if not hasattr(self.fn, "batch"):
+            raise TypeError(f"{self.fn!r} has no batch(x, strength, seeds); use it per sample")
+        strength = as_strength(strength, x)
+        return keep_where_zero(self.fn.batch(x, strength, seeds), x, strength)
+
+
+def _as_member(aug: Any) -> SeededAugment:
+    return aug if isinstance(aug, SeededAugment) else FromCallable(aug)
+
+
+class Compose(SeededAugment):
+    """Apply augmentations in order with one strength. Member ``i`` draws from child seeds
+    ``fold_in(seeds, i)``, so members' parameters are independent of each other. Plain
+    callables are wrapped in :class:`FromCallable`. The batched form needs every member to have
+    ``batch`` and applies all of them to the one tensor it is given."""
+
+    def __init__(self, augs: Sequence[Any]) -> None:
+        self.augs = [_as_member(a) for a in augs]
+
+    @property
+    def field(self) -> str | None:
+        """The sample key every member augments, or None when members differ."""
+        fields = {getattr(a, "field", None) for a in self.augs}
+        return fields.pop() if len(fields) == 1 else None
+
+    def apply_seeded(self, sample: dict[str, Any], strength: float, seeds: torch.Tensor) -> dict[str, Any]:
+        if strength <= 0.0:
+            return sample
+        for i, aug in enumerate(self.augs):
+            sample = aug.apply_seeded(sample, strength, fold_in(seeds, i))
+        return sample
+
+    def batch(self, x: torch.Tensor, strength: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
+        seeds = torch.as_tensor(seeds, dtype=torch.int64, device=x.device).reshape(-1)
+        for i, aug in enumerate(self.augs):
+            x = aug.batch(x, strength, fold_in(seeds, i))
+        return x
+
+
+def augment_batch(
+    aug: SeededAugment,
+    x: torch.Tensor,
+    strength: float | torch.Tensor,
+    ids: torch.Tensor,
+    epoch: IntLike,
+    seed: IntLike,
+    repeat: IntLike | None = None,
+) -> torch.Tensor:
+    """Compute per-sample seeds from ``(seed, epoch, ids, repeat)`` and call ``aug.batch``."""
+    ids = torch.as_tensor(ids, dtype=torch.int64, device=x.device)
+    seeds = sample_seed(seed, epoch, ids, 0 if repeat is None else repeat)
+    return aug.batch(x, as_strength(strength, x), seeds)
