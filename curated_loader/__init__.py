@@ -5,16 +5,20 @@ from .data.pipeline import CuratedLoader, CuratedStream
 from .data.shards import ShardIndex, build_index, expand_urls, load_index
 from .data.snapshot import CurationSnapshot
 from .data.writer import write_arrays, write_image_folder, write_samples
+from .lightning.callback import CurationCallback
 from .lightning.datamodule import CuratedDataModule
+from .lightning.loss import curated_loss
 
 __all__ = [
     "CuratedDataModule",
     "CuratedLoader",
     "CuratedStream",
+    "CurationCallback",
     "CurationSnapshot",
     "ShardError",
     "ShardIndex",
     "build_index",
+    "curated_loss",
     "expand_urls",
     "load_index",
     "write_arrays",
