@@ -1,0 +1,112 @@
+"""A real Trainer on real noisy shards: the callback drops mostly noisy samples."""
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from curated_loader import CuratedDataModule, CurationCallback, curated_loss
+from curated_loader.curation import CurationPlan, GMMFilter
+from curated_loader.models import Signal1DCNN
+
+from .recorders import IdRecorder
+
+pytestmark = pytest.mark.timeout(300)
+
+
+class PlainModule(L.LightningModule):
+    """Written as any Lightning user would; only the loss line knows about curation."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = Signal1DCNN()
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self.net(x)
+        return curated_loss(self, F.cross_entropy(logits, y, reduction="none"), logits, y)
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=1e-2)
+
+
+def trainer(callbacks, epochs, **kw):
+    return L.Trainer(
+        max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, callbacks=callbacks, **kw,
+    )
+
+
+def datamodule(paths, **kw):
+    kw.setdefault("batch_size", 256)
+    return CuratedDataModule(paths.train_index, fields=("npy", "cls"), decode=(), **kw)
+
+
+WARMUP = 8
+
+
+def test_drop_after_warmup_is_mostly_noise(noisy_mnist1d):
+    torch.manual_seed(0)
+    noise = np.load(noisy_mnist1d.noise_mask)
+    plan = CurationPlan(noise_filter=GMMFilter(warmup_epochs=WARMUP, loss_key="mean_loss"), seed=0)
+    callback = CurationCallback(plan, num_classes=10)
+    recorder = IdRecorder()
+    trainer([callback, recorder], WARMUP + 1).fit(PlainModule(), datamodule(noisy_mnist1d))
+    dropped = ~recorder.keeps[WARMUP - 1]
+    assert recorder.keeps[WARMUP - 2].all()  # nothing dropped during the warm-up
+    assert dropped.sum() > 0.5 * noise.sum()
+    precision = noise[dropped].mean()
+    assert precision >= 0.8, f"precision of the drop {precision:.3f} (dropped {dropped.sum()})"
+    # the next epoch trained on exactly what the decision kept
+    assert sorted(recorder.ids[WARMUP]) == np.flatnonzero(recorder.keeps[WARMUP - 1]).tolist()
+
+
+def test_persistent_workers_deliver_what_the_last_decision_kept(noisy_mnist1d):
+    plan = CurationPlan(noise_filter=GMMFilter(warmup_epochs=1), seed=0)
+    callback = CurationCallback(plan, num_classes=10)
+    recorder = IdRecorder()
+    dm = datamodule(noisy_mnist1d, num_workers=2, persistent_workers=True)
+    trainer([callback, recorder], 3, limit_val_batches=0).fit(PlainModule(), dm)
+    for epoch in range(1, 3):
+        expected = np.flatnonzero(recorder.keeps[epoch - 1]).tolist()
+        assert sorted(recorder.ids[epoch]) == expected, f"epoch {epoch}"
+    assert any((~k).any() for k in recorder.keeps.values())
+
+
+def test_reducer_rejects_a_reduced_or_misaligned_loss(noisy_mnist1d):
+    class Reduced(PlainModule):
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            return curated_loss(self, F.cross_entropy(self.net(x), y))
+
+    with pytest.raises(ValueError, match="per-sample loss"):
+        trainer([CurationCallback()], 1, limit_train_batches=1).fit(Reduced(), datamodule(noisy_mnist1d))
+
+    class Misaligned(PlainModule):
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            return curated_loss(self, F.cross_entropy(self.net(x), y, reduction="none")[:-1])
+
+    with pytest.raises(ValueError, match="batch holds"):
+        trainer([CurationCallback()], 1, limit_train_batches=1).fit(Misaligned(), datamodule(noisy_mnist1d))
+
+
+def test_weighted_mean_uses_the_batch_weights(noisy_mnist1d):
+    seen = []
+
+    class Probe(PlainModule):
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            loss = F.cross_entropy(self.net(x), y, reduction="none")
+            reduced = curated_loss(self, loss)
+            w = self.trainer.datamodule.batch.weights
+            seen.append(torch.allclose(reduced, (w * loss).sum() / w.sum()))
+            return reduced
+
+    dm = datamodule(noisy_mnist1d)
+    dm.setup("fit")
+    n = dm.train_stream.num_samples
+    dm.snapshot.publish(torch.ones(n, dtype=torch.bool), torch.linspace(0.1, 3.0, n), version=0)
+    trainer([CurationCallback()], 1, limit_train_batches=3).fit(Probe(), dm)
+    assert seen and all(seen)
