@@ -350,7 +350,9 @@ class CuratedLoader(DataLoader):
         )
         self.epoch_fn = epoch_fn
         self._next_epoch = 0
+        self.min_epoch = 0  # a resumed run never goes back before the epoch it resumes in
         self.epoch = -1
+        self.epoch_batches = 0  # batches of the epoch being iterated (this rank)
 
     def set_epoch(self, epoch: int) -> None:
         self._next_epoch = int(epoch)
@@ -363,7 +365,10 @@ class CuratedLoader(DataLoader):
         return self.dataset.control.skip_counts()
 
     def __iter__(self):  # type: ignore[override]
-        self.epoch = self.epoch_fn() if self.epoch_fn is not None else self._next_epoch
+        epoch = self.epoch_fn() if self.epoch_fn is not None else self._next_epoch
+        self.epoch = max(epoch, self.min_epoch)
         self._next_epoch = self.epoch + 1
         self.dataset.control.start_epoch(self.epoch)
+        self.epoch_batches = len(self.dataset)
+        self._IterableDataset_len_called = self.epoch_batches  # curated epochs vary in length
         return super().__iter__()

@@ -16,11 +16,20 @@ from .loss import _curated_datamodule
 
 
 def _set_epoch_length(trainer: L.Trainer, num_batches: int) -> None:
-    """Tell the fit loop how many batches the next epoch has (it caches the first epoch's
-    length; a curated epoch can be shorter or longer)."""
-    trainer.fit_loop.max_batches = num_batches
+    """Tell the fit loop how many batches the next epoch has.
+
+    Lightning sizes the epoch once, when the loader is set up (its batch count, the
+    combined loader's iteration limit, the validation interval); a curated epoch can be
+    shorter or longer, so all three follow the new length, ``limit_train_batches`` applied.
+    """
+    limit = trainer.limit_train_batches
+    batches = min(num_batches, limit) if isinstance(limit, int) else int(num_batches * (limit if limit is not None else 1.0))
+    loop = trainer.fit_loop
+    loop.max_batches = batches
+    if loop._combined_loader is not None:
+        loop._combined_loader.limits = [batches]
     if isinstance(trainer.val_check_interval, float) and trainer.val_check_batch not in (None, float("inf")):
-        trainer.val_check_batch = max(1, int(num_batches * trainer.val_check_interval))
+        trainer.val_check_batch = max(1, int(batches * trainer.val_check_interval))
 
 
 class CurationCallback(Callback):

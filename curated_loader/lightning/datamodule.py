@@ -92,7 +92,7 @@ class CuratedDataModule(L.LightningDataModule):
         self.batch: BatchContext | None = None
         self._train_loader: CuratedLoader | None = None
         self._position = (-1, 0)  # (epoch, training batches delivered in it)
-        self._pending_resume: tuple[int, int] | None = None
+        self._resume: tuple[int, int] | None = None  # (epoch to resume in, batches already done)
 
     # -- building ----------------------------------------------------------------------
     def _rank_world(self) -> tuple[int | None, int | None]:
@@ -123,9 +123,8 @@ class CuratedDataModule(L.LightningDataModule):
         for split in ("val", "test"):
             if self.shards[split] is not None:
                 self._stream(split)
-        if self._pending_resume is not None:
-            self._stream("train").control.set_resume(*self._pending_resume)
-            self._pending_resume = None
+        if self._resume is not None:
+            self._stream("train").control.set_resume(*self._resume)
 
     @property
     def snapshot(self) -> CurationSnapshot:
@@ -149,6 +148,8 @@ class CuratedDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> CuratedLoader:
         self._train_loader = self._loader("train")
+        if self._resume is not None:
+            self._train_loader.min_epoch = self._resume[0]
         return self._train_loader
 
     def val_dataloader(self) -> CuratedLoader | list:
@@ -181,15 +182,18 @@ class CuratedDataModule(L.LightningDataModule):
     # -- checkpoints -------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         epoch, done = self._position
-        return {"seed": self.seed, "epoch": epoch, "batches_done": done, "mode": self.mode}
+        loader = self._train_loader
+        complete = loader is not None and loader.epoch == epoch and done >= loader.epoch_batches
+        return {"seed": self.seed, "epoch": epoch, "batches_done": done, "epoch_complete": complete, "mode": self.mode}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume where the checkpoint left off: the rest of an interrupted epoch, or the next one."""
         if int(state.get("seed", self.seed)) != self.seed:
             raise ValueError(f"checkpoint was made with seed {state['seed']}, this data module has seed {self.seed}")
         epoch, done = int(state.get("epoch", -1)), int(state.get("batches_done", 0))
+        if epoch < 0:
+            return
         self._position = (epoch, done)
-        if epoch >= 0:
-            if "train" in self.streams:
-                self.streams["train"].control.set_resume(epoch, done)
-            else:
-                self._pending_resume = (epoch, done)
+        self._resume = (epoch + 1, 0) if state.get("epoch_complete", False) else (epoch, done)
+        if "train" in self.streams:
+            self.streams["train"].control.set_resume(*self._resume)
