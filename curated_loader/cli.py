@@ -1,4 +1,4 @@
-"""``curated-loader``: index shards, write shards (and, with training state, report/export)."""
+"""``curated-loader``: index shards, write shards, report on and export a curated training run."""
 
 from __future__ import annotations
 
@@ -34,6 +34,61 @@ def _cmd_write(args: argparse.Namespace) -> int:
     return 0
 
 
+def _shard_spec(items: Sequence[str]) -> str | list[str]:
+    """One shard spec (a pattern or index JSON) as a string, several as a list."""
+    return items[0] if len(items) == 1 else list(items)
+
+
+def _fail(command: str, exn: BaseException) -> int:
+    print(f"curated-loader {command}: error: {exn}", file=sys.stderr)
+    return 2
+
+
+def _input_errors() -> tuple[type[BaseException], ...]:
+    from .data.errors import ShardError
+    from .reporting.checkpoint import CheckpointError
+    from .reporting.export import ExportError
+
+    return (CheckpointError, ExportError, ShardError, FileNotFoundError, ValueError)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .reporting.report import write_report
+
+    try:
+        page = write_report(args.checkpoint, _shard_spec(args.shards), args.out, top_k=args.top,
+                            state_key=args.state_key, weights_only=not args.trusted, progress=not args.quiet)
+    except _input_errors() as exn:
+        return _fail("report", exn)
+    print(f"report → {page} (plots and summary.json beside it)")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .reporting.export import export_curated
+
+    try:
+        result = export_curated(args.checkpoint, _shard_spec(args.shards), args.out, drop=args.drop,
+                                prefix=args.prefix, samples_per_shard=args.per_shard, overwrite=args.overwrite,
+                                state_key=args.state_key, weights_only=not args.trusted, progress=not args.quiet)
+    except _input_errors() as exn:
+        return _fail("export", exn)
+    print(result.describe())
+    print(f"manifest of removed and reweighted samples → {result.manifest_path}")
+    return 0
+
+
+def _add_checkpoint_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="Lightning checkpoint (.ckpt) written with a CurationCallback")
+    p.add_argument("--shards", nargs="+", required=True,
+                   help="the training shards the checkpoint was made with (pattern, glob, list or index JSON)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--state-key", default=None, help="callback state key, if the checkpoint holds several")
+    p.add_argument("--trusted", action="store_true",
+                   help="the checkpoint is trusted: allow full unpickling (weights_only=False)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="curated-loader", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -55,6 +110,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prefix", default="train", help="shard name prefix (default train)")
     p.add_argument("--per-shard", type=int, default=1000, help="samples per shard (default 1000)")
     p.set_defaults(func=_cmd_write)
+
+    p = sub.add_parser("report", help="HTML report of a run's curation decisions (+ plots, summary.json)")
+    _add_checkpoint_args(p)
+    p.add_argument("--top", type=int, default=24, help="suspicious samples to show with previews (default 24)")
+    p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("export", help="write the curated dataset as new shards + index + manifest of removals")
+    _add_checkpoint_args(p)
+    p.add_argument("--drop", choices=("flagged", "pruned"), default="flagged",
+                   help="flagged: remove noise-filter flags (default); pruned: also the samples pruning skipped")
+    p.add_argument("--prefix", default="train", help="shard name prefix (default train)")
+    p.add_argument("--per-shard", type=int, default=None,
+                   help="samples per new shard (default: one new shard per source shard)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier export in --out")
+    p.set_defaults(func=_cmd_export)
     return parser
 
 
