@@ -2,8 +2,10 @@
 
 from .data.errors import ShardError
 from .data.pipeline import CuratedLoader, CuratedStream
+from .data.sampler import KeptSampler, ShardDataset
 from .data.shards import ShardIndex, build_index, expand_urls, load_index
 from .data.snapshot import CurationSnapshot
+from .data.stage import CurateStage
 from .data.writer import write_arrays, write_image_folder, write_samples
 from .lightning.callback import CurationCallback
 from .lightning.datamodule import CuratedDataModule
@@ -13,9 +15,12 @@ __all__ = [
     "CuratedDataModule",
     "CuratedLoader",
     "CuratedStream",
+    "CurateStage",
     "CurationCallback",
     "CurationSnapshot",
+    "KeptSampler",
     "ShardError",
+    "ShardDataset",
     "ShardIndex",
     "build_index",
     "curated_loss",
