@@ -16,7 +16,17 @@ from webdataset.autodecode import Decoder, imagehandler
 from webdataset.filters import shuffle as wds_shuffle
 
 from .control import LoaderControl
-from .epoch import EpochPlan, Equalize, Mode, consumed_per_worker, epoch_rng, multiplicity, pad_ids, plan_epoch, stream_shuffle_seed
+from .epoch import (
+    EpochPlan,
+    Equalize,
+    Mode,
+    consumed_per_worker,
+    epoch_rng,
+    multiplicity,
+    pad_ids,
+    plan_epoch,
+    stream_shuffle_seed,
+)
 from .errors import OnError, ShardError, SkipKind, check_on_error
 from .shards import ShardIndex, ShardSpec, load_index
 from .snapshot import CurationSnapshot, SnapshotView

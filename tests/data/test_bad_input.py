@@ -5,7 +5,6 @@ import tarfile
 
 import numpy as np
 import pytest
-import torch
 
 from curated_loader.data.errors import ShardError
 from curated_loader.data.pipeline import CuratedLoader, CuratedStream

@@ -6,7 +6,13 @@ import sys
 import numpy as np
 import pytest
 
-from curated_loader.data.shards import INDEX_KIND, ShardIndex, build_index, expand_urls, load_index
+from curated_loader.data.shards import (
+    INDEX_KIND,
+    ShardIndex,
+    build_index,
+    expand_urls,
+    load_index,
+)
 
 
 def test_expand_brace_glob_and_list(make_shards, tmp_path):
