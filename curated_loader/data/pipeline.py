@@ -319,6 +319,9 @@ class _WorkerEpoch:
                     raise error from exn
                 self._skip(SkipKind.SAMPLE, error, [sid])
                 continue
+            for key, value in sample.items():  # .npy & co. arrive as numpy: hand torch tensors on
+                if isinstance(value, np.ndarray) and value.dtype != object:
+                    sample[key] = torch.from_numpy(value)
             weight = 1.0 if s.resample else float(self.view.weight[sid])
             strength = float(self.view.strength[sid])
             sample.update(__epoch__=self.epoch, __seed__=s.seed, __weight__=weight, __strength__=strength)

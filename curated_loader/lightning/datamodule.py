@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import torch
 
+from ..augment import augment_batch
 from ..data.epoch import Equalize, Mode
 from ..data.errors import OnError
 from ..data.pipeline import Augment, CuratedLoader, CuratedStream, Transform
@@ -41,8 +42,11 @@ class CuratedDataModule(L.LightningDataModule):
         mode: ``"stream"`` or ``"indexed"`` (see :class:`CuratedStream`).
         resample: deliver curation weights as repeat counts instead of loss weights.
         equalize: ``"pad"`` or ``"cut"`` — how ranks get equal batch counts.
-        decode, transform, eval_transform, augment, on_error, shuffle_buffer: see
-            :class:`CuratedStream`.
+        augment: ``(sample, strength) -> sample`` run in the loader workers, or (with
+            ``augment_on="device"``) an augmentation with a batched form (``aug.batch``, e.g.
+            the built-ins in :mod:`curated_loader.augment`) applied to each training batch
+            on the training device, its ``field`` naming the batch element it augments.
+        decode, transform, eval_transform, on_error, shuffle_buffer: see :class:`CuratedStream`.
     """
 
     def __init__(
@@ -66,6 +70,7 @@ class CuratedDataModule(L.LightningDataModule):
         transform: Transform | None = None,
         eval_transform: Transform | None = None,
         augment: Augment | None = None,
+        augment_on: Literal["worker", "device"] = "worker",
         on_error: OnError = "raise",
         cache_dir: str | os.PathLike | None = None,
     ) -> None:
@@ -85,7 +90,16 @@ class CuratedDataModule(L.LightningDataModule):
         self.decode = tuple(decode)
         self.transform = transform
         self.eval_transform = eval_transform if eval_transform is not None else transform
+        if augment_on not in ("worker", "device"):
+            raise ValueError(f"augment_on must be 'worker' or 'device', got {augment_on!r}")
+        if augment is not None and augment_on == "device":
+            if not callable(getattr(augment, "batch", None)):
+                raise ValueError("augment_on='device' needs an augmentation with a batched form (.batch)")
+            if getattr(augment, "field", None) not in self.fields:
+                raise ValueError(f"device augmentation field {getattr(augment, 'field', None)!r} is not one of fields {self.fields}")
         self.augment = augment
+        self.augment_on = augment_on
+        self._strength: tuple[int, torch.Tensor] | None = None  # (snapshot version, strength on the device)
         self.on_error: OnError = on_error
         self.cache_dir = cache_dir
         self.streams: dict[str, CuratedStream] = {}
@@ -112,7 +126,8 @@ class CuratedDataModule(L.LightningDataModule):
                 mode=self.mode if train else "stream", seed=self.seed, shuffle=train,
                 shuffle_buffer=self.shuffle_buffer, resample=self.resample and train, equalize=self.equalize,
                 decode=self.decode, transform=self.transform if train else self.eval_transform,
-                augment=self.augment if train else None, on_error=self.on_error, rank=rank, world_size=world,
+                augment=self.augment if train and self.augment_on == "worker" else None,
+                on_error=self.on_error, rank=rank, world_size=world,
                 cache_dir=self.cache_dir,
             )
             self.streams[split] = stream
@@ -174,10 +189,21 @@ class CuratedDataModule(L.LightningDataModule):
         trainer = self.trainer
         if trainer is None or trainer.training:
             self.batch = BatchContext(ids=ids, weights=weights)
-            epoch = self._current_epoch()
+            epoch = self._train_loader.epoch if self._train_loader is not None else self._current_epoch()
             done = self._position[1] if self._position[0] == epoch else 0
             self._position = (epoch, done + 1)
+            if self.augment is not None and self.augment_on == "device":
+                position = self.fields.index(self.augment.field)
+                fields[position] = self._augment_on_device(fields[position], ids, epoch)
         return fields[0] if len(fields) == 1 else tuple(fields)
+
+    def _augment_on_device(self, x: torch.Tensor, ids: torch.Tensor, epoch: int) -> torch.Tensor:
+        """The batched augmentation, each sample at its snapshot strength (no host sync)."""
+        snapshot = self.snapshot
+        if self._strength is None or self._strength[0] != snapshot.version or self._strength[1].device != ids.device:
+            self._strength = (snapshot.version, snapshot.strength.to(ids.device))
+        strength = self._strength[1][ids]
+        return augment_batch(self.augment, x, strength, ids, epoch, self.seed)
 
     # -- checkpoints -------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
