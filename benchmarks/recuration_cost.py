@@ -1,0 +1,163 @@
+"""Cost of re-curation: one full plan (ledger sync and statistics, all four noise filters,
+prune, reweight, strength) and one ``Ledger.record`` call, for ledgers of N samples.
+
+    python benchmarks/recuration_cost.py --sizes 1e5 1e6 1e7 --device cpu
+    python benchmarks/recuration_cost.py --quick
+
+Prints a markdown table of medians: wall-clock time, and the process CPU time (all threads
+together; on a shared machine it is less disturbed by other load than the wall clock).
+On CUDA, ``record`` runs under ``torch.cuda.set_sync_debug_mode("error")``, so any host
+sync in it fails the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import time
+from collections.abc import Callable, Iterator
+
+import torch
+
+from curated_loader.curation import (
+    AugmentStrength,
+    AUMFilter,
+    CartographyFilter,
+    CurationPlan,
+    GMMFilter,
+    InfoBatchPrune,
+    Ledger,
+    Reweight,
+    SmallLossFilter,
+)
+
+NUM_CLASSES = 10
+
+
+def full_plan() -> CurationPlan:
+    """Every stage active from epoch 0."""
+    return CurationPlan(
+        noise_filter=[
+            SmallLossFilter(warmup_epochs=0),
+            GMMFilter(warmup_epochs=0),
+            AUMFilter(warmup_epochs=0),
+            CartographyFilter(warmup_epochs=0),
+        ],
+        prune=InfoBatchPrune(warmup_epochs=0),
+        reweight=Reweight(warmup_epochs=0),
+        augment=AugmentStrength(warmup_epochs=0),
+        seed=0,
+        num_epochs=1000,
+    )
+
+
+def _batch(n: int, size: int, device: torch.device, g: torch.Generator):
+    ids = torch.randint(n, (size,), device=device, generator=g)
+    logits = torch.randn(size, NUM_CLASSES, device=device, generator=g)
+    targets = torch.randint(NUM_CLASSES, (size,), device=device, generator=g)
+    loss = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
+    return ids, loss, logits, targets
+
+
+def filled_ledger(n: int, device: torch.device, epochs: int = 2, chunk: int = 1 << 20) -> Ledger:
+    """A ledger where every sample was recorded ``epochs`` times with logits."""
+    ledger = Ledger(n, num_classes=NUM_CLASSES, device=device)
+    g = torch.Generator(device=device).manual_seed(0)
+    for epoch in range(epochs):
+        ledger.set_epoch(epoch)
+        order = torch.randperm(n, device=device, generator=g)
+        for start in range(0, n, chunk):
+            _, loss, logits, targets = _batch(n, len(order[start : start + chunk]), device, g)
+            ledger.record(order[start : start + chunk], loss, logits, targets)
+        ledger.sync()
+    return ledger
+
+
+def _median_seconds(fn: Callable[[], object], repeats: int, device: torch.device) -> tuple[float, float]:
+    """Median wall-clock and median process CPU seconds of ``fn`` (after one warm-up call)."""
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    fn()
+    wall, cpu = [], []
+    for _ in range(repeats):
+        sync()
+        start, start_cpu = time.perf_counter(), time.process_time()
+        fn()
+        sync()
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return statistics.median(wall), statistics.median(cpu)
+
+
+@contextlib.contextmanager
+def _no_host_sync(device: torch.device) -> Iterator[None]:
+    if device.type != "cuda":
+        yield
+        return
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        yield
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+def measure(n: int, device: torch.device, repeats: int, batch: int) -> dict[str, float]:
+    ledger = filled_ledger(n, device)
+    plan = full_plan()
+    g = torch.Generator(device=device).manual_seed(1)
+    batches = [_batch(n, batch, device, g) for _ in range(repeats * 11 + 2)]
+    it = iter(batches)
+
+    def epoch_end() -> None:  # one batch recorded, so the sync inside decide has work to fold
+        ledger.record(*next(it))
+        plan.decide(ledger, 5)
+
+    plan_s, plan_cpu_s = _median_seconds(epoch_end, repeats, device)
+    with _no_host_sync(device):
+        record_s, _ = _median_seconds(lambda: ledger.record(*next(it)), repeats * 10, device)
+    table_bytes = sum(ledger.table(k).element_size() * n for k in ledger.table_names)
+    pending_bytes = sum(ledger.table(k, pending=True).element_size() * n for k in ledger.accumulator_names)
+    return {
+        "plan_s": plan_s,
+        "plan_cpu_s": plan_cpu_s,
+        "record_ms": record_s * 1e3,
+        "mem_mb": (table_bytes + pending_bytes) / 2**20,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sizes", type=float, nargs="+", default=[1e5, 1e6, 1e7])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, one repeat (for tests)")
+    args = parser.parse_args(argv)
+    sizes, repeats = ([1e3, 1e4], 1) if args.quick else (args.sizes, args.repeats)
+    device = torch.device(args.device)
+    print(
+        f"device: {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
+        f"record batch {args.batch}, median of {repeats} (record: {repeats * 10})\n"
+    )
+    print(
+        "| N | plan (s) | plan per 1M samples (s) | plan CPU time (s) | record (ms) | ledger memory (MiB) |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|")
+    for size in sizes:
+        n = int(size)
+        r = measure(n, device, repeats, args.batch)
+        per_million = r["plan_s"] / n * 1e6
+        print(
+            f"| {n:,} | {r['plan_s']:.3f} | {per_million:.3f} | {r['plan_cpu_s']:.3f} "
+            f"| {r['record_ms']:.3f} | {r['mem_mb']:.0f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

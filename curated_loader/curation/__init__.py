@@ -1,0 +1,40 @@
+"""The curation engine: a synced per-sample ledger, policies, and the plan that turns the
+ledger's statistics into one decision per epoch. Plain torch, on any device."""
+
+from .decision import Decision, NoisePart, PrunePart, Reason, StrengthPart, WeightPart
+from .ledger import Ledger, LedgerStats
+from .plan import CurationPlan, derive_seed
+from .policies import (
+    AugmentStrength,
+    AUMFilter,
+    CartographyFilter,
+    GMMFilter,
+    InfoBatchPrune,
+    Reweight,
+    SmallLossFilter,
+)
+from .schedule import Policy, Scheduled, cooldown_start, is_active
+
+__all__ = [
+    "AUMFilter",
+    "AugmentStrength",
+    "CartographyFilter",
+    "CurationPlan",
+    "Decision",
+    "GMMFilter",
+    "InfoBatchPrune",
+    "Ledger",
+    "LedgerStats",
+    "NoisePart",
+    "Policy",
+    "PrunePart",
+    "Reason",
+    "Reweight",
+    "Scheduled",
+    "SmallLossFilter",
+    "StrengthPart",
+    "WeightPart",
+    "cooldown_start",
+    "derive_seed",
+    "is_active",
+]

@@ -1,0 +1,161 @@
+"""The curation plan: noise filter -> prune -> reweight -> augmentation strength.
+
+Weights and normalization. Let S be the samples no noise filter flagged. Reweighting
+computes weights ``v`` with mean 1 over S (pruning has not happened yet, so ``v`` does not
+depend on the draw). Pruning then multiplies the kept well-learned samples by ``1/(1-r)``
+and zeroes the pruned ones: ``weight = v * factor`` on kept samples, 0 elsewhere. Hence
+``E[sum_kept weight * loss] = sum_S v * loss`` — the InfoBatch rescale stays unbiased, and
+``sum(weight)`` equals ``|S|`` in expectation. Normalizing to mean 1 over the *kept*
+samples instead would scale the rescale away. Without pruning, kept = S and the weights
+have mean 1 over kept samples. The reweight clip bounds ``v``; the prune factor comes after
+it, so a final weight may reach ``w_max / (1 - r)``.
+
+Randomness. Each stage draws from its own ``torch.Generator`` on the stats' device, seeded
+from ``(seed, epoch, stage)`` by a fixed integer mix; nothing global is touched. Equal stats,
+seed and epoch give a bit-identical decision on every rank; other epochs draw differently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+import torch
+
+from .decision import Decision, NoisePart, Reason
+from .ledger import Ledger, LedgerStats
+from .policies.augment import AugmentStrength
+from .policies.prune import InfoBatchPrune
+from .policies.reweight import Reweight, stochastic_round
+from .schedule import Policy
+
+_MASK64 = (1 << 64) - 1
+_STAGE_PRUNE, _STAGE_REWEIGHT, _STAGE_AUGMENT, _STAGE_COUNTS, _STAGE_NOISE = range(5)
+
+
+def derive_seed(seed: int, epoch: int, stage: int = 0) -> int:
+    """A 63-bit seed from ``(seed, epoch, stage)`` (splitmix64 finalizer; process-independent)."""
+    x = (
+        seed * 0x9E3779B97F4A7C15 + (epoch + 1) * 0xBF58476D1CE4E5B9 + (stage + 1) * 0x94D049BB133111EB
+    ) & _MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return (x ^ (x >> 31)) & ((1 << 63) - 1)
+
+
+class CurationPlan:
+    """Compose policies and turn ledger statistics into one :class:`Decision` per epoch.
+
+    ``noise_filter`` may be one filter or a sequence: a sample is flagged if any active
+    filter flags it, and its reason is the first such filter's. ``num_epochs`` is needed by
+    schedules with a cooldown (InfoBatch's annealing).
+    """
+
+    def __init__(
+        self,
+        noise_filter: Policy | Sequence[Policy] | None = None,
+        prune: InfoBatchPrune | None = None,
+        reweight: Reweight | None = None,
+        augment: AugmentStrength | None = None,
+        seed: int = 0,
+        num_epochs: int | None = None,
+    ) -> None:
+        if noise_filter is None:
+            noise_filter = ()
+        self.noise_filters: tuple[Policy, ...] = (
+            (noise_filter,) if isinstance(noise_filter, Policy) else tuple(noise_filter)
+        )
+        self.prune = prune
+        self.reweight = reweight
+        self.augment = augment
+        self.seed = int(seed)
+        self.num_epochs = num_epochs
+
+    def generator(self, epoch: int, stage: int, device: torch.device | str = "cpu") -> torch.Generator:
+        """The generator stage ``stage`` uses on ``epoch`` (fresh, seeded, on ``device``)."""
+        return torch.Generator(device=device).manual_seed(derive_seed(self.seed, epoch, stage))
+
+    def _active(self, policy: Policy | None, epoch: int) -> bool:
+        return policy is not None and policy.should_apply(epoch, self.num_epochs)
+
+    def active(self, epoch: int) -> dict[str, bool]:
+        """Which stages act on ``epoch`` (for logging)."""
+        return {
+            "noise_filter": any(self._active(f, epoch) for f in self.noise_filters),
+            "prune": self._active(self.prune, epoch),
+            "reweight": self._active(self.reweight, epoch),
+            "augment": self._active(self.augment, epoch),
+        }
+
+    @torch.no_grad()
+    def decide(
+        self, source: Ledger | LedgerStats, epoch: int, labels: torch.Tensor | None = None
+    ) -> Decision:
+        """The decision for ``epoch`` (the epoch it will be used in).
+
+        ``source`` is a ledger (its :meth:`Ledger.stats` is called, which syncs across ranks:
+        call on every rank) or precomputed stats. ``labels`` (int64[N], -1 unknown) overrides
+        the labels the ledger recorded, for class-balanced reweighting.
+        """
+        stats = source.stats() if isinstance(source, Ledger) else source
+        if labels is not None:
+            stats = replace(stats, labels=labels.to(stats.device, torch.long))
+        device, n = stats.device, stats.num_samples
+        reason = torch.full((n,), int(Reason.UNSEEN), dtype=torch.int8, device=device)
+        reason.masked_fill_(stats.seen, int(Reason.KEPT))
+        keep, score = self._filter(stats, epoch, reason)
+        eligible = keep.clone()
+        weight = torch.ones(n, device=device)
+        if self._active(self.reweight, epoch):
+            gen = self.generator(epoch, _STAGE_REWEIGHT, device)
+            weight = self.reweight.apply(stats, epoch, gen, keep=eligible).weight
+        if self._active(self.prune, epoch):
+            part = self.prune.apply(stats, epoch, self.generator(epoch, _STAGE_PRUNE, device), keep=eligible)
+            keep.masked_fill_(part.pruned, False)
+            reason.masked_fill_(part.pruned, int(Reason.PRUNED))
+            weight.mul_(part.factor)
+        weight.masked_fill_(~keep, 0.0)
+        counts = None
+        if self.reweight is not None and self.reweight.as_counts:
+            counts = stochastic_round(weight, self.generator(epoch, _STAGE_COUNTS, device))
+            weight = counts.float()
+        if self._active(self.augment, epoch):
+            gen = self.generator(epoch, _STAGE_AUGMENT, device)
+            strength = self.augment.apply(stats, epoch, gen, keep=eligible).strength
+        else:
+            strength = torch.zeros(n, device=device)
+        return Decision(keep, weight, strength, reason, score, epoch, counts)
+
+    def _filter(
+        self, stats: LedgerStats, epoch: int, reason: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run the active noise filters; updates ``reason`` in place, returns (keep, score)."""
+        keep = torch.ones(stats.num_samples, dtype=torch.bool, device=stats.device)
+        score: torch.Tensor | None = None
+        for index, noise_filter in enumerate(self.noise_filters):
+            if not self._active(noise_filter, epoch):
+                continue
+            gen = self.generator(epoch, _STAGE_NOISE + index, stats.device)
+            part: NoisePart = noise_filter.apply(stats, epoch, gen)
+            if score is None:
+                score = part.score.clone()
+                newly = part.flagged
+            else:
+                newly = part.flagged & keep
+                torch.where(newly, part.score, score, out=score)
+            reason.masked_fill_(newly, int(part.reason))
+            keep.masked_fill_(part.flagged, False)
+        if score is None:
+            score = stats.ema_loss.masked_fill(~stats.seen, 0.0).float()
+        return keep, score
+
+    def state_dict(self) -> dict[str, Any]:
+        """The plan's seed and run length (its policies are configuration, not state)."""
+        return {"seed": self.seed, "num_epochs": self.num_epochs}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the seed and run length; entries missing from older checkpoints keep the
+        values given to the constructor."""
+        self.seed = int(state.get("seed", self.seed))
+        self.num_epochs = state.get("num_epochs", self.num_epochs)

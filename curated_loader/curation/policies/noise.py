@@ -1,0 +1,250 @@
+"""Noise filters: flag samples whose label is likely wrong.
+
+Each is a pure function ``(stats, epoch, generator, *, keep=None, ...) -> NoisePart`` plus a
+policy class holding its hyperparameters and schedule. Only samples with the needed history
+are judged (seen at least once; for AUM and cartography, seen with logits), restricted to
+``keep`` when given; everything else is never flagged. Scores: higher = more suspicious.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ..decision import NoisePart, Reason
+from ..ledger import LedgerStats
+from ..schedule import Policy
+
+
+def _judged(base: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+    return base if keep is None else base & keep
+
+
+def _masked_score(score: torch.Tensor, judged: torch.Tensor, owned: bool = False) -> torch.Tensor:
+    """``score`` where judged, 0 elsewhere; always a fresh tensor (in place if ``owned``)."""
+    if not owned:
+        score = score.clone()
+    return score if judged.all() else score.masked_fill_(~judged, 0.0)
+
+
+def small_loss(
+    stats: LedgerStats,
+    epoch: int,
+    generator: torch.Generator | None = None,
+    *,
+    keep: torch.Tensor | None = None,
+    quantile: float = 0.2,
+    loss_key: str = "ema_loss",
+) -> NoisePart:
+    """Flag the ``quantile`` fraction of judged samples with the largest loss (small-loss
+    trick, Han et al. 2018). Score: the loss."""
+    loss = getattr(stats, loss_key)
+    judged = _judged(stats.seen, keep)
+    threshold = stats.quantile(loss, 1.0 - quantile, mask=judged)
+    flagged = judged & (loss > threshold) if quantile > 0 else torch.zeros_like(judged)
+    return NoisePart(flagged, _masked_score(loss.float(), judged), Reason.FLAGGED_SMALL_LOSS)
+
+
+@dataclass(frozen=True)
+class GMM1D:
+    """A fitted two-component 1-D Gaussian mixture (component 0 has the smaller mean)."""
+
+    means: torch.Tensor  # [2]
+    variances: torch.Tensor  # [2]
+    mix: torch.Tensor  # [2]
+    iterations: int
+
+    def log_odds_low(self, x: torch.Tensor) -> torch.Tensor:
+        """log p(low | x) - log p(high | x), element-wise, as one quadratic in ``x``."""
+        inv = 0.5 / self.variances
+        a = inv[1] - inv[0]
+        b = 2 * (self.means[0] * inv[0] - self.means[1] * inv[1])
+        c = (
+            torch.log(self.mix[0] / self.mix[1])
+            - 0.5 * torch.log(self.variances[0] / self.variances[1])
+            - self.means[0].square() * inv[0]
+            + self.means[1].square() * inv[1]
+        )
+        a, b, c = (v.to(x.dtype) for v in (a, b, c))
+        return (x * a).add_(b).mul_(x).add_(c)
+
+    def posterior_low(self, x: torch.Tensor) -> torch.Tensor:
+        """p(low-mean component | x), element-wise."""
+        return self.log_odds_low(x).sigmoid_()
+
+
+def fit_gmm_1d(
+    x: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    *,
+    max_iter: int = 100,
+    tol: float = 1e-6,
+    reg_covar: float = 5e-4,
+) -> GMM1D:
+    """EM for a two-component 1-D Gaussian mixture on (optionally weighted) points.
+
+    Deterministic: responsibilities start as a hard split at the weighted mean. Stops after
+    ``max_iter`` iterations or when the mean log-likelihood improves by less than ``tol``
+    (one host sync per iteration). ``reg_covar`` is added to both variances.
+    """
+    x = x.to(torch.float64)
+    w = torch.ones_like(x) if weight is None else weight.to(torch.float64)
+    total = w.sum().clamp_min(1e-300)
+    high = (x > (w * x).sum() / total).to(torch.float64)
+    resp = torch.stack([1 - high, high], 1)
+    previous = -math.inf
+    means = variances = mix = torch.zeros(2, dtype=torch.float64, device=x.device)
+    iterations = 0
+    while iterations < max_iter:
+        iterations += 1
+        wr = resp * w[:, None]
+        nk = wr.sum(0).clamp_min(1e-12)
+        means = (wr * x[:, None]).sum(0) / nk
+        variances = (wr * (x[:, None] - means).square()).sum(0) / nk + reg_covar
+        mix = (nk / nk.sum()).clamp_min(1e-12)
+        log_p = (
+            torch.log(mix)
+            - 0.5 * torch.log(2 * math.pi * variances)
+            - (x[:, None] - means).square() / (2 * variances)
+        )
+        log_norm = torch.logsumexp(log_p, 1)
+        resp = torch.exp(log_p - log_norm[:, None])
+        mean_ll = float((w * log_norm).sum() / total)
+        if abs(mean_ll - previous) < tol:
+            break
+        previous = mean_ll
+    order = torch.argsort(means, stable=True)
+    return GMM1D(means[order], variances[order], mix[order], iterations)
+
+
+def _normalized(values: torch.Tensor, mask: torch.Tensor, everywhere: bool) -> torch.Tensor:
+    """Min-max normalization to [0, 1] with the range taken over ``mask``."""
+    if everywhere:
+        lo, hi = torch.aminmax(values)
+    else:
+        lo = values.masked_fill(~mask, math.inf).amin()
+        hi = values.masked_fill(~mask, -math.inf).amax()
+    return (values - lo).mul_((hi - lo).clamp_min(1e-12).reciprocal()).clamp_(0.0, 1.0)
+
+
+def gmm(
+    stats: LedgerStats,
+    epoch: int,
+    generator: torch.Generator | None = None,
+    *,
+    keep: torch.Tensor | None = None,
+    tau: float = 0.5,
+    bins: int | None = 1024,
+    max_iter: int = 100,
+    tol: float = 1e-6,
+    reg_covar: float = 5e-4,
+    loss_key: str = "ema_loss",
+) -> NoisePart:
+    """DivideMix (Li et al. 2020): fit a two-component GMM to the min-max normalized loss of
+    judged samples; flag those with p(clean) <= ``tau`` (clean = low-mean component).
+
+    With ``bins`` the EM runs on a ``bins``-bin histogram (bin centers weighted by counts;
+    error at most half a bin width), then p(clean) is evaluated exactly per sample; with
+    ``bins=None`` it runs on every sample. Score: 1 - p(clean).
+    """
+    judged = _judged(stats.seen, keep)
+    if stats.num_seen < 2:
+        zeros = torch.zeros(stats.num_samples, device=stats.device)
+        return NoisePart(torch.zeros_like(judged), zeros, Reason.FLAGGED_GMM)
+    everywhere = keep is None and stats.all_seen
+    x = _normalized(getattr(stats, loss_key).float(), judged, everywhere)
+    if bins:
+        index = x.mul(bins).long().clamp_(max=bins - 1)
+        if not everywhere:
+            index.masked_fill_(~judged, bins)  # an overflow bin, dropped below
+        counts = torch.bincount(index, minlength=bins + 1)[:bins].to(torch.float64)
+        centers = (torch.arange(bins, dtype=torch.float64, device=x.device) + 0.5) / bins
+        model = fit_gmm_1d(centers, counts, max_iter=max_iter, tol=tol, reg_covar=reg_covar)
+    else:
+        model = fit_gmm_1d(x, judged, max_iter=max_iter, tol=tol, reg_covar=reg_covar)
+    p_clean = model.posterior_low(x)
+    flagged = judged & (p_clean <= tau)
+    noisy = p_clean.neg_().add_(1.0)  # the score 1 - p(clean), in place
+    return NoisePart(flagged, _masked_score(noisy, judged, owned=True), Reason.FLAGGED_GMM)
+
+
+def aum(
+    stats: LedgerStats,
+    epoch: int,
+    generator: torch.Generator | None = None,
+    *,
+    keep: torch.Tensor | None = None,
+    threshold: float = 0.0,
+    quantile: float | None = None,
+) -> NoisePart:
+    """Area under the margin (Pleiss et al. 2020): flag samples whose mean margin (assigned
+    logit minus largest other logit) is below ``threshold``, or below the ``quantile`` of
+    judged margins when ``quantile`` is given. Score: -AUM."""
+    judged = _judged(stats.has_logits, keep)
+    cut = threshold if quantile is None else stats.quantile(stats.aum, quantile, mask=judged)
+    flagged = judged & (stats.aum < cut)
+    return NoisePart(flagged, _masked_score(stats.aum.neg(), judged, owned=True), Reason.FLAGGED_AUM)
+
+
+def cartography(
+    stats: LedgerStats,
+    epoch: int,
+    generator: torch.Generator | None = None,
+    *,
+    keep: torch.Tensor | None = None,
+    max_confidence: float = 0.2,
+    max_variability: float = 0.1,
+) -> NoisePart:
+    """Dataset cartography (Swayamdipta et al. 2020): flag "hard-to-learn" samples, whose
+    mean gold-label probability is below ``max_confidence`` *and* whose spread across
+    observations is below ``max_variability``. Score: 1 - confidence."""
+    judged = _judged(stats.has_logits, keep)
+    flagged = judged & (stats.confidence < max_confidence) & (stats.variability < max_variability)
+    score = _masked_score(stats.confidence.neg().add_(1.0), judged, owned=True)
+    return NoisePart(flagged, score, Reason.FLAGGED_CARTOGRAPHY)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SmallLossFilter(Policy):
+    """Policy class of :func:`small_loss`."""
+
+    quantile: float = 0.2
+    loss_key: str = "ema_loss"
+    warmup_epochs: int = 2
+    function = staticmethod(small_loss)
+
+
+@dataclass(frozen=True, kw_only=True)
+class GMMFilter(Policy):
+    """Policy class of :func:`gmm`."""
+
+    tau: float = 0.5
+    bins: int | None = 1024
+    max_iter: int = 100
+    tol: float = 1e-6
+    reg_covar: float = 5e-4
+    loss_key: str = "ema_loss"
+    warmup_epochs: int = 2
+    function = staticmethod(gmm)
+
+
+@dataclass(frozen=True, kw_only=True)
+class AUMFilter(Policy):
+    """Policy class of :func:`aum`."""
+
+    threshold: float = 0.0
+    quantile: float | None = None
+    warmup_epochs: int = 2
+    function = staticmethod(aum)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CartographyFilter(Policy):
+    """Policy class of :func:`cartography`."""
+
+    max_confidence: float = 0.2
+    max_variability: float = 0.1
+    warmup_epochs: int = 2
+    function = staticmethod(cartography)

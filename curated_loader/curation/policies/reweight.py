@@ -1,0 +1,126 @@
+"""Reweighting: loss-importance and class-balanced weights, delivered as loss weights or as
+integer resampling counts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..decision import WeightPart
+from ..ledger import LedgerStats
+from ..schedule import Policy
+
+
+def normalize_clipped(
+    raw: torch.Tensor,
+    members: torch.Tensor,
+    w_min: float = 0.0,
+    w_max: float = float("inf"),
+    *,
+    max_iter: int = 50,
+    tol: float = 1e-6,
+) -> torch.Tensor:
+    """``clamp(c * raw, w_min, w_max)`` on ``members`` (0 elsewhere), with the scale ``c``
+    chosen so the mean over members is 1.
+
+    The clip always holds exactly. ``mean(clamp(c * raw))`` is monotone in ``c``; ``c`` is
+    found by Newton steps on the linear piece at hand, kept inside a bisection bracket, until
+    the mean is within ``tol`` of 1 (a few host syncs). Needs ``0 <= w_min <= 1 <= w_max``; if
+    no ``c`` reaches mean 1 (e.g. every raw weight is 0), the closest clipped result is
+    returned.
+    """
+    if not 0.0 <= w_min <= 1.0 <= w_max:
+        raise ValueError(f"need 0 <= w_min <= 1 <= w_max, got [{w_min}, {w_max}]")
+    n = int(members.sum())
+    if n == 0:
+        return torch.zeros_like(raw, dtype=torch.float32)
+    raw = raw.to(torch.float32) if n == raw.numel() else raw.masked_fill(~members, 0.0).to(torch.float32)
+    outside = (raw.numel() - n) * w_min  # non-members have raw 0, so clamp gives them w_min
+    total = float(raw.sum())
+    c = n / total if total > 0 else 1.0
+    lo_raw, hi_raw = (
+        float(v) for v in torch.aminmax(torch.where(members, raw, total / n) if n < raw.numel() else raw)
+    )
+    if w_min <= lo_raw * c and hi_raw * c <= w_max:  # nothing to clip: one scale does it
+        return raw * c
+    low, high = 0.0, float("inf")
+    for _ in range(max_iter):
+        scaled = raw * c
+        err = (float(scaled.clamp_(w_min, w_max).sum()) - outside) / n - 1.0
+        if abs(err) < tol:
+            break
+        low, high = (c, high) if err < 0 else (low, c)
+        slope = float(raw.masked_fill((scaled <= w_min) | (scaled >= w_max), 0.0).sum()) / n
+        step = c - err / slope if slope > 0 else float("nan")
+        if low < step < high:
+            c = step
+        else:
+            c = 0.5 * (low + high) if high < float("inf") else 2.0 * max(c, 1e-30)
+    return (raw * c).clamp_(w_min, w_max).masked_fill_(~members, 0.0)
+
+
+def balance_classes(raw: torch.Tensor, labels: torch.Tensor, members: torch.Tensor) -> torch.Tensor:
+    """Rescale ``raw`` so every class present among ``members`` carries the same total mass
+    (the total over labelled members is kept). Members with label -1 are left as they are."""
+    labelled = members & (labels >= 0)
+    index = labels.clamp_min(0)
+    num_classes = int(index.amax()) + 1 if index.numel() else 0
+    mass = torch.zeros(num_classes, dtype=torch.float64, device=raw.device)
+    mass.index_put_((index,), torch.where(labelled, raw, 0.0).to(torch.float64), accumulate=True)
+    present = mass > 0
+    target = mass.sum() / present.sum().clamp_min(1)
+    scale = torch.where(present, target / mass.clamp_min(1e-300), 0.0)
+    return torch.where(labelled, raw * scale[index].to(raw.dtype), raw)
+
+
+def stochastic_round(weight: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Integer counts with ``E[count] = weight``: floor plus a Bernoulli of the fraction."""
+    base = torch.floor(weight)
+    draw = torch.rand(weight.shape, generator=generator, device=weight.device)
+    return (base + (draw < weight - base).to(base.dtype)).to(torch.int32)
+
+
+def sample_weights(
+    stats: LedgerStats,
+    epoch: int,
+    generator: torch.Generator | None = None,
+    *,
+    keep: torch.Tensor | None = None,
+    alpha: float = 0.5,
+    eps: float = 1e-2,
+    w_min: float = 0.2,
+    w_max: float = 5.0,
+    class_balance: bool = False,
+    as_counts: bool = False,
+    loss_key: str = "ema_loss",
+) -> WeightPart:
+    """Weights proportional to ``(loss + eps) ** alpha`` (``alpha=0``: uniform), optionally
+    class-balanced with ``stats.labels``, then scaled to mean 1 over ``keep`` and clipped to
+    ``[w_min, w_max]`` (see :func:`normalize_clipped`). Unseen samples get the mean raw
+    weight of the seen ones. Class balance is exact when no weight hits the clip."""
+    members = torch.ones_like(stats.seen) if keep is None else keep
+    raw = getattr(stats, loss_key).clamp_min(0).add_(eps).pow_(alpha)
+    if not stats.all_seen:
+        seen = members & stats.seen
+        neutral = raw.masked_fill(~seen, 0.0).sum() / seen.sum().clamp_min(1)
+        raw = torch.where(stats.seen, raw, torch.where(seen.any(), neutral, 1.0))
+    if class_balance:
+        raw = balance_classes(raw, stats.labels, members)
+    return WeightPart(normalize_clipped(raw, members, w_min, w_max), as_counts=as_counts)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Reweight(Policy):
+    """Policy class of :func:`sample_weights`. ``as_counts=True`` delivers the final weights as
+    resampling counts (see :class:`~curated_loader.curation.plan.CurationPlan`)."""
+
+    alpha: float = 0.5
+    eps: float = 1e-2
+    w_min: float = 0.2
+    w_max: float = 5.0
+    class_balance: bool = False
+    as_counts: bool = False
+    loss_key: str = "ema_loss"
+    warmup_epochs: int = 1
+    function = staticmethod(sample_weights)

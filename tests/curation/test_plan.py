@@ -1,0 +1,117 @@
+"""The plan: composition order, reasons, determinism, publishing."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+import torch
+from curation_synthetic import build_planted
+
+from curated_loader.curation import (
+    AugmentStrength,
+    AUMFilter,
+    CurationPlan,
+    Decision,
+    GMMFilter,
+    InfoBatchPrune,
+    Reason,
+    Reweight,
+    SmallLossFilter,
+    derive_seed,
+)
+from curated_loader.data.snapshot import CurationSnapshot
+
+
+def _full_plan(seed: int = 0) -> CurationPlan:
+    return CurationPlan(
+        noise_filter=[AUMFilter(warmup_epochs=1), GMMFilter(warmup_epochs=1)],
+        prune=InfoBatchPrune(ratio=0.5, warmup_epochs=1),
+        reweight=Reweight(warmup_epochs=1),
+        augment=AugmentStrength(warmup_epochs=1),
+        seed=seed,
+        num_epochs=20,
+    )
+
+
+def _assert_same(a: Decision, b: Decision) -> None:
+    for f in fields(Decision):
+        x, y = getattr(a, f.name), getattr(b, f.name)
+        assert torch.equal(x, y) if isinstance(x, torch.Tensor) else x == y, f.name
+
+
+def test_equal_inputs_give_bit_identical_decisions(planted):
+    stats = planted.ledger.stats()
+    rng_before = torch.get_rng_state()
+    _assert_same(_full_plan().decide(stats, 5), _full_plan().decide(stats, 5))
+    assert torch.equal(torch.get_rng_state(), rng_before)  # global RNG untouched
+
+
+def test_epochs_and_seeds_change_the_prune_draw(planted):
+    stats = planted.ledger.stats()
+    a, b, c = (
+        _full_plan().decide(stats, 5),
+        _full_plan().decide(stats, 6),
+        _full_plan(seed=1).decide(stats, 5),
+    )
+    assert not torch.equal(a.keep, b.keep) and not torch.equal(a.keep, c.keep)
+    assert len({derive_seed(s, e, k) for s in range(3) for e in range(50) for k in range(5)}) == 750
+
+
+def test_composition_reasons_and_weights(planted):
+    decision = _full_plan().decide(planted.ledger.stats(), 5)
+    flagged = (decision.reason == Reason.FLAGGED_AUM) | (decision.reason == Reason.FLAGGED_GMM)
+    pruned = decision.reason == Reason.PRUNED
+    assert torch.equal(decision.reason == Reason.FLAGGED_AUM, planted.noisy)  # AUM comes first
+    assert torch.equal(decision.keep, ~flagged & ~pruned)
+    assert (decision.weight[~decision.keep] == 0).all() and (decision.weight[decision.keep] > 0).all()
+    assert (decision.strength[flagged] == 0).all() and (decision.strength <= 1).all()
+    # mean 1 over the non-flagged samples, up to the prune draw
+    assert abs(float(decision.weight.sum()) / int((~flagged).sum()) - 1) < 0.05
+    summary = decision.summary()
+    assert summary["kept"] == int(decision.keep.sum())
+    assert summary["flagged"] == int(flagged.sum()) and summary["pruned"] == int(pruned.sum())
+    assert decision.score.dtype == torch.float32 and decision.reason.dtype == torch.int8
+
+
+def test_without_pruning_weights_have_mean_one_over_kept(planted):
+    plan = CurationPlan(
+        noise_filter=SmallLossFilter(quantile=0.1, warmup_epochs=0), reweight=Reweight(warmup_epochs=0)
+    )
+    decision = plan.decide(planted.ledger, 3)
+    assert abs(float(decision.weight[decision.keep].double().mean()) - 1) < 1e-5
+
+
+def test_warmup_gives_the_neutral_decision_and_unseen_samples_are_kept():
+    data = build_planted(num_samples=300, unseen=50, epochs=2)
+    first = _full_plan().decide(data.ledger, 0)
+    assert first.keep.all() and (first.weight == 1).all() and (first.strength == 0).all()
+    later = _full_plan().decide(data.ledger, 4)
+    assert later.keep[-50:].all() and (later.reason[-50:] == Reason.UNSEEN).all()
+
+
+def test_labels_argument_overrides_recorded_labels(planted):
+    plan = CurationPlan(
+        reweight=Reweight(alpha=0.0, w_min=0.0, w_max=100.0, class_balance=True, warmup_epochs=0)
+    )
+    labels = torch.zeros(1000, dtype=torch.long)
+    labels[:100] = 1
+    w = plan.decide(planted.ledger.stats(), 2, labels=labels).weight
+    assert torch.isclose(w[:100].sum(), w[100:].sum())
+
+
+def test_publish_and_state_round_trip(planted):
+    decision = _full_plan().decide(planted.ledger.stats(), 7)
+    snapshot = CurationSnapshot(decision.num_samples)
+    decision.publish_to(snapshot)
+    view = snapshot.view()
+    assert view.version == 7 and view.kept_count == int(decision.keep.sum())
+    assert torch.equal(torch.from_numpy(view.weight), decision.weight)
+    _assert_same(Decision.from_state_dict(decision.state_dict()), decision)
+    neutral = Decision.keep_all(5, epoch=0)
+    assert neutral.summary()["kept"] == 5 and neutral.summary()["unseen"] == 5
+    plan = _full_plan(seed=4)
+    other = _full_plan()
+    other.load_state_dict(plan.state_dict())
+    assert other.seed == 4 and other.num_epochs == 20
+    other.load_state_dict({})  # an older checkpoint without plan state
+    assert other.seed == 4
