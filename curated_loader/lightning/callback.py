@@ -9,7 +9,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from typing_extensions import override
 
-from ..curation import CurationPlan, Decision, Ledger
+from ..curation import CurationPlan, Decision, Ledger, LedgerStats
 from .datamodule import CuratedDataModule
 from .loss import _curated_datamodule
 
@@ -52,6 +52,7 @@ class CurationCallback(Callback):
         self.num_classes = num_classes
         self.ema = ema
         self.ledger: Ledger | None = None
+        self.stats: LedgerStats | None = None
         self.decision: Decision | None = None
         self.history: list[dict[str, float]] = []
         self._pending_state: dict[str, Any] | None = None
@@ -88,8 +89,8 @@ class CurationCallback(Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         dm = _curated_datamodule(trainer)
         next_epoch = trainer.current_epoch + 1
-        self.ledger.sync()
-        self.decision = self.plan.decide(self.ledger, next_epoch)
+        self.stats = self.ledger.stats()  # syncs across ranks; kept for monitors this epoch
+        self.decision = self.plan.decide(self.stats, next_epoch)
         self.decision.publish_to(dm.snapshot)
         _set_epoch_length(trainer, dm.num_training_batches(next_epoch))
         self._log(trainer, pl_module, dm)
