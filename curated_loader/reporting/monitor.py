@@ -193,7 +193,7 @@ class CurationMonitor(Callback):
         decision: Decision | None = curation.decision
         if decision is None or curation.ledger is None:
             return
-        stats = curation.ledger.stats(sync=False)  # the callback synced it a moment ago
+        stats = curation.stats if curation.stats is not None else curation.ledger.stats(sync=False)
         flagged = flagged_of(decision.reason)
         if self.noise_mask is not None:
             self._log_detection(trainer, pl_module, curation, decision, stats, flagged)
