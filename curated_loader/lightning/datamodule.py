@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -16,6 +17,10 @@ from ..data.errors import OnError
 from ..data.pipeline import Augment, CuratedLoader, CuratedStream, Transform
 from ..data.shards import ShardIndex, ShardSpec
 from ..data.snapshot import CurationSnapshot
+
+# Lightning warns that an IterableDataset's __len__ may be wrong with several workers; a
+# curated stream plans every worker's share, so its length is exact.
+warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined", category=UserWarning)
 
 
 @dataclass
