@@ -110,3 +110,39 @@ def test_weighted_mean_uses_the_batch_weights(noisy_mnist1d):
     dm.snapshot.publish(torch.ones(n, dtype=torch.bool), torch.linspace(0.1, 3.0, n), version=0)
     trainer([CurationCallback()], 1, limit_train_batches=3).fit(Probe(), dm)
     assert seen and all(seen)
+
+
+class ManualModule(PlainModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        optimizer = self.optimizers()
+        logits = self.net(x)
+        loss = curated_loss(self, F.cross_entropy(logits, y, reduction="none"), logits, y)
+        optimizer.zero_grad()
+        self.manual_backward(loss)
+        optimizer.step()
+        return loss
+
+
+@pytest.mark.parametrize(
+    "module, trainer_kw",
+    [
+        (PlainModule, {"accumulate_grad_batches": 2}),
+        (PlainModule, {"precision": "bf16-mixed"}),
+        (ManualModule, {}),
+    ],
+    ids=["grad-accumulation", "bf16-mixed", "manual-optimization"],
+)
+def test_reducer_under_training_variants(noisy_mnist1d, module, trainer_kw):
+    callback = CurationCallback(num_classes=10)
+    recorder = IdRecorder()
+    trainer([callback, recorder], 1, limit_train_batches=6, **trainer_kw).fit(module(), datamodule(noisy_mnist1d))
+    counts = callback.ledger.table("count")
+    seen = torch.tensor(recorder.ids[0])
+    assert int(counts.sum()) == len(seen) == 6 * 256  # every delivered sample recorded exactly once
+    assert torch.equal(counts[seen], torch.ones(len(seen), dtype=counts.dtype))
+    assert bool(torch.isfinite(callback.ledger.table("loss_sum")[seen]).all())
