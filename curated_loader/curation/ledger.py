@@ -201,6 +201,7 @@ class Ledger:
         self._add_table("last_loss", f, "masked_max")
         self._add_table("last_correct", torch.int8, "masked_max", default=-1)
         self._add_table("label", torch.int64, "masked_max", default=-1)
+        self._add_table("last_pred", torch.int32, "masked_max", default=-1)
 
     # -- tables ---------------------------------------------------------------------------
     def _add_table(self, name: str, dtype: torch.dtype, reduce: Reduce, default: float = 0) -> None:
@@ -307,7 +308,9 @@ class Ledger:
         is_gold = torch.zeros_like(logits, dtype=torch.bool).scatter_(1, index, True)
         other = logits.masked_fill(is_gold, -math.inf).amax(1)
         prob = torch.log_softmax(logits, 1).gather(1, index).squeeze(1).exp()
-        correct = (logits.argmax(1) == targets).to(torch.int8)
+        predicted = logits.argmax(1)
+        correct = (predicted == targets).to(torch.int8)
+        self._tables["last_pred"][ids] = runs.last(predicted.to(torch.int32))
         self._accumulate(acc["logit_count"], ids, torch.ones_like(ids))
         self._accumulate(acc["margin_sum"], ids, gold - other)
         self._accumulate(acc["gold_prob_sum"], ids, prob)

@@ -131,16 +131,17 @@ def test_report_top_suspicious_with_provenance(trained_run, report):
     decision = trained_run.raw["decision"]
     index = load_index(str(trained_run.train_index))
     labels = trained_run.raw["ledger"]["tables"]["label"]
+    predictions = trained_run.raw["ledger"]["tables"]["last_pred"]
     for r in top:
         assert r["id"] in trained_run.flagged and r["reason"] == "flagged_small_loss"
         assert r["score"] == pytest.approx(float(decision["score"][r["id"]]))
         assert r["given"] == int(labels[r["id"]]) == r["shard_label"]
-        assert r["predicted"] is None  # the ledger keeps no predictions
+        assert r["predicted"] == int(predictions[r["id"]]) >= 0  # the model's last prediction
         assert r["shard"] == index.urls[r["shard_index"]]
         assert r["id"] == index.offsets[r["shard_index"]] + r["position"]
         assert scan_layout(r["shard"]).keys[r["position"]] == r["key"]
         row = parsed.rows[r["id"]]
-        assert row["given"] == str(r["given"]) and row["predicted"] == "\u2014"
+        assert row["given"] == str(r["given"]) and row["predicted"] == str(r["predicted"])
 
 
 def test_report_is_self_contained_and_sectioned(report):
