@@ -121,12 +121,12 @@ class GMMConfig:
     """:class:`~curated_loader.curation.GMMFilter`: two-component GMM on the normalized loss."""
 
     _target_: str = "curated_loader.curation.GMMFilter"
-    tau: float = 0.5
+    tau: float = 0.1
     bins: Optional[int] = 1024
     max_iter: int = 100
     tol: float = 1e-6
     reg_covar: float = 5e-4
-    loss_key: str = "ema_loss"
+    loss_key: str = "mean_loss"
     warmup_epochs: int = 2
     cooldown_fraction: float = 0.0
 
