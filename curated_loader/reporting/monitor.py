@@ -11,9 +11,16 @@ callback adds, after it, at every training epoch end:
 * with a :class:`~lightning.pytorch.loggers.WandbLogger` attached (``wandb`` is imported
   only then): histograms of the EMA loss and the AUM margin of kept vs flagged samples
   (``curation/hist/ema_loss_kept`` ...), the strength histogram of kept samples
-  (``curation/hist/strength``, when any strength is set), and a ``wandb.Table`` of the
+  (``curation/hist/strength``, when any strength is set), a ``wandb.Table`` of the
   ``top_k`` most suspicious samples (``curation/suspicious``: id, shard, key, given and
-  predicted label, score, reason, preview). Other loggers skip these.
+  predicted label, score, reason, preview) and, when the data module has an augmentation
+  (``trainer.datamodule.augment``), a ``wandb.Table`` of a few training samples before and
+  after it, each at its snapshot strength (``curation/augment_previews``: a line plot of
+  raw and augmented for 1-D signals, the two side by side for images; see
+  :meth:`CurationMonitor.augment_preview_rows`). Other loggers skip these.
+
+The per-epoch mean strength of kept samples (``curation/strength_mean``) comes from the
+callback's scalars, through any logger.
 
 "Kept" in the histograms means *not flagged* (samples InfoBatch skips for one epoch
 included): the comparison is between what the noise filter trusts and what it rejects.
@@ -39,12 +46,20 @@ from .detection import detection_metrics, flagged_of, load_noise_mask
 
 log = logging.getLogger("curated_loader")
 
-__all__ = ["TABLE_COLUMNS", "CurationMonitor", "find_curation_callback", "signal_plot"]
+__all__ = [
+    "AUGMENT_PREVIEW_COLUMNS", "TABLE_COLUMNS", "CurationMonitor", "augment_preview_plot", "find_curation_callback",
+    "preview_ids", "signal_plot",
+]
 
 #: Columns of the suspicious-sample table.
 TABLE_COLUMNS = (
     "epoch", "id", "shard", "key", "given_label", "predicted_label", "score", "reason", "flagged", "true_noise", "preview",
 )
+
+#: Columns of the augmentation-preview table. ``for_epoch`` is the epoch whose augmentation
+#: is shown (the one the snapshot's strengths are for); ``rel_change`` is
+#: ``||augmented - raw|| / ||raw||``; ``path`` is ``"worker"`` or ``"device"``.
+AUGMENT_PREVIEW_COLUMNS = ("epoch", "for_epoch", "id", "strength", "rel_change", "path", "preview")
 
 
 def find_curation_callback(trainer: L.Trainer) -> Any:
@@ -87,10 +102,110 @@ def signal_plot(values: Any, title: str = "", size: tuple[float, float] = (3.2, 
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
+def augment_preview_plot(
+    raw: Any, augmented: Any, title: str = "", size: tuple[float, float] = (3.6, 1.5), dpi: int = 96
+) -> np.ndarray:
+    """A 1-D signal before (grey) and after (orange) augmentation in one line plot: uint8
+    RGB ``[H, W, 3]``. Multi-channel signals (``[C, L]``) draw one line per channel."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=size, dpi=dpi)
+    canvas = FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for values, color, width, label in ((raw, "0.55", 1.6, "raw"), (augmented, "tab:orange", 1.1, "augmented")):
+        arr = np.asarray(values, dtype=np.float32)
+        for i, row in enumerate(arr.reshape(-1, arr.shape[-1])):
+            ax.plot(row, color=color, linewidth=width, label=label if i == 0 else None)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.legend(fontsize=6, loc="upper right", frameon=False)
+    if title:
+        ax.set_title(title, fontsize=8)
+    fig.tight_layout(pad=0.2)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
 def _is_image(arr: np.ndarray) -> bool:
     if arr.ndim == 3:
         return True
     return arr.ndim == 2 and min(arr.shape) > 4
+
+
+def _hwc(arr: np.ndarray) -> np.ndarray:
+    """An image array as HW or HWC (CHW moved, a single channel dropped)."""
+    if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[-1] not in (1, 3, 4):
+        arr = np.moveaxis(arr, 0, -1)
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    return arr
+
+
+def _as_array(value: Any) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def _side_by_side(raw: np.ndarray, augmented: np.ndarray, gap: int = 4) -> np.ndarray:
+    """Two images (HW, HWC or CHW) as one uint8 image, raw left, augmented right. Float
+    images are read as [0, 1] when the raw one lies in it, else as [0, 255]; both are clipped
+    on the same scale, so the augmented one is never rescaled on its own."""
+    raw, augmented = _hwc(raw), _hwc(augmented)
+    unit = np.issubdtype(raw.dtype, np.floating) and float(np.nanmax(raw)) <= 1.0
+
+    def to_uint8(arr: np.ndarray) -> np.ndarray:
+        arr = arr.astype(np.float32) * (255.0 if unit and np.issubdtype(arr.dtype, np.floating) else 1.0)
+        arr = np.clip(np.nan_to_num(arr), 0, 255).astype(np.uint8)
+        return np.repeat(arr[..., None], 3, axis=-1) if arr.ndim == 2 else arr[..., :3] if arr.shape[-1] == 4 else arr
+
+    left, right = to_uint8(raw), to_uint8(augmented)
+    if left.shape[-1] != right.shape[-1]:  # grey beside colour
+        left, right = (np.repeat(a[..., :1], 3, axis=-1) if a.shape[-1] == 1 else a for a in (left, right))
+    height = max(left.shape[0], right.shape[0])
+    pad = [np.full((height - a.shape[0], a.shape[1], a.shape[2]), 255, np.uint8) for a in (left, right)]
+    left, right = np.concatenate([left, pad[0]]), np.concatenate([right, pad[1]])
+    return np.concatenate([left, np.full((height, gap, left.shape[2]), 255, np.uint8), right], axis=1)
+
+
+def _augment_preview(raw: Any, augmented: Any, caption: str) -> Any:
+    """``wandb.Image`` of an image and its augmented version side by side, or of a 1-D signal
+    and its augmented version in one line plot."""
+    import wandb
+
+    a, b = _as_array(raw), _as_array(augmented)
+    if _is_image(a) and _is_image(b):
+        return wandb.Image(_side_by_side(a, b), caption=f"{caption} (raw | augmented)")
+    return wandb.Image(augment_preview_plot(a, b, caption), caption=caption)
+
+
+def _relative_change(raw: Any, augmented: Any) -> float | None:
+    """``||augmented - raw|| / ||raw||`` (``||augmented - raw||`` when raw is all zero)."""
+    try:
+        a = torch.as_tensor(_as_array(raw), dtype=torch.float64)
+        b = torch.as_tensor(_as_array(augmented), dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError):
+        return None
+    if a.shape != b.shape:
+        return None
+    diff, norm = float((b - a).norm()), float(a.norm())
+    return diff / norm if norm > 0 else diff
+
+
+def preview_ids(strength: torch.Tensor, keep: torch.Tensor | None, num: int) -> list[int]:
+    """``num`` sample ids spread evenly over the strength ranking of the kept samples,
+    weakest first (ties by id); just the strongest when ``num == 1``."""
+    strength = strength.detach().float().cpu().reshape(-1)
+    candidates = keep.detach().cpu().reshape(-1).nonzero().flatten() if keep is not None else None
+    if candidates is None or candidates.numel() == 0:
+        candidates = torch.arange(strength.numel())
+    if num <= 0 or candidates.numel() == 0:
+        return []
+    ranked = candidates[torch.sort(strength[candidates], stable=True).indices]
+    m, k = ranked.numel(), min(num, ranked.numel())
+    positions = [m - 1] if k == 1 else torch.linspace(0, m - 1, k).round().long().unique().tolist()
+    return [int(ranked[p]) for p in positions]
 
 
 def _preview(value: Any, caption: str) -> Any:
@@ -105,10 +220,7 @@ def _preview(value: Any, caption: str) -> Any:
     if arr.dtype == object or arr.size == 0:
         return None
     if _is_image(arr):
-        if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[-1] not in (1, 3, 4):
-            arr = np.moveaxis(arr, 0, -1)
-        if arr.ndim == 3 and arr.shape[-1] == 1:
-            arr = arr[..., 0]
+        arr = _hwc(arr)
         if np.issubdtype(arr.dtype, np.floating):
             arr = (np.clip(arr, 0.0, 1.0) * 255).astype(np.uint8) if arr.max() <= 1.0 else np.clip(arr, 0, 255).astype(np.uint8)
         return wandb.Image(arr, caption=caption)
@@ -137,6 +249,9 @@ class CurationMonitor(Callback):
         log_histograms, log_table: switch the W&B extras.
         table_every_n_epochs: log the table every n epochs (and after the last epoch).
         histogram_bins: bins of the W&B histograms.
+        augment_previews: training samples shown before and after the data module's
+            augmentation each epoch, under W&B (0: none; nothing is logged when the data
+            module has no augmentation).
     """
 
     def __init__(
@@ -148,9 +263,12 @@ class CurationMonitor(Callback):
         log_table: bool = True,
         table_every_n_epochs: int = 1,
         histogram_bins: int = 64,
+        augment_previews: int = 4,
     ) -> None:
         if top_k < 0:
             raise ValueError(f"top_k must be >= 0, got {top_k}")
+        if augment_previews < 0:
+            raise ValueError(f"augment_previews must be >= 0, got {augment_previews}")
         if table_every_n_epochs < 1:
             raise ValueError(f"table_every_n_epochs must be >= 1, got {table_every_n_epochs}")
         if isinstance(noise_mask, str):
@@ -162,8 +280,10 @@ class CurationMonitor(Callback):
         self.log_table = log_table
         self.table_every_n_epochs = int(table_every_n_epochs)
         self.histogram_bins = int(histogram_bins)
+        self.augment_previews = int(augment_previews)
         self.history: list[dict[str, float]] = []
         self.tables_logged = 0
+        self.previews_logged = 0
 
     @property
     def last_detection(self) -> dict[str, float] | None:
@@ -227,6 +347,11 @@ class CurationMonitor(Callback):
             if table is not None:
                 payload["curation/suspicious"] = table
                 self.tables_logged += 1
+        if self.augment_previews > 0:
+            previews = self._augment_table(wandb, trainer)
+            if previews is not None:
+                payload["curation/augment_previews"] = previews
+                self.previews_logged += 1
         if payload:
             payload["trainer/global_step"] = trainer.global_step
             run.log(payload)
@@ -321,15 +446,101 @@ class CurationMonitor(Callback):
             data.append([row[c] for c in TABLE_COLUMNS[:-1]] + [image])
         return wandb.Table(columns=list(TABLE_COLUMNS), data=data)
 
+    # -- augmentation previews ---------------------------------------------------------
+    def augment_preview_rows(self, trainer: L.Trainer, num: int | None = None) -> list[dict[str, Any]]:
+        """A few training samples before and after the data module's augmentation.
+
+        Each sample is read from its shard (``MemberReader``), decoded and transformed as the
+        loader does, then augmented at its strength in the data module's snapshot — the
+        decision just published, for epoch ``for_epoch`` — with that epoch's seed: the
+        per-sample hook ``augment(sample, strength)`` for ``augment_on="worker"``,
+        :func:`~curated_loader.augment.augment_batch` for ``"device"``. So the augmented value
+        is what the next epoch trains on (its first repeat). The ``num`` samples (default
+        ``augment_previews``) are kept ones spread evenly over the strength ranking
+        (:func:`preview_ids`). Rows hold :data:`AUGMENT_PREVIEW_COLUMNS` but ``preview``,
+        plus ``raw`` and ``augmented`` (the augmented field's values). Empty without an
+        augmentation; a sample that cannot be read is skipped with a warning.
+        """
+        from ..augment import augment_batch
+        from ..data.tario import MemberReader
+
+        num = self.augment_previews if num is None else int(num)
+        dm = getattr(trainer, "datamodule", None)
+        aug = getattr(dm, "augment", None)
+        if num <= 0 or aug is None or not hasattr(dm, "train_stream"):
+            return []
+        stream = dm.train_stream
+        snapshot = dm.snapshot
+        epoch = int(trainer.current_epoch)
+        for_epoch = snapshot.version if snapshot.version >= 0 else epoch + 1
+        on_device = getattr(dm, "augment_on", "worker") == "device"
+        field = getattr(aug, "field", None)
+        ids = preview_ids(snapshot.strength, snapshot.keep, num)
+        if not ids:
+            return []
+        index = stream.index
+        shards, positions = index.locate(np.asarray(ids, dtype=np.int64))
+        rows: list[dict[str, Any]] = []
+        reader = MemberReader()
+        try:
+            for sid, shard, pos in zip(ids, shards.tolist(), positions.tolist()):
+                strength = float(snapshot.strength[sid])
+                url = index.urls[shard]
+                try:
+                    sample = stream.decoder(reader.read(url, index.layout(shard), pos))
+                    for key, value in sample.items():  # as the loader hands samples on
+                        if isinstance(value, np.ndarray) and value.dtype != object:
+                            sample[key] = torch.from_numpy(value)
+                    sample.update(__id__=sid, __epoch__=for_epoch, __seed__=stream.seed, __repeat__=0,
+                                  __weight__=float(snapshot.weight[sid]), __strength__=strength)
+                    if stream.transform is not None:
+                        sample = stream.transform(sample)
+                    if on_device:
+                        alts = stream.fields[dm.fields.index(field)]
+                        raw = _first_present(sample, alts)
+                        x = torch.as_tensor(raw).unsqueeze(0)
+                        augmented = augment_batch(aug, x, strength, torch.tensor([sid]), for_epoch, dm.seed)[0]
+                    else:
+                        alts = (field,) if field is not None and field in sample else (
+                            (self.preview_field,) if self.preview_field else stream.fields[0])
+                        raw = _first_present(sample, alts)
+                        augmented = _first_present(aug(dict(sample), strength), alts) if strength > 0 else raw
+                    if raw is None:
+                        raise KeyError(f"no field {alts} to preview")
+                except Exception as exn:  # a remote or unreadable shard, a failing augmentation
+                    rank_zero_warn(f"CurationMonitor: no augmentation preview of sample {sid} ({url}): {exn}")
+                    continue
+                rows.append({
+                    "epoch": epoch, "for_epoch": int(for_epoch), "id": int(sid), "strength": strength,
+                    "rel_change": _relative_change(raw, augmented), "path": "device" if on_device else "worker",
+                    "raw": raw, "augmented": augmented,
+                })
+        finally:
+            reader.close()
+        return rows
+
+    def _augment_table(self, wandb: Any, trainer: L.Trainer) -> Any:
+        data = []
+        for row in self.augment_preview_rows(trainer):
+            caption = f"id {row['id']} strength {row['strength']:.2f}"
+            try:
+                image = _augment_preview(row["raw"], row["augmented"], caption)
+            except Exception as exn:
+                rank_zero_warn(f"CurationMonitor: cannot draw the augmentation preview of sample {row['id']}: {exn}")
+                image = None
+            data.append([row[c] for c in AUGMENT_PREVIEW_COLUMNS[:-1]] + [image])
+        return wandb.Table(columns=list(AUGMENT_PREVIEW_COLUMNS), data=data) if data else None
+
     # -- checkpoints -------------------------------------------------------------------
     @override
     def state_dict(self) -> dict[str, Any]:
-        return {"history": self.history, "tables_logged": self.tables_logged}
+        return {"history": self.history, "tables_logged": self.tables_logged, "previews_logged": self.previews_logged}
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history = list(state_dict.get("history", []))
         self.tables_logged = int(state_dict.get("tables_logged", 0))
+        self.previews_logged = int(state_dict.get("previews_logged", 0))
 
 
 def _as_int(value: Any) -> int | None:
