@@ -34,7 +34,7 @@ hits both alike; medians of wall-clock and process CPU time.
 
 Every process should use one torch thread (``single_thread()`` is called first): for this
 tiny CNN two threads on a shared 2-core machine are many times slower. Figures and verdicts:
-``docs/benchmarks_augmentation.md``.
+``docs/benchmarks.md``.
 """
 
 from __future__ import annotations

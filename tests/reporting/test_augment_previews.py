@@ -7,7 +7,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -200,23 +199,6 @@ def test_other_loggers_skip_the_previews(signals, tmp_path, monkeypatch):
 
 
 # -- a real W&B offline run -----------------------------------------------------------------------
-def read_finished_run(run_dir: Path, timeout: float = 60.0) -> dict[str, list]:
-    """The run's records once its log holds the last one (the test metrics, logged after
-    fit): on a loaded machine the log can still be being written when ``finish()`` returns."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            run = offline.read_run(run_dir)
-            if any("test/acc" in row for row in run["history"]):
-                return run
-        except Exception:  # a record cut off mid-write
-            if time.monotonic() > deadline:
-                raise
-        if time.monotonic() > deadline:
-            return run
-        time.sleep(0.5)
-
-
 @pytest.mark.timeout(300)
 def test_offline_run_has_augment_previews_and_strength_panels(tmp_path, monkeypatch):
     home = tmp_path / "wandb_home"
@@ -233,7 +215,7 @@ def test_offline_run_has_augment_previews_and_strength_panels(tmp_path, monkeypa
     ])
     result = offline.train_script.train(cfg)
     run_dir = Path(result["wandb_run_dir"])
-    run = read_finished_run(run_dir)
+    run = offline.read_finished_run(run_dir)
     rows = run["history"]
     n = result["num_train_samples"]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import time
 import struct
 import sys
 from collections.abc import Iterator
@@ -91,6 +92,23 @@ def read_run(run_dir: Path) -> dict[str, list]:
     return out
 
 
+def read_finished_run(run_dir: Path, timeout: float = 60.0) -> dict[str, list]:
+    """The run's records once its log holds the last one (the test metrics, logged after
+    fit): on a loaded machine the log can still be being written when ``finish()`` returns."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            run = read_run(run_dir)
+            if any("test/acc" in row for row in run["history"]):
+                return run
+        except Exception:  # a record cut off mid-write
+            if time.monotonic() > deadline:
+                raise
+        if time.monotonic() > deadline:
+            return run
+        time.sleep(0.5)
+
+
 @pytest.mark.timeout(300)
 def test_offline_run_has_metrics_histograms_and_table(tmp_path, monkeypatch):
     home = tmp_path / "wandb_home"
@@ -109,7 +127,7 @@ def test_offline_run_has_metrics_histograms_and_table(tmp_path, monkeypatch):
     result = train_script.train(cfg)
     run_dir = Path(result["wandb_run_dir"])
     assert run_dir.name.startswith("offline-run-") and run_dir.parent.parent == tmp_path / "run"
-    run = read_run(run_dir)
+    run = read_finished_run(run_dir)
     rows = run["history"]
     n = 2400
 
