@@ -25,22 +25,22 @@ Prints one markdown table at the end; exit status 1 when a part failed.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 if __package__ in (None, ""):
     sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmark scripts
 
 import torch
 import torch.nn.functional as F
+from recuration_cost import no_host_sync
 
 PARTS = ("recuration", "tracking", "e2e")
 
@@ -103,19 +103,6 @@ def parse_tracking(out: str) -> list[list[str]]:
     tracked = rows.get("curated_loss + CurationCallback", ["", "?"])[1]
     return [["tracking overhead (Lightning step)", "ok",
              f"plain {plain} ms, tracked {tracked} ms; " + "; ".join(extra)]]
-
-
-@contextlib.contextmanager
-def no_host_sync(device: torch.device) -> Iterator[None]:
-    """``set_sync_debug_mode("error")`` on CUDA, nothing elsewhere."""
-    if device.type != "cuda":
-        yield
-        return
-    torch.cuda.set_sync_debug_mode("error")
-    try:
-        yield
-    finally:
-        torch.cuda.set_sync_debug_mode("default")
 
 
 def end_to_end(device: torch.device, samples: int, epochs: int, workers: int) -> list[list[str]]:

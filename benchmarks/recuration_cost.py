@@ -94,7 +94,8 @@ def _median_seconds(fn: Callable[[], object], repeats: int, device: torch.device
 
 
 @contextlib.contextmanager
-def _no_host_sync(device: torch.device) -> Iterator[None]:
+def no_host_sync(device: torch.device) -> Iterator[None]:
+    """``set_sync_debug_mode("error")`` on CUDA (any host synchronization raises), nothing elsewhere."""
     if device.type != "cuda":
         yield
         return
@@ -117,7 +118,7 @@ def measure(n: int, device: torch.device, repeats: int, batch: int) -> dict[str,
         plan.decide(ledger, 5)
 
     plan_s, plan_cpu_s = _median_seconds(epoch_end, repeats, device)
-    with _no_host_sync(device):
+    with no_host_sync(device):
         record_s, _ = _median_seconds(lambda: ledger.record(*next(it)), repeats * 10, device)
     table_bytes = sum(ledger.table(k).element_size() * n for k in ledger.table_names)
     pending_bytes = sum(ledger.table(k, pending=True).element_size() * n for k in ledger.accumulator_names)
