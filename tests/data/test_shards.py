@@ -73,7 +73,7 @@ def test_cli_index_writes_index(make_shards, tmp_path):
     assert ShardIndex.from_json(json.load(open(out)), base=str(tmp_path)).num_samples == 5
 
 
-def test_build_index_reads_headers_only(make_shards):
+def test_build_index_counts_samples_of_a_url_list(make_shards):
     index_path = make_shards([3])
     url = load_index(index_path).urls[0]
     assert build_index([url], progress=False).num_samples == 3

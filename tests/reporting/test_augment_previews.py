@@ -14,12 +14,21 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
-from curated_loader import CuratedDataModule, CurationCallback, curated_loss, write_arrays
-from curated_loader.augment import AmplitudeScale, Compose, GaussianNoise, Shift, TimeStretch
+from curated_loader import (
+    CuratedDataModule,
+    CurationCallback,
+    write_arrays,
+)
+from curated_loader.augment import (
+    AmplitudeScale,
+    Compose,
+    GaussianNoise,
+    Shift,
+    TimeStretch,
+)
 from curated_loader.curation import AugmentStrength, CurationPlan
-from curated_loader.models import Signal1DCNN
+from curated_loader.models import Classifier
 from curated_loader.reporting import CurationMonitor
 from curated_loader.reporting.monitor import (
     AUGMENT_PREVIEW_COLUMNS,
@@ -166,20 +175,6 @@ def test_negative_preview_count_is_refused():
 
 
 # -- other loggers skip the previews --------------------------------------------------------------
-class _Module(L.LightningModule):
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = Signal1DCNN()
-
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        logits = self.net(x)
-        return curated_loss(self, F.cross_entropy(logits, y, reduction="none"), logits, y)
-
-    def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=1e-2)
-
-
 @pytest.mark.timeout(120)
 def test_other_loggers_skip_the_previews(signals, tmp_path, monkeypatch):
     from lightning.pytorch.loggers import CSVLogger
@@ -192,7 +187,7 @@ def test_other_loggers_skip_the_previews(signals, tmp_path, monkeypatch):
     callback = CurationCallback(CurationPlan(augment=AugmentStrength(warmup_epochs=0)), num_classes=10)
     trainer = L.Trainer(max_epochs=2, accelerator="cpu", logger=CSVLogger(tmp_path), enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, callbacks=[callback, monitor])
-    trainer.fit(_Module(), datamodule(signals, "device"))
+    trainer.fit(Classifier(), datamodule(signals, "device"))
     assert trainer.current_epoch == 2 and monitor.previews_logged == 0
     assert [h["curation/strength_mean"] > 0 for h in callback.history] == [True, True]
     assert monitor.state_dict()["previews_logged"] == 0
