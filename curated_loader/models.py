@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checks import Range
 from .lightning.loss import curated_loss
 
 
@@ -15,6 +16,8 @@ class Signal1DCNN(nn.Module):
 
     def __init__(self, length: int = 40, channels: int = 25, num_classes: int = 10) -> None:
         super().__init__()
+        for name, value, low in (("length", length, 8), ("channels", channels, 1), ("num_classes", num_classes, 2)):
+            Range(low)(name, value)
         self.features = nn.Sequential(
             nn.Conv1d(1, channels, 5, stride=2, padding=1), nn.ReLU(),
             nn.Conv1d(channels, channels, 3, stride=2, padding=1), nn.ReLU(),
@@ -35,6 +38,9 @@ class Classifier(L.LightningModule):
 
     def __init__(self, net: nn.Module | None = None, lr: float = 1e-2, weight_decay: float = 0.0, num_classes: int = 10) -> None:
         super().__init__()
+        Range(0.0, lo_open=True)("lr", lr)
+        Range(0.0)("weight_decay", weight_decay)
+        Range(2)("num_classes", num_classes)
         self.net = net if net is not None else Signal1DCNN(num_classes=num_classes)
         self.lr = lr
         self.weight_decay = weight_decay

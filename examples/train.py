@@ -36,6 +36,7 @@ from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from curated_loader.config import ConfigError, validate
+from curated_loader.curation.plan import resolve_seed
 from curated_loader.reporting import flagged_of, load_noise_mask
 
 log = logging.getLogger("curated_loader.train")
@@ -58,6 +59,8 @@ def compose_config(overrides: Sequence[str] = (), config_name: str = "train") ->
 
 def _with_output_dir(cfg: DictConfig) -> DictConfig:
     cfg = cfg.copy()
+    if cfg.seed is None:  # one seed for the run, drawn and logged once; ${seed} users all see it
+        cfg.seed = resolve_seed(None)
     if cfg.paths.output_dir is None:
         stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
         cfg.paths.output_dir = str(Path("outputs") / str(cfg.task_name) / stamp)

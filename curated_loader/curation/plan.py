@@ -17,12 +17,16 @@ seed and epoch give a bit-identical decision on every rank; other epochs draw di
 
 from __future__ import annotations
 
+import logging
+import os
+import random
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
 import torch
 
+from ..checks import ConfigError, Range
 from .decision import Decision, NoisePart, Reason
 from .ledger import Ledger, LedgerStats
 from .policies.augment import AugmentStrength
@@ -30,7 +34,12 @@ from .policies.prune import InfoBatchPrune
 from .policies.reweight import Reweight, stochastic_round
 from .schedule import Policy
 
+log = logging.getLogger(__name__)
+
 _MASK64 = (1 << 64) - 1
+#: Where a seed drawn for ``seed=None`` is exported, so processes launched from this one
+#: (Lightning's DDP ranks re-run the script with a copy of the environment) use the same.
+SEED_ENV = "CURATED_LOADER_SEED"
 _STAGE_PRUNE, _STAGE_REWEIGHT, _STAGE_AUGMENT, _STAGE_COUNTS, _STAGE_NOISE = range(5)
 
 
@@ -44,12 +53,34 @@ def derive_seed(seed: int, epoch: int, stage: int = 0) -> int:
     return (x ^ (x >> 31)) & ((1 << 63) - 1)
 
 
+def resolve_seed(seed: int | None) -> int:
+    """``seed`` itself, or for ``None`` the run's seed: Lightning's ``PL_GLOBAL_SEED`` (set
+    by ``seed_everything``) or :data:`SEED_ENV` when either is set, else a seed drawn once,
+    logged and exported in :data:`SEED_ENV`. Every rank must decide alike, so in a
+    multi-process run (``WORLD_SIZE`` > 1) without a shared seed it raises :class:`ConfigError`."""
+    if seed is not None:
+        if isinstance(seed, bool) or not hasattr(seed, "__index__"):
+            raise ConfigError("seed", f"must be an integer or None, got {seed!r}")
+        return int(seed)
+    for var in ("PL_GLOBAL_SEED", SEED_ENV):
+        if os.environ.get(var):
+            return int(os.environ[var])
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError("seed", "is None in a multi-process run and no shared seed (PL_GLOBAL_SEED) is set: "
+                          "set seed so that every rank makes the same decisions")
+    drawn = random.SystemRandom().randrange(2**31)
+    os.environ[SEED_ENV] = str(drawn)
+    log.warning("seed is None: drew seed %d (set seed=%d to repeat this run)", drawn, drawn)
+    return drawn
+
+
 class CurationPlan:
     """Compose policies and turn ledger statistics into one :class:`Decision` per epoch.
 
     ``noise_filter`` may be one filter or a sequence: a sample is flagged if any active
     filter flags it, and its reason is the first such filter's. ``num_epochs`` is needed by
-    schedules with a cooldown (InfoBatch's annealing).
+    schedules with a cooldown (InfoBatch's annealing). ``seed=None`` uses the run's seed or
+    draws one (see :func:`resolve_seed`).
     """
 
     def __init__(
@@ -58,9 +89,10 @@ class CurationPlan:
         prune: InfoBatchPrune | None = None,
         reweight: Reweight | None = None,
         augment: AugmentStrength | None = None,
-        seed: int = 0,
+        seed: int | None = 0,
         num_epochs: int | None = None,
     ) -> None:
+        Range(1, optional=True)("num_epochs", num_epochs)
         if noise_filter is None:
             noise_filter = ()
         self.noise_filters: tuple[Policy, ...] = (
@@ -69,7 +101,7 @@ class CurationPlan:
         self.prune = prune
         self.reweight = reweight
         self.augment = augment
-        self.seed = int(seed)
+        self.seed = resolve_seed(seed)
         self.num_epochs = num_epochs
 
     def generator(self, epoch: int, stage: int, device: torch.device | str = "cpu") -> torch.Generator:

@@ -10,11 +10,16 @@ before the ceiling so that e.g. ``0.1 * 30`` counts as 3 epochs, not 4.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
 import torch
+
+from ..checks import OneOf, Range, run_checks
+
+#: The per-sample losses of :class:`~curated_loader.curation.ledger.LedgerStats` a policy may read.
+LOSS_KEY = OneOf(("ema_loss", "mean_loss", "last_loss"))
 
 
 def cooldown_start(num_epochs: int, cooldown_fraction: float) -> int:
@@ -39,10 +44,18 @@ def is_active(
 
 @dataclass(frozen=True, kw_only=True)
 class Scheduled:
-    """Base of every policy class: its schedule fields and :meth:`should_apply`."""
+    """Base of every policy class: its schedule fields and :meth:`should_apply`.
+
+    Subclasses declare the ranges of their fields in ``checks`` (name → check); they run,
+    with the schedule's own, when the object is built (:class:`~curated_loader.checks.ConfigError`
+    names the argument and value)."""
 
     warmup_epochs: int = 0
     cooldown_fraction: float = 0.0
+    checks: ClassVar[Mapping[str, Callable[[str, Any], None]]] = {}
+
+    def __post_init__(self) -> None:
+        run_checks(self, {"warmup_epochs": Range(0), "cooldown_fraction": Range(0.0, 1.0), **self.checks})
 
     def should_apply(self, epoch: int, num_epochs: int | None = None) -> bool:
         """Whether the policy acts on ``epoch`` of a run of ``num_epochs`` epochs."""

@@ -216,7 +216,7 @@ def test_out_of_range_names_the_key(overrides, key, tmp_path):
 
 def test_train_rejects_bad_values_before_any_work(tmp_path):
     cfg = compose("curation=infobatch", "curation.prune.ratio=1.5", tmp=tmp_path / "run")
-    with pytest.raises(ConfigError, match=r"curation\.prune\.ratio: must lie in \[0\.0, 1\.0\), got 1\.5"):
+    with pytest.raises(ConfigError, match=r"curation\.prune\.ratio: must be in \[0\.0, 1\.0\), got 1\.5"):
         train_script.train(cfg)
     assert not (tmp_path / "run").exists()
 
@@ -236,9 +236,33 @@ def test_unknown_key_fails_at_compose(overrides, key):
     assert key in str(info.value)
 
 
-def test_wrong_type_fails_at_compose():
-    with pytest.raises(ConfigCompositionException, match="curation.noise_filter.tau"):
-        compose("curation=noise_filter", "curation.noise_filter.tau=abc")
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        (["curation=noise_filter", "curation.noise_filter.tau=abc"], "curation.noise_filter.tau"),
+        (["curation=noise_filter", "curation.noise_filter.bins=many"], "curation.noise_filter.bins"),  # Optional[int]
+        (["curation=infobatch", "curation.prune.ratio=half"], "curation.prune.ratio"),
+        (["curation=reweight", "curation.reweight.class_balance=maybe"], "curation.reweight.class_balance"),
+        (["data.batch_size=big"], "data.batch_size"),
+        (["trainer.max_epochs=ten"], "trainer.max_epochs"),
+        (["seed=abc"], "seed"),
+    ],
+)
+def test_wrong_type_fails_at_compose(overrides, key):
+    with pytest.raises(ConfigCompositionException) as info:
+        compose(*overrides)
+    assert key in str(info.value)
+
+
+def test_seed_null_draws_one_seed_for_the_run(tmp_path, monkeypatch):
+    from curated_loader.curation.plan import SEED_ENV
+
+    for var in ("PL_GLOBAL_SEED", SEED_ENV, "WORLD_SIZE"):
+        monkeypatch.delenv(var, raising=False)
+    cfg = train_script._with_output_dir(compose("seed=null", "curation=noise_filter", tmp=tmp_path))
+    cfg = validate(cfg)
+    assert isinstance(cfg.seed, int) and cfg.curation.seed == cfg.data.seed == cfg.seed
+    assert instantiate(cfg.curation, _convert_="all").seed == cfg.seed
 
 
 def test_untyped_node_checked_against_its_target(tmp_path):
@@ -250,8 +274,8 @@ def test_untyped_node_checked_against_its_target(tmp_path):
     with pytest.raises(ConfigError) as info:
         validate(cfg)
     assert info.value.key == "curation.noise_filter.taux"
-    assert "GMMConfig" in str(info.value)
+    assert "GMMFilterConfig" in str(info.value)
     with open_dict(cfg):
         cfg.curation.noise_filter = OmegaConf.create({"_target_": "curated_loader.curation.AUMFilter", "quantile": 1.5})
-    with pytest.raises(ConfigError, match=r"^curation\.noise_filter\.quantile: must lie in"):
+    with pytest.raises(ConfigError, match=r"^curation\.noise_filter\.quantile: must be in"):
         validate(cfg)

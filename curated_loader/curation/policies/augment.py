@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 
+from ...checks import ConfigError, OneOf, Range
 from ..decision import StrengthPart
 from ..ledger import LedgerStats
-from ..schedule import Policy
+from ..schedule import LOSS_KEY, Policy
 
 Mapping = Literal["easy_strong", "hard_strong", "constant"]
 
@@ -69,3 +70,12 @@ class AugmentStrength(Policy):
     loss_key: str = "ema_loss"
     warmup_epochs: int = 1
     function = staticmethod(strength)
+    checks = {
+        "mapping": OneOf(get_args(Mapping)), "min_strength": Range(0.0, 1.0),
+        "max_strength": Range(0.0, 1.0), "suspect_strength": Range(0.0, 1.0), "loss_key": LOSS_KEY,
+    }
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.min_strength > self.max_strength:
+            raise ConfigError("min_strength", f"must be <= max_strength ({self.max_strength}), got {self.min_strength}")

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 
 import torch
 
+from ...checks import Range
 from ..decision import NoisePart, Reason
 from ..ledger import LedgerStats
-from ..schedule import Policy
+from ..schedule import LOSS_KEY, Policy
 
 
 def _judged(base: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
@@ -214,6 +215,7 @@ class SmallLossFilter(Policy):
     loss_key: str = "ema_loss"
     warmup_epochs: int = 2
     function = staticmethod(small_loss)
+    checks = {"quantile": Range(0.0, 1.0), "loss_key": LOSS_KEY}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -229,6 +231,10 @@ class GMMFilter(Policy):
     loss_key: str = "mean_loss"
     warmup_epochs: int = 2
     function = staticmethod(gmm)
+    checks = {
+        "tau": Range(0.0, 1.0), "bins": Range(2, optional=True), "max_iter": Range(1),
+        "tol": Range(0.0, lo_open=True), "reg_covar": Range(0.0), "loss_key": LOSS_KEY,
+    }
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -239,6 +245,7 @@ class AUMFilter(Policy):
     quantile: float | None = None
     warmup_epochs: int = 2
     function = staticmethod(aum)
+    checks = {"threshold": Range(-math.inf, math.inf), "quantile": Range(0.0, 1.0, optional=True)}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -249,3 +256,4 @@ class CartographyFilter(Policy):
     max_variability: float = 0.1
     warmup_epochs: int = 2
     function = staticmethod(cartography)
+    checks = {"max_confidence": Range(0.0, 1.0), "max_variability": Range(0.0, 0.5)}

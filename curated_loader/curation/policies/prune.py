@@ -7,9 +7,10 @@ from dataclasses import dataclass
 
 import torch
 
+from ...checks import Range
 from ..decision import PrunePart
 from ..ledger import LedgerStats
-from ..schedule import Policy
+from ..schedule import LOSS_KEY, Policy
 
 
 def infobatch(
@@ -47,3 +48,4 @@ class InfoBatchPrune(Policy):
     warmup_epochs: int = 1
     cooldown_fraction: float = 0.125
     function = staticmethod(infobatch)
+    checks = {"ratio": Range(0.0, 1.0, hi_open=True), "loss_key": LOSS_KEY}

@@ -3,13 +3,15 @@ integer resampling counts."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
+from ...checks import OneOf, Range
 from ..decision import WeightPart
 from ..ledger import LedgerStats
-from ..schedule import Policy
+from ..schedule import LOSS_KEY, Policy
 
 
 def normalize_clipped(
@@ -124,3 +126,8 @@ class Reweight(Policy):
     loss_key: str = "ema_loss"
     warmup_epochs: int = 1
     function = staticmethod(sample_weights)
+    checks = {
+        "alpha": Range(-math.inf, math.inf), "eps": Range(0.0, lo_open=True), "w_min": Range(0.0, 1.0),
+        "w_max": Range(1.0), "class_balance": OneOf((False, True)), "as_counts": OneOf((False, True)),
+        "loss_key": LOSS_KEY,
+    }
