@@ -52,6 +52,8 @@ class CuratedDataModule(L.LightningDataModule):
             the built-ins in :mod:`curated_loader.augment`) applied to each training batch
             on the training device, its ``field`` naming the batch element it augments.
         decode, transform, eval_transform, on_error, shuffle_buffer: see :class:`CuratedStream`.
+        worker_timeout: seconds to wait for a batch from a loader worker before raising
+            (DataLoader ``timeout``); 0 (default) waits as long as it takes (see the README).
     """
 
     def __init__(
@@ -78,6 +80,7 @@ class CuratedDataModule(L.LightningDataModule):
         augment_on: Literal["worker", "device"] = "worker",
         on_error: OnError = "raise",
         cache_dir: str | os.PathLike | None = None,
+        worker_timeout: float = 0.0,
     ) -> None:
         super().__init__()
         self.shards = {"train": train_shards, "val": val_shards, "test": test_shards}
@@ -107,6 +110,9 @@ class CuratedDataModule(L.LightningDataModule):
         self._strength: tuple[int, torch.Tensor] | None = None  # (snapshot version, strength on the device)
         self.on_error: OnError = on_error
         self.cache_dir = cache_dir
+        if worker_timeout < 0:
+            raise ValueError(f"worker_timeout must be >= 0 seconds, got {worker_timeout}")
+        self.worker_timeout = float(worker_timeout)
         self.streams: dict[str, CuratedStream] = {}
         self.batch: BatchContext | None = None
         self._train_loader: CuratedLoader | None = None
@@ -164,7 +170,7 @@ class CuratedDataModule(L.LightningDataModule):
         return CuratedLoader(
             self._stream(split), num_workers=self.num_workers,
             persistent_workers=self.persistent_workers, pin_memory=self.pin_memory,
-            epoch_fn=self._current_epoch if train else None,
+            epoch_fn=self._current_epoch if train else None, timeout=self.worker_timeout if self.num_workers > 0 else 0,
         )
 
     def train_dataloader(self) -> CuratedLoader:

@@ -3,6 +3,8 @@ errors from loader workers arriving as the ShardError they are."""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -109,3 +111,17 @@ def test_mid_epoch_checkpoint_refuses_another_worker_count(make_shards):
         dm.load_state_dict(state)
     dm.load_state_dict(dict(state, epoch_complete=True))  # an epoch end resumes with any count
     assert dm._resume == (2, 0)
+
+
+def _stall(sample: dict) -> dict:
+    time.sleep(5)  # far longer than the timeout; short enough not to outlive the test by much
+    return sample
+
+
+def test_worker_timeout_turns_a_stalled_worker_into_an_error(make_shards):
+    dm = CuratedDataModule(make_shards([8, 8]), fields=("npy", "cls"), decode=(), num_workers=2, transform=_stall, worker_timeout=1)
+    dm.setup("fit")
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match=r"timed out after 1(\.0)? seconds"):
+        next(iter(dm.train_dataloader()))
+    assert time.monotonic() - started < 30
