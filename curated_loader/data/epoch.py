@@ -196,16 +196,42 @@ def consumed_per_worker(batches: np.ndarray, consumed: int) -> np.ndarray:
     """How many batches each worker had delivered after ``consumed`` batches of its rank,
     given the DataLoader's round-robin over workers that still have batches."""
     batches = np.asarray(batches, dtype=np.int64)
-    taken = np.zeros_like(batches)
-    left = int(consumed)
-    while left > 0:
-        active = np.flatnonzero(taken < batches)
-        if len(active) == 0:
-            break
-        step = active[:left]
-        taken[step] += 1
-        left -= len(step)
-    return taken
+    return np.bincount(round_robin_order(batches)[: max(int(consumed), 0)], minlength=len(batches)).astype(np.int64)
+
+
+def round_robin_order(batches: np.ndarray) -> np.ndarray:
+    """The worker that delivers each batch of a rank, in delivery order: the DataLoader
+    takes one batch from each worker in turn, skipping workers that have run out."""
+    batches = np.asarray(batches, dtype=np.int64)
+    rounds = int(batches.max()) if batches.size else 0
+    return np.array([w for r in range(rounds) for w in range(len(batches)) if batches[w] > r], dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class ResumeRole:
+    """What the worker in one loader slot does in a resumed epoch: it plays the original
+    ``worker`` (same share, same shuffles) and skips that worker's ``done`` batches."""
+
+    worker: int
+    done: int
+
+
+def resume_roles(batches: np.ndarray, consumed: int) -> list[ResumeRole | None]:
+    """Which original worker each loader slot plays after ``consumed`` batches of a rank.
+
+    A new iterator's round-robin starts again at slot 0, while the interrupted one would have
+    continued with whichever worker was next. Dealing the original workers that still have
+    batches to the slots in the order they would have delivered next (a rotation of the
+    round-robin) makes the new iterator yield exactly the rest of the original order.
+    Slots left over get ``None`` (they deliver nothing).
+    """
+    batches = np.asarray(batches, dtype=np.int64)
+    order = round_robin_order(batches)
+    consumed = min(max(int(consumed), 0), len(order))
+    done = np.bincount(order[:consumed], minlength=len(batches))
+    next_up = list(dict.fromkeys(order[consumed:].tolist()))  # first appearance = next in turn
+    roles: list[ResumeRole | None] = [ResumeRole(w, int(done[w])) for w in next_up]
+    return roles + [None] * (len(batches) - len(roles))
 
 
 def stream_shuffle_seed(seed: int, epoch: int, rank: int, worker: int) -> int:

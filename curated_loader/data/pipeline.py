@@ -5,7 +5,9 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -13,30 +15,28 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from torch.utils.data._utils.collate import default_collate
 from webdataset.autodecode import Decoder, imagehandler
-from webdataset.filters import shuffle as wds_shuffle
 
+from . import stages
 from .control import LoaderControl
 from .epoch import (
     EpochPlan,
     Equalize,
     Mode,
-    consumed_per_worker,
+    ResumeRole,
     epoch_rng,
     multiplicity,
     pad_ids,
     plan_epoch,
+    resume_roles,
     stream_shuffle_seed,
 )
-from .errors import OnError, ShardError, SkipKind, check_on_error
+from .errors import OnError, ShardError, check_on_error
 from .shards import ShardIndex, ShardSpec, load_index
 from .snapshot import CurationSnapshot, SnapshotView
-from .tario import IOCounter, MemberReader, stream_samples
+from .stages import Augment, SkipAccount, Transform
+from .tario import IOCounter, MemberReader
 
 log = logging.getLogger("curated_loader")
-
-Transform = Callable[[dict], dict]
-Augment = Callable[[dict, float], dict]
-_FILL_ROUNDS = 8
 
 
 def _world() -> tuple[int, int]:
@@ -167,9 +167,13 @@ class CuratedStream(IterableDataset):
         info = get_worker_info()
         if info is not None and info.num_workers != max(1, self.num_workers):
             self.num_workers = info.num_workers
-        run = _WorkerEpoch(self, worker=0 if info is None else info.id)
+        run = _WorkerEpoch(self, slot=0 if info is None else info.id)
         try:
             yield from self._batches(run.samples())
+        except ShardError as error:
+            if info is None:
+                raise
+            yield _WorkerFailure.of(error, info.id)  # re-raised as itself by the loader's iterator
         finally:
             run.close()
 
@@ -185,156 +189,57 @@ class CuratedStream(IterableDataset):
             yield fields + (ids, weights)
 
 
-def _field(sample: dict, alternatives: tuple[str, ...]) -> Any:
-    for alt in alternatives:
-        if alt in sample:
-            return sample[alt]
-    have = sorted(k for k in sample if not k.startswith("__"))
-    raise ShardError(sample["__url__"], f"missing field {';'.join(alternatives)!r} (sample has {have})", key=sample["__key__"])
-
-
 class _WorkerEpoch:
-    """One worker's pass over one epoch: its share, then pad batches, then (skip mode)
-    replacements for skipped samples; resumed epochs skip what was already delivered."""
+    """One loader worker's pass over one epoch: the stages of :mod:`.stages`, wired.
 
-    def __init__(self, stream: CuratedStream, worker: int) -> None:
+    The worker in loader slot ``slot`` normally plays worker ``slot`` of the plan; in a
+    resumed epoch it may play another one (see :func:`resume_roles`) and skips what that
+    worker delivered before the checkpoint — the only place resuming touches the data path.
+    """
+
+    def __init__(self, stream: CuratedStream, slot: int) -> None:
         self.stream = stream
-        self.worker = worker
+        self.slot = slot
         self.epoch = stream.control.epoch
         self.view = stream.snapshot.view()
-        self.mult, self.plan = stream._plan(self.view, self.epoch, worker)
+        self.mult, self.plan = stream._plan(self.view, self.epoch, slot)
+        self.role = self._role()
+        if self.role is not None and self.role.worker != slot:
+            self.plan = stream._plan(self.view, self.epoch, self.role.worker)[1]
         self.reader = MemberReader(IOCounter())
-        self.bad_ids: set[int] = set()
+        self.skips = SkipAccount(stream.on_error, stream.control, slot)
+
+    def _role(self) -> ResumeRole | None:
+        consumed = self.stream.control.resume_batches(self.epoch)
+        if consumed == 0:
+            return ResumeRole(self.slot, 0)
+        return resume_roles(self.plan.batches[self.stream.rank], consumed)[self.slot]
 
     def close(self) -> None:
         self.reader.close()
-        self.stream.control.count_io(self.worker, self.reader.io.members, self.reader.io.bytes)
+        self.stream.control.count_io(self.slot, self.reader.io.members, self.reader.io.bytes)
+
+    def _pad_ids(self, count: int, draw: int = 0) -> np.ndarray:
+        s = self.stream
+        return pad_ids(s.index, self.mult, self.plan, count, seed=s.seed, epoch=self.epoch, rank=s.rank, worker=self.role.worker, draw=draw)
 
     def samples(self) -> Iterator[tuple]:
         """Decoded samples ``(*fields, id, weight)``, exactly as many as the plan says."""
-        stream, share = self.stream, self.plan.share
-        done = consumed_per_worker(self.plan.batches[stream.rank], stream.control.resume_batches(self.epoch))[self.worker]
-        total = share.own + share.pad_batches * stream.batch_size
-        skip = min(int(done) * stream.batch_size, total)
-        raw = itertools.chain(
-            self._own_raw(),
-            self._ids_raw(self._pad(share.pad_batches * stream.batch_size), shuffle=True),
-            self._fill_raw(),
-        )
-        return itertools.islice(self._decoded(itertools.islice(raw, skip, None)), total - skip)
-
-    # -- raw samples (not decoded) -----------------------------------------------------
-    def _pad(self, count: int, draw: int = 0) -> np.ndarray:
-        s = self.stream
-        return pad_ids(s.index, self.mult, self.plan, count, seed=s.seed, epoch=self.epoch, rank=s.rank, worker=self.worker, draw=draw)
-
-    def _own_raw(self) -> Iterator[dict]:
-        s, share = self.stream, self.plan.share
-        if s.mode == "indexed":
-            yield from self._ids_raw(share.ids)
-            return
-        raw = itertools.islice(self._shards_raw(share.shards, self.mult), share.own)
-        if s.shuffle and s.shuffle_buffer > 1:
-            seed = stream_shuffle_seed(s.seed, self.epoch, s.rank, self.worker)
-            raw = wds_shuffle(s.shuffle_buffer, initial=s.shuffle_buffer, seed=seed)(raw)
-        yield from raw
-
-    def _fill_raw(self) -> Iterator[dict]:
-        """Replacements for samples skipped under on_error="skip" (bounded, never endless)."""
-        if self.stream.on_error != "skip":
-            return
-        for draw in range(1, _FILL_ROUNDS + 1):
-            ids = self._pad(self.stream.batch_size, draw)
-            yield from self._ids_raw(ids[[i not in self.bad_ids for i in ids.tolist()]])
-        log.warning("worker %d: still short of samples after %d refill rounds; its epoch ends early", self.worker, _FILL_ROUNDS)
-
-    def _skip(self, kind: SkipKind, error: ShardError, ids: Iterable[int]) -> None:
-        """Raise in raise mode; else count the samples not counted before, and log."""
-        if self.stream.on_error == "raise":
-            raise error
-        new = set(ids) - self.bad_ids
-        self.bad_ids |= new
-        self.stream.control.count_skip(self.worker, kind, len(new))
-        log.warning("skipped %d sample(s): %s", len(new), error)
-
-    def _shards_raw(self, shards: np.ndarray, mult: np.ndarray) -> Iterator[dict]:
-        """Raw samples of whole shards in order; unwanted samples are never read into memory."""
-        index = self.stream.index
-        for shard in shards:
-            url, base, expected = index.urls[shard], int(index.offsets[shard]), int(index.counts[shard])
-            counts = mult[base : base + expected]
-            seen = 0
-
-            def wanted(pos: int) -> bool:
-                nonlocal seen
-                seen = pos + 1
-                return pos < expected and counts[pos] > 0
-
-            try:
-                for sample in stream_samples(url, wanted, self.reader.io):
-                    pos = sample.pop("__pos__")
-                    sample["__id__"] = base + pos
-                    for repeat in range(int(counts[pos])):
-                        yield dict(sample, __repeat__=repeat)
-                if seen != expected:
-                    raise ShardError(url, f"the index says {expected} samples, the shard holds {seen}: rebuild the index")
-            except ShardError as error:
-                self._skip(SkipKind.MISSING if seen else SkipKind.SHARD, error, range(base + seen, base + expected))
-
-    def _ids_raw(self, ids: np.ndarray, shuffle: bool = False) -> Iterator[dict]:
-        """Raw samples for explicit ids (indexed reads, or one streaming pass per shard)."""
-        if len(ids) == 0:
-            return
-        s = self.stream
-        if s.mode == "indexed":
-            shards, positions = s.index.locate(ids)
-            repeats: dict[int, int] = {}
-            for sid, shard, pos in zip(ids.tolist(), shards.tolist(), positions.tolist()):
-                repeat = repeats[sid] = repeats.get(sid, -1) + 1
-                try:
-                    sample = self.reader.read(s.index.urls[shard], s.index.layout(shard), pos)
-                except ShardError as error:
-                    self._skip(SkipKind.SAMPLE, error, [sid])
-                    continue
-                del sample["__pos__"]
-                yield dict(sample, __id__=sid, __repeat__=repeat)
-            return
-        counts = np.bincount(ids, minlength=s.index.num_samples).astype(np.int32)
-        samples = list(self._shards_raw(np.unique(s.index.locate(ids)[0]), counts))
-        if shuffle:
-            order = epoch_rng(s.seed, self.epoch, self.worker).permutation(len(samples))
-            samples = [samples[i] for i in order]
-        yield from samples
-
-    # -- decoded samples ---------------------------------------------------------------
-    def _decoded(self, raw: Iterator[dict]) -> Iterator[tuple]:
-        s = self.stream
-        for sample in raw:
-            sid = sample["__id__"]
-            try:
-                sample = s.decoder(sample)
-            except Exception as exn:  # webdataset wraps handler errors; name shard and key
-                error = ShardError(sample["__url__"], f"cannot decode ({exn.__cause__ or exn})", key=sample["__key__"])
-                if s.on_error == "raise":
-                    raise error from exn
-                self._skip(SkipKind.SAMPLE, error, [sid])
-                continue
-            for key, value in sample.items():  # .npy & co. arrive as numpy: hand torch tensors on
-                if isinstance(value, np.ndarray) and value.dtype != object:
-                    sample[key] = torch.from_numpy(value)
-            weight = 1.0 if s.resample else float(self.view.weight[sid])
-            strength = float(self.view.strength[sid])
-            sample.update(__epoch__=self.epoch, __seed__=s.seed, __weight__=weight, __strength__=strength)
-            if s.transform is not None:
-                sample = s.transform(sample)
-            if s.augment is not None and strength > 0:
-                sample = s.augment(sample, strength)
-            try:
-                values = tuple(_field(sample, alts) for alts in s.fields)
-            except ShardError as error:
-                self._skip(SkipKind.SAMPLE, error, [sid])
-                continue
-            yield values + (sid, weight)
+        if self.role is None:
+            return iter(())
+        s, share, worker = self.stream, self.plan.share, self.role.worker
+        total = share.own + share.pad_batches * s.batch_size
+        skip = min(self.role.done * s.batch_size, total)
+        source = stages.RawSource(s.index, s.mode, self.reader, self.skips)
+        shuffle_seed = stream_shuffle_seed(s.seed, self.epoch, s.rank, worker) if s.shuffle else None
+        data = stages.own_samples(source, share.shards, share.ids, self.mult, share.own, s.shuffle_buffer, shuffle_seed)
+        data = stages.pad(data, source, self._pad_ids(share.pad_batches * s.batch_size), epoch_rng(s.seed, self.epoch, worker))
+        data = stages.refill(data, source, lambda draw: self._pad_ids(s.batch_size, draw), worker=worker)
+        data = stages.skip_resumed(data, skip)
+        data = stages.decode(data, s.decoder, self.skips)
+        data = stages.attach_curation(data, self.view, self.epoch, s.seed, s.resample)
+        data = stages.augment(data, s.transform, s.augment)
+        return itertools.islice(stages.to_fields(data, s.fields, self.skips), total - skip)
 
 
 class CuratedLoader(DataLoader):
@@ -366,22 +271,94 @@ class CuratedLoader(DataLoader):
         self.min_epoch = 0  # a resumed run never goes back before the epoch it resumes in
         self.epoch = -1
         self.epoch_batches = 0  # batches of the epoch being iterated (this rank)
+        self._running = False  # an iterator of ``epoch`` has not run out yet
 
     def set_epoch(self, epoch: int) -> None:
         self._next_epoch = int(epoch)
 
     def resume(self, epoch: int, batches_done: int) -> None:
-        """Make the iterator of ``epoch`` skip the ``batches_done`` batches already consumed."""
+        """Make the iterator of ``epoch`` skip the ``batches_done`` batches already consumed;
+        the remaining batches come in the interrupted iterator's order when the worker count
+        is the one the interrupted run used."""
         self.dataset.control.set_resume(epoch, batches_done)
 
     def skip_counts(self) -> dict[str, int]:
         return self.dataset.control.skip_counts()
 
-    def __iter__(self):  # type: ignore[override]
+    def upcoming_epoch(self) -> int:
+        """The epoch the next ``iter()`` starts."""
         epoch = self.epoch_fn() if self.epoch_fn is not None else self._next_epoch
-        self.epoch = max(epoch, self.min_epoch)
+        return max(epoch, self.min_epoch)
+
+    def __len__(self) -> int:
+        """Batches of this rank's epoch: the running one, else the one the next ``iter()``
+        starts, planned from the current snapshot (a resumed epoch counts its skipped batches)."""
+        upcoming = self.upcoming_epoch()
+        if self._running or upcoming == self.epoch:
+            return self.epoch_batches
+        return self.dataset.num_batches(upcoming)
+
+    def __iter__(self):  # type: ignore[override]
+        self.epoch = self.upcoming_epoch()
         self._next_epoch = self.epoch + 1
         self.dataset.control.start_epoch(self.epoch)
-        self.epoch_batches = len(self.dataset)
+        self.epoch_batches = self.dataset.num_batches(self.epoch)
         self._IterableDataset_len_called = self.epoch_batches  # curated epochs vary in length
-        return super().__iter__()
+        self._running = True
+        return _LoaderIterator(self, super().__iter__())
+
+
+class _WorkerTraceback(Exception):
+    """The traceback of an exception raised in a loader worker, as text."""
+
+
+@dataclass(frozen=True)
+class _WorkerFailure:
+    """A ShardError raised in a loader worker, sent through the data queue in place of a
+    batch so that the main process raises the same error (torch would rewrap it)."""
+
+    error_type: type
+    url: str
+    problem: str
+    key: str | None
+    worker: int
+    traceback: str
+
+    @classmethod
+    def of(cls, error: ShardError, worker: int) -> _WorkerFailure:
+        return cls(type(error), error.url, error.problem, error.key, worker, traceback.format_exc())
+
+    def reraise(self) -> None:
+        try:
+            error = self.error_type(self.url, self.problem, key=self.key)
+        except Exception:  # a subclass with another signature: the base class says the same
+            error = ShardError(self.url, self.problem, key=self.key)
+        raise error from _WorkerTraceback(f"in DataLoader worker {self.worker}:\n{self.traceback}")
+
+
+class _LoaderIterator:
+    """The DataLoader's iterator, raising a worker's :class:`ShardError` as itself."""
+
+    def __init__(self, loader: CuratedLoader, batches: Iterator) -> None:
+        self._loader = loader
+        self._batches = batches
+
+    def __iter__(self) -> _LoaderIterator:
+        return self
+
+    def __next__(self) -> Any:
+        try:
+            batch = next(self._batches)
+        except StopIteration:
+            self._loader._running = False
+            raise
+        if isinstance(batch, _WorkerFailure):
+            self._loader._running = False
+            batch.reraise()
+        return batch
+
+    def __len__(self) -> int:
+        return len(self._loader)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._batches, name)

@@ -89,11 +89,15 @@ class CurationCallback(Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         dm = _curated_datamodule(trainer)
         next_epoch = trainer.current_epoch + 1
-        self.stats = self.ledger.stats()  # syncs across ranks; kept for monitors this epoch
-        self.decision = self.plan.decide(self.stats, next_epoch)
-        self.decision.publish_to(dm.snapshot)
+        self._decide(dm, next_epoch)
         _set_epoch_length(trainer, dm.num_training_batches(next_epoch))
         self._log(trainer, pl_module, dm)
+
+    def _decide(self, dm: CuratedDataModule, epoch: int) -> None:
+        """Make and publish the decision for ``epoch`` from everything recorded so far."""
+        self.stats = self.ledger.stats()  # syncs across ranks; kept for monitors this epoch
+        self.decision = self.plan.decide(self.stats, epoch)
+        self.decision.publish_to(dm.snapshot)
 
     # -- metrics -----------------------------------------------------------------------
     def _log(self, trainer: L.Trainer, pl_module: L.LightningModule, dm: CuratedDataModule) -> None:
@@ -110,9 +114,18 @@ class CurationCallback(Callback):
         return {
             "ledger": self.ledger.state_dict(),
             "decision": None if self.decision is None else self.decision.to("cpu").state_dict(),
+            "decision_pending": self._pending_decision(),
             "plan": self.plan.state_dict(),
             "history": self.history,
         }
+
+    def _pending_decision(self) -> int | None:
+        """The epoch whose decision is still to be made when a checkpoint is written after
+        an epoch's last batch but before its end (e.g. by a step checkpoint), else None."""
+        completed = self._datamodule.completed_epoch if self._datamodule is not None else None
+        if completed is None or (self.decision is not None and self.decision.epoch == completed + 1):
+            return None
+        return completed + 1
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -127,7 +140,11 @@ class CurationCallback(Callback):
         self.ledger.load_state_dict(state["ledger"])
         self.plan.load_state_dict(state.get("plan", {}))
         self.history = list(state.get("history", []))
-        if state.get("decision") is not None:
+        pending = state.get("decision_pending")
+        if pending is not None:  # the ledger holds the whole epoch: decide as the epoch end would have
+            self._decide(dm, int(pending))
+            self.history.append({"epoch": float(pending - 1), **epoch_metrics(self.decision)})
+        elif state.get("decision") is not None:
             self.decision = Decision.from_state_dict(state["decision"]).to(self.ledger.device)
             self.decision.publish_to(dm.snapshot)
         else:

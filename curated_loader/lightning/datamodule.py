@@ -52,6 +52,8 @@ class CuratedDataModule(L.LightningDataModule):
             the built-ins in :mod:`curated_loader.augment`) applied to each training batch
             on the training device, its ``field`` naming the batch element it augments.
         decode, transform, eval_transform, on_error, shuffle_buffer: see :class:`CuratedStream`.
+        worker_timeout: seconds to wait for a batch from a loader worker before raising
+            (DataLoader ``timeout``); 0 (default) waits as long as it takes (see the README).
     """
 
     def __init__(
@@ -78,6 +80,7 @@ class CuratedDataModule(L.LightningDataModule):
         augment_on: Literal["worker", "device"] = "worker",
         on_error: OnError = "raise",
         cache_dir: str | os.PathLike | None = None,
+        worker_timeout: float = 0.0,
     ) -> None:
         super().__init__()
         self.shards = {"train": train_shards, "val": val_shards, "test": test_shards}
@@ -107,6 +110,9 @@ class CuratedDataModule(L.LightningDataModule):
         self._strength: tuple[int, torch.Tensor] | None = None  # (snapshot version, strength on the device)
         self.on_error: OnError = on_error
         self.cache_dir = cache_dir
+        if worker_timeout < 0:
+            raise ValueError(f"worker_timeout must be >= 0 seconds, got {worker_timeout}")
+        self.worker_timeout = float(worker_timeout)
         self.streams: dict[str, CuratedStream] = {}
         self.batch: BatchContext | None = None
         self._train_loader: CuratedLoader | None = None
@@ -135,6 +141,7 @@ class CuratedDataModule(L.LightningDataModule):
                 on_error=self.on_error, rank=rank, world_size=world,
                 cache_dir=self.cache_dir,
             )
+            stream.num_workers = self.num_workers  # its loader's; epoch lengths are planned per worker
             self.streams[split] = stream
         return stream
 
@@ -163,7 +170,7 @@ class CuratedDataModule(L.LightningDataModule):
         return CuratedLoader(
             self._stream(split), num_workers=self.num_workers,
             persistent_workers=self.persistent_workers, pin_memory=self.pin_memory,
-            epoch_fn=self._current_epoch if train else None,
+            epoch_fn=self._current_epoch if train else None, timeout=self.worker_timeout if self.num_workers > 0 else 0,
         )
 
     def train_dataloader(self) -> CuratedLoader:
@@ -211,19 +218,39 @@ class CuratedDataModule(L.LightningDataModule):
         return augment_batch(self.augment, x, strength, ids, epoch, self.seed)
 
     # -- checkpoints -------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
+    @property
+    def completed_epoch(self) -> int | None:
+        """The training epoch whose last batch was the last one delivered, if any."""
         epoch, done = self._position
         loader = self._train_loader
-        complete = loader is not None and loader.epoch == epoch and done >= loader.epoch_batches
-        return {"seed": self.seed, "epoch": epoch, "batches_done": done, "epoch_complete": complete, "mode": self.mode}
+        return epoch if loader is not None and loader.epoch == epoch and done >= loader.epoch_batches > 0 else None
+
+    def state_dict(self) -> dict[str, Any]:
+        epoch, done = self._position
+        return {
+            "seed": self.seed, "epoch": epoch, "batches_done": done, "epoch_complete": self.completed_epoch == epoch,
+            "mode": self.mode, "num_workers": self.num_workers,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Resume where the checkpoint left off: the rest of an interrupted epoch, or the next one."""
+        """Resume where the checkpoint left off: the rest of an interrupted epoch, or the next one.
+
+        The rest of an epoch comes in the original order only with the loader worker count
+        the checkpoint was taken with, so a mid-epoch checkpoint refuses another count.
+        """
         if int(state.get("seed", self.seed)) != self.seed:
             raise ValueError(f"checkpoint was made with seed {state['seed']}, this data module has seed {self.seed}")
         epoch, done = int(state.get("epoch", -1)), int(state.get("batches_done", 0))
         if epoch < 0:
             return
+        workers = state.get("num_workers")
+        mid_epoch = done > 0 and not state.get("epoch_complete", False)
+        if mid_epoch and workers is not None and max(1, int(workers)) != max(1, self.num_workers):
+            raise ValueError(
+                f"checkpoint was taken in the middle of epoch {epoch} with num_workers={workers}; the rest of that "
+                f"epoch can only be delivered exactly with the same count (this data module has num_workers="
+                f"{self.num_workers}): resume with num_workers={workers}, or from an epoch-end checkpoint"
+            )
         self._position = (epoch, done)
         self._resume = (epoch + 1, 0) if state.get("epoch_complete", False) else (epoch, done)
         if "train" in self.streams:
