@@ -110,22 +110,23 @@ def first_mismatch(recorded: list[ShardFingerprint], given: list[ShardFingerprin
     """Where the ``given`` shard list departs from the ``recorded`` one, as a message naming the
     first shard that differs, or ``None`` when they match.
 
-    Shards match position by position when their sample counts and member digests agree (and,
-    where a digest is missing on either side, their file names and sizes). A shard whose
-    digest matches but that sits where another recorded shard's file name belongs is taken as
-    reordered too (shards with identical member lists)."""
+    Shards match position by position when their sample counts, file names and (where both
+    sides know them) member digests agree, and sizes where no digest is known. File names
+    count because shards written alike (keys restarting in every shard) have equal member
+    lists: only the name tells them apart; a renamed copy is refused too."""
     given_names = [g.name for g in given]
     for i, (want, got) in enumerate(zip(recorded, given)):
         where = f"shard {i} ({got.url})"
         if got.nsamples != want.nsamples:
             return f"{where} holds {got.nsamples} samples; the run's shard {i} ({want.name}) held {want.nsamples}"
-        if want.members is not None and got.members is not None:
-            if got.members != want.members:
-                return f"{where} has other members (keys, order or sizes) than the run's shard {i} ({want.name})"
-            if got.name != want.name and want.name in given_names:
+        if want.members is not None and got.members is not None and got.members != want.members:
+            return f"{where} has other members (keys, order or sizes) than the run's shard {i} ({want.name})"
+        if got.name != want.name:
+            if want.name in given_names:
                 return f"{where} stands where the run had {want.name}, which is given at position {given_names.index(want.name)}"
-        elif got.name != want.name or (None not in (got.size, want.size) and got.size != want.size):
-            return f"{where} is not the run's shard {i} ({want.name}, {want.size} bytes)"
+            return f"{where} is not the run's shard {i} ({want.name}): another file name"
+        if (want.members is None or got.members is None) and None not in (got.size, want.size) and got.size != want.size:
+            return f"{where} has {got.size} bytes; the run's shard {i} had {want.size}"
     if len(given) != len(recorded):
         extra = "more" if len(given) > len(recorded) else "fewer"
         return f"{len(given)} shards given, {extra} than the {len(recorded)} the run was trained on"
