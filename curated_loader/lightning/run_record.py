@@ -54,11 +54,23 @@ def run_record(plan: CurationPlan, index: ShardIndex) -> dict[str, Any]:
     return {"shards": shard_record(index), "policies": plan_record(plan)}
 
 
+def _on_cpu(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {k: _on_cpu(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_on_cpu(v) for v in value)
+    return value
+
+
 def save_final_state(path: str | os.PathLike, state: dict[str, Any], *, epoch: int, global_step: int) -> Path:
-    """Write a callback state plus the trainer's epoch and step to ``path`` (atomically)."""
+    """Write a callback state (tensors moved to the CPU) plus the trainer's epoch and step to
+    ``path``, atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save({**state, "__kind__": STATE_KIND, "trainer_epoch": int(epoch), "global_step": int(global_step)}, tmp)
+    record = {**state, "__kind__": STATE_KIND, "trainer_epoch": int(epoch), "global_step": int(global_step)}
+    torch.save(_on_cpu(record), tmp)
     os.replace(tmp, path)
     return path
