@@ -47,8 +47,10 @@ class CurationCallback(Callback):
         num_classes: for margin/confidence statistics (taken from the logits when omitted).
         ema: smoothing of the per-sample EMA loss.
         final_state: file the curation state is written to when fit ends (relative paths
-            are under the trainer's log dir, beside ``checkpoints/``); ``None`` writes none.
-            ``curated-loader report``/``export`` read it like a checkpoint.
+            are beside the checkpoint folder, by default ``<log dir>/checkpoints/``, or in
+            the log dir without checkpointing), if the trainer keeps
+            checkpoints or logs; ``None`` writes none. ``curated-loader report``/``export``
+            read it like a checkpoint.
     """
 
     records_losses = True
@@ -118,9 +120,13 @@ class CurationCallback(Callback):
         """Write the end-of-training curation state (whatever the checkpoint policy kept)."""
         if self.final_state is None or self.ledger is None or not trainer.is_global_zero:
             return
+        if trainer.checkpoint_callback is None and not trainer.loggers:
+            return  # the trainer writes nothing to disk: neither does the callback
         path = Path(self.final_state)
         if not path.is_absolute():
-            path = Path(trainer.log_dir or trainer.default_root_dir) / path
+            checkpoints = getattr(trainer.checkpoint_callback, "dirpath", None)
+            base = Path(checkpoints).parent if checkpoints else Path(trainer.log_dir or trainer.default_root_dir)
+            path = base / path
         save_final_state(path, self.state_dict(), epoch=trainer.current_epoch, global_step=trainer.global_step)
 
     # -- checkpoints -------------------------------------------------------------------
