@@ -1,4 +1,9 @@
-"""``curated-loader``: index shards, write shards, report on and export a curated training run."""
+"""``curated-loader``: index shards, write shards, report on and export a curated training run.
+
+Every subcommand reports bad input or a failed write (missing file, disk full, read-only
+folder, a bad option value) as one line on stderr, ``curated-loader <command>: error: ...``,
+and exit status 2 — never a traceback.
+"""
 
 from __future__ import annotations
 
@@ -28,7 +33,7 @@ def _cmd_write(args: argparse.Namespace) -> int:
         arrays = np.load(args.npz)
         for key in (args.x_key, args.y_key):
             if key not in arrays:
-                raise SystemExit(f"{args.npz}: no array named {key!r} (has {sorted(arrays.files)})")
+                raise ValueError(f"{args.npz}: no array named {key!r} (has {sorted(arrays.files)})")
         index = write_arrays(arrays[args.x_key], arrays[args.y_key], args.out, input_ext=args.ext, prefix=args.prefix, samples_per_shard=args.per_shard)
     print(f"{index.num_shards} shards, {index.num_samples} samples → {args.out}/{args.prefix}-index.json")
     return 0
@@ -39,27 +44,34 @@ def _shard_spec(items: Sequence[str]) -> str | list[str]:
     return items[0] if len(items) == 1 else list(items)
 
 
+def error_line(exn: BaseException) -> str:
+    """One line describing an error: an ``OSError`` as ``<reason>: <file>``, else its message."""
+    if isinstance(exn, OSError) and exn.strerror:
+        text = f"{exn.strerror}: {exn.filename}" if exn.filename else exn.strerror
+    else:
+        text = str(exn) or type(exn).__name__
+    return " ".join(text.split())
+
+
 def _fail(command: str, exn: BaseException) -> int:
-    print(f"curated-loader {command}: error: {exn}", file=sys.stderr)
+    print(f"curated-loader {command}: error: {error_line(exn)}", file=sys.stderr)
     return 2
 
 
 def _input_errors() -> tuple[type[BaseException], ...]:
+    """Errors that mean bad input or a failed write, not a bug: reported in one line."""
     from .data.errors import ShardError
     from .reporting.checkpoint import CheckpointError
     from .reporting.export import ExportError
 
-    return (CheckpointError, ExportError, ShardError, FileNotFoundError, ValueError)
+    return (CheckpointError, ExportError, ShardError, OSError, ValueError)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from .reporting.report import write_report
 
-    try:
-        page = write_report(args.checkpoint, _shard_spec(args.shards), args.out, top_k=args.top,
-                            state_key=args.state_key, weights_only=not args.trusted, progress=not args.quiet)
-    except _input_errors() as exn:
-        return _fail("report", exn)
+    page = write_report(args.checkpoint, _shard_spec(args.shards), args.out, top_k=args.top,
+                        state_key=args.state_key, weights_only=not args.trusted, progress=not args.quiet)
     print(f"report → {page} (plots and summary.json beside it)")
     return 0
 
@@ -67,19 +79,17 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from .reporting.export import export_curated
 
-    try:
-        result = export_curated(args.checkpoint, _shard_spec(args.shards), args.out, drop=args.drop,
-                                prefix=args.prefix, samples_per_shard=args.per_shard, overwrite=args.overwrite,
-                                state_key=args.state_key, weights_only=not args.trusted, progress=not args.quiet)
-    except _input_errors() as exn:
-        return _fail("export", exn)
+    result = export_curated(args.checkpoint, _shard_spec(args.shards), args.out, drop=args.drop,
+                            prefix=args.prefix, samples_per_shard=args.per_shard, overwrite=args.overwrite,
+                            state_key=args.state_key, weights_only=not args.trusted, progress=not args.quiet)
     print(result.describe())
     print(f"manifest of removed and reweighted samples → {result.manifest_path}")
     return 0
 
 
 def _add_checkpoint_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", help="Lightning checkpoint (.ckpt) written with a CurationCallback")
+    p.add_argument("checkpoint", help="Lightning checkpoint (.ckpt) written with a CurationCallback, or the "
+                   "curation_state.pt the callback writes into the trainer's log dir when fit ends")
     p.add_argument("--shards", nargs="+", required=True,
                    help="the training shards the checkpoint was made with (pattern, glob, list or index JSON)")
     p.add_argument("--out", required=True, help="output folder")
@@ -120,17 +130,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_checkpoint_args(p)
     p.add_argument("--drop", choices=("flagged", "pruned"), default="flagged",
                    help="flagged: remove noise-filter flags (default); pruned: also the samples pruning skipped")
-    p.add_argument("--prefix", default="train", help="shard name prefix (default train)")
+    p.add_argument("--prefix", default="train", help="shard name prefix, a plain file name (default train)")
     p.add_argument("--per-shard", type=int, default=None,
                    help="samples per new shard (default: one new shard per source shard)")
-    p.add_argument("--overwrite", action="store_true", help="replace an earlier export in --out")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier export in --out (swapped in only once the new one is complete)")
     p.set_defaults(func=_cmd_export)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except _input_errors() as exn:
+        return _fail(args.command, exn)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@
 It makes the noisy shards, then trains twice with the same code path as
 ``python examples/train.py experiment=mnist1d_noisy``: a baseline (``curation=none``) and a
 curated run (``curation=noise_filter``: a GMM on each sample's EMA loss after a warm-up).
-It prints a table (test accuracy, noise-detection precision/recall, compute skipped),
+It prints one line per epoch (validation accuracy, kept fraction), then a table (test accuracy, noise-detection precision/recall, compute skipped),
 writes ``demo.png``, ``results.md`` and ``results.json`` under ``--out``, and leaves W&B
 offline runs (``WANDB_MODE=offline``) to upload with ``wandb sync <run dir>``.
 """
@@ -22,7 +22,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import numpy as np
+from lightning.pytorch.callbacks import Callback
+
+from curated_loader.reporting import find_curation_callback
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train import compose_config, train
@@ -30,6 +34,21 @@ from train import compose_config, train
 # Fewer epochs, the same data: with much less data the model is still weak when the GMM's
 # warm-up ends (5 epochs) and the filter then flags clean samples too.
 FAST = ["trainer.max_epochs=8"]
+
+
+class EpochLine(Callback):
+    """Prints one line per training epoch: validation accuracy and the kept fraction."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        acc = trainer.callback_metrics.get("val/acc")
+        curation = find_curation_callback(trainer)
+        kept = curation.history[-1].get("curation/kept_frac") if curation is not None and curation.history else None
+        print(f"[demo] {self.name} epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: "
+              f"val accuracy {_fmt(None if acc is None else float(acc))}, "
+              f"kept fraction for the next epoch {_fmt(kept)}", flush=True)
 
 
 def run_pair(out: Path, logger: str, extra: list[str]) -> dict[str, dict[str, Any]]:
@@ -46,7 +65,7 @@ def run_pair(out: Path, logger: str, extra: list[str]) -> dict[str, dict[str, An
     for name, overrides in runs.items():
         cfg = compose_config([*common, *overrides, f"paths.output_dir={out / name}"])
         print(f"[demo] training the {name} run ({cfg.trainer.max_epochs} epochs) ...", flush=True)
-        results[name] = train(cfg)
+        results[name] = train(cfg, callbacks=[EpochLine(name)])
         print(f"[demo] {name}: test accuracy {results[name]['test_acc']:.4f}, fit {results[name]['fit_time_s']:.1f} s", flush=True)
     return results
 

@@ -155,8 +155,9 @@ def _wandb_run_dir(logger: Any) -> str | None:
 
 
 # -- the training function ----------------------------------------------------------------------
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Fit and test one configuration; return its final metrics.
+def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
+    """Fit and test one configuration (``callbacks`` are added to the trainer's); return its
+    final metrics.
 
     Returns a dict with ``test_acc`` / ``test_loss`` (final weights, when the data has test
     shards), ``epochs`` (per epoch: validation accuracy and loss, train loss, cumulative
@@ -190,7 +191,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     monitor = instantiate(cfg.monitor, noise_mask=noise_mask)
     recorder = EpochRecorder(curation)
     logger = instantiate(cfg.logger, _convert_="all") if cfg.logger is not None else False
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=[curation, monitor, recorder], logger=logger, _convert_="all")
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=[curation, monitor, recorder, *callbacks], logger=logger, _convert_="all")
     if logger:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     wandb_dir = _wandb_run_dir(logger) if trainer.is_global_zero else None

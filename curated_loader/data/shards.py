@@ -5,7 +5,9 @@ The index uses wids' shard-index format so other tools can read it::
     {"__kind__": "wids-shard-index-v1", "wids_version": 1,
      "shardlist": [{"url": ..., "nsamples": ..., "filesize": ...}, ...]}
 
-Sample ``i`` of shard ``s`` has the global id ``offsets[s] + i``.
+Indexes written here add ``mtime_ns`` and ``members_sha1`` to each entry (the shard's
+fingerprint, see :mod:`.fingerprint`); wids ignores them. Sample ``i`` of shard ``s`` has the
+global id ``offsets[s] + i``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .errors import ShardError
+from .fingerprint import ShardFingerprint, changes, fingerprint_shard
 from .tario import ShardLayout, local_path, scan_layout
 
 INDEX_KIND = "wids-shard-index-v1"
@@ -52,16 +55,6 @@ def expand_urls(spec: ShardSpec) -> list[str]:
     return urls
 
 
-def _filesize(url: str) -> int | None:
-    path = local_path(url)
-    if path is None:
-        return None
-    try:
-        return os.path.getsize(path)
-    except OSError:
-        return None
-
-
 @dataclass
 class ShardIndex:
     """Shard URLs, their sample counts and the global id range of each shard."""
@@ -69,6 +62,7 @@ class ShardIndex:
     urls: list[str]
     counts: np.ndarray  # int64[shards]
     filesizes: list[int | None] = field(default_factory=list)
+    fingerprints: list[ShardFingerprint | None] = field(default_factory=list)
     _layouts: dict[int, ShardLayout] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -77,6 +71,8 @@ class ShardIndex:
             raise ValueError("urls and counts differ in length")
         if not self.filesizes:
             self.filesizes = [None] * len(self.urls)
+        if not self.fingerprints:
+            self.fingerprints = [None] * len(self.urls)
         self.offsets = np.concatenate([[0], np.cumsum(self.counts)]).astype(np.int64)
 
     @property
@@ -115,13 +111,15 @@ class ShardIndex:
     def to_json(self, relative_to: str | None = None) -> dict:
         """The wids shard-index document; local urls under ``relative_to`` are written relative."""
         shardlist = []
-        for url, n, size in zip(self.urls, self.counts, self.filesizes):
+        for url, n, size, fp in zip(self.urls, self.counts, self.filesizes, self.fingerprints):
             path = local_path(url)
             if relative_to is not None and path is not None and os.path.abspath(path).startswith(relative_to + os.sep):
                 url = os.path.relpath(os.path.abspath(path), relative_to)
             entry = {"url": url, "nsamples": int(n)}
             if size is not None:
                 entry["filesize"] = int(size)
+            if fp is not None:
+                entry.update(mtime_ns=fp.mtime_ns, members_sha1=fp.members)
             shardlist.append(entry)
         return {"__kind__": INDEX_KIND, "wids_version": 1, "shardlist": shardlist}
 
@@ -136,7 +134,7 @@ class ShardIndex:
     def from_json(cls, data: dict, base: str | None = None) -> ShardIndex:
         if data.get("__kind__") != INDEX_KIND:
             raise ValueError(f"not a shard index (expected __kind__ {INDEX_KIND!r})")
-        urls, counts, sizes = [], [], []
+        urls, counts, sizes, fps = [], [], [], []
         for entry in data["shardlist"]:
             url = entry["url"]
             if base is not None and local_path(url) is not None and not os.path.isabs(local_path(url)):
@@ -144,24 +142,46 @@ class ShardIndex:
             urls.append(url)
             counts.append(int(entry["nsamples"]))
             sizes.append(entry.get("filesize"))
-        return cls(urls, np.asarray(counts, np.int64), sizes)
+            known = entry.get("mtime_ns") is not None or entry.get("members_sha1") is not None
+            fps.append(ShardFingerprint(url, counts[-1], sizes[-1], entry.get("mtime_ns"), entry.get("members_sha1"))
+                       if known else None)
+        return cls(urls, np.asarray(counts, np.int64), sizes, fps)
+
+    def fingerprint(self, shard: int) -> ShardFingerprint:
+        """Shard ``shard``'s fingerprint as the index recorded it (url, count and size at least)."""
+        fp = self.fingerprints[shard]
+        if fp is not None:
+            return fp
+        return ShardFingerprint(self.urls[shard], int(self.counts[shard]), self.filesizes[shard])
+
+    def stale_reasons(self) -> list[tuple[str, str]]:
+        """``(url, what changed)`` of every local shard that is missing or whose size or
+        modification time differs from the index's record of it."""
+        found = ((url, changes(self.fingerprint(s))) for s, url in enumerate(self.urls))
+        return [(url, reason) for url, reason in found if reason is not None]
 
     def stale_shards(self) -> list[str]:
-        """Local shards whose current size differs from the size recorded in the index."""
-        return [
-            url
-            for url, size in zip(self.urls, self.filesizes)
-            if size is not None and _filesize(url) is not None and _filesize(url) != size
-        ]
+        """Local shards that are missing or changed since the index was written."""
+        return [url for url, _ in self.stale_reasons()]
 
 
 def build_index(urls: Sequence[str], progress: bool = True) -> ShardIndex:
     """Scan tar headers of every shard (never decoding) and count its samples."""
-    counts, sizes = [], []
+    counts, sizes, fps = [], [], []
     for url in tqdm(urls, desc="indexing shards", unit="shard", disable=not progress):
-        counts.append(scan_layout(url).nsamples)
-        sizes.append(_filesize(url))
-    return ShardIndex(list(urls), np.asarray(counts, np.int64), sizes)
+        fp = fingerprint_shard(url)
+        counts.append(fp.nsamples)
+        sizes.append(fp.size)
+        fps.append(fp)
+    return ShardIndex(list(urls), np.asarray(counts, np.int64), sizes, fps)
+
+
+def default_cache_dir() -> Path:
+    """Where index caches go when no folder is given: ``$CURATED_LOADER_CACHE``, else
+    ``$XDG_CACHE_HOME/curated_loader``, else ``~/.cache/curated_loader``."""
+    if os.environ.get("CURATED_LOADER_CACHE"):
+        return Path(os.environ["CURATED_LOADER_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "curated_loader"
 
 
 def _cache_path(urls: Sequence[str], cache_dir: str | os.PathLike | None) -> Path:
@@ -173,7 +193,7 @@ def _cache_path(urls: Sequence[str], cache_dir: str | os.PathLike | None) -> Pat
             folder = os.path.dirname(os.path.abspath(paths[0]))
             if os.access(folder, os.W_OK):
                 return Path(folder) / name
-        cache_dir = os.environ.get("CURATED_LOADER_CACHE", Path.home() / ".cache" / "curated_loader")
+        cache_dir = default_cache_dir()
     return Path(cache_dir) / name
 
 
@@ -194,9 +214,11 @@ def load_index(
         path = os.fspath(shards)
         with open(path) as f:
             index = ShardIndex.from_json(json.load(f), base=os.path.dirname(os.path.abspath(path)))
-        stale = index.stale_shards()
+        stale = index.stale_reasons()
         if stale:
-            raise ShardError(stale[0], f"shard changed since the index {path} was written: rebuild it")
+            url, reason = stale[0]
+            raise ShardError(url, f"the shard {reason} since the index {path} was written: rebuild the index "
+                                  f"(curated-loader index <shards> -o {path})")
         return index
     urls = expand_urls(shards)
     cache = _cache_path(urls, cache_dir)

@@ -11,7 +11,7 @@ import numpy as np
 from tqdm.auto import tqdm
 from webdataset import ShardWriter
 
-from .shards import ShardIndex
+from .shards import ShardIndex, build_index
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm"}
 
@@ -39,7 +39,9 @@ def write_samples(
                 urls.append(sink.fname)
                 counts.append(0)
             counts[-1] += 1
-    index = ShardIndex(urls, np.asarray(counts, np.int64), [os.path.getsize(u) for u in urls])
+    index = build_index(urls, progress=False)  # fingerprints (size, mtime, members) for staleness checks
+    if index.counts.tolist() != counts:
+        raise RuntimeError(f"shards written to {out} read back with {index.counts.tolist()} samples, not {counts}")
     index_path = out / f"{prefix}-index.json"
     index.save(index_path)
     return index

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -12,6 +14,7 @@ from typing_extensions import override
 from ..curation import CurationPlan, Decision, Ledger, LedgerStats
 from .datamodule import CuratedDataModule
 from .loss import _curated_datamodule
+from .run_record import FINAL_STATE, run_record, save_final_state
 
 
 def _set_epoch_length(trainer: L.Trainer, num_batches: int) -> None:
@@ -43,12 +46,19 @@ class CurationCallback(Callback):
         plan: the policies to apply (default: no curation, statistics only).
         num_classes: for margin/confidence statistics (taken from the logits when omitted).
         ema: smoothing of the per-sample EMA loss.
+        final_state: file the curation state is written to when fit ends (relative paths
+            are beside the checkpoint folder, by default ``<log dir>/checkpoints/``, or in
+            the log dir without checkpointing), if the trainer keeps
+            checkpoints or logs; ``None`` writes none. ``curated-loader report``/``export``
+            read it like a checkpoint.
     """
 
     records_losses = True
 
-    def __init__(self, plan: CurationPlan | None = None, *, num_classes: int | None = None, ema: float = 0.9) -> None:
+    def __init__(self, plan: CurationPlan | None = None, *, num_classes: int | None = None, ema: float = 0.9,
+                 final_state: str | os.PathLike | None = FINAL_STATE) -> None:
         self.plan = plan or CurationPlan()
+        self.final_state = final_state
         self.num_classes = num_classes
         self.ema = ema
         self.ledger: Ledger | None = None
@@ -57,6 +67,7 @@ class CurationCallback(Callback):
         self.history: list[dict[str, float]] = []
         self._pending_state: dict[str, Any] | None = None
         self._datamodule: CuratedDataModule | None = None
+        self._record: dict[str, Any] = {}
 
     @property
     @override
@@ -72,6 +83,7 @@ class CurationCallback(Callback):
         if self.plan.num_epochs is None and trainer.max_epochs is not None and trainer.max_epochs > 0:
             self.plan.num_epochs = trainer.max_epochs
         self.ledger = Ledger(dm.train_stream.num_samples, self.num_classes, device=pl_module.device, ema=self.ema)
+        self._record = run_record(self.plan, dm.train_stream.index)
         if self._pending_state is not None:
             self._restore(dm, self._pending_state)
             self._pending_state = None
@@ -106,6 +118,21 @@ class CurationCallback(Callback):
         self.history.append({"epoch": float(trainer.current_epoch), **metrics})
         pl_module.log_dict(metrics, on_step=False, on_epoch=True, sync_dist=False, rank_zero_only=True)
 
+    # -- the final state ---------------------------------------------------------------
+    @override
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Write the end-of-training curation state (whatever the checkpoint policy kept)."""
+        if self.final_state is None or self.ledger is None or not trainer.is_global_zero:
+            return
+        if trainer.checkpoint_callback is None and not trainer.loggers:
+            return  # the trainer writes nothing to disk: neither does the callback
+        path = Path(self.final_state)
+        if not path.is_absolute():
+            checkpoints = getattr(trainer.checkpoint_callback, "dirpath", None)
+            base = Path(checkpoints).parent if checkpoints else Path(trainer.log_dir or trainer.default_root_dir)
+            path = base / path
+        save_final_state(path, self.state_dict(), epoch=trainer.current_epoch, global_step=trainer.global_step)
+
     # -- checkpoints -------------------------------------------------------------------
     @override
     def state_dict(self) -> dict[str, Any]:
@@ -117,6 +144,7 @@ class CurationCallback(Callback):
             "decision_pending": self._pending_decision(),
             "plan": self.plan.state_dict(),
             "history": self.history,
+            **self._record,
         }
 
     def _pending_decision(self) -> int | None:

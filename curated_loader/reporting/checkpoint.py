@@ -6,14 +6,21 @@ and the state holds ``ledger``, ``decision``, ``plan`` and ``history``. The data
 state sits under its class's qualified name (``ckpt["CuratedDataModule"]``).
 
 A file holding a bare ``CurationCallback.state_dict()`` (saved with ``torch.save``) is read
-as well. Tensors are loaded onto the CPU, by default with ``weights_only=True`` (no
-arbitrary unpickling), which reads the checkpoints Lightning writes for plain modules.
+as well — such as ``curation_state.pt``, which the callback writes into the trainer's log dir
+when fit ends (the end of training, whichever checkpoints were kept). Tensors are loaded onto
+the CPU, by default with ``weights_only=True`` (no arbitrary unpickling), which reads the
+checkpoints Lightning writes for plain modules.
+
+Provenance: the state records its training shards' fingerprints (``shards``, see
+:mod:`curated_loader.data.fingerprint`). :func:`load_for_shards` refuses shards given in
+another order or with other content, naming the first shard that differs.
 """
 
 from __future__ import annotations
 
 import os
 import pickle
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +29,7 @@ import torch
 
 from ..curation.decision import Decision
 from ..curation.ledger import Ledger, LedgerStats
+from ..data.fingerprint import ShardFingerprint, changes, first_mismatch, with_members
 from ..data.shards import ShardIndex, ShardSpec, load_index
 
 CALLBACK_PREFIX = "CurationCallback"
@@ -47,6 +55,8 @@ class CurationState:
     history: list[dict[str, float]]
     plan: dict[str, Any]
     datamodule: dict[str, Any] | None = None
+    shards: list[ShardFingerprint] | None = None
+    policies: dict[str, Any] = field(default_factory=dict)
     trainer_epoch: int | None = None
     global_step: int | None = None
     _stats: list[LedgerStats] = field(default_factory=list, repr=False, compare=False)
@@ -68,13 +78,32 @@ class CurationState:
         return Decision.keep_all(self.num_samples, epoch=self.ledger.epoch)
 
     def check_shards(self, index: ShardIndex, shards: Any = None) -> None:
-        """Raise :class:`CheckpointError` unless ``index`` holds as many samples as the ledger."""
+        """Raise :class:`CheckpointError` unless ``index`` holds as many samples as the ledger
+        and, where the state recorded its shards, the same shards in the same order."""
         if index.num_samples != self.num_samples:
             where = f" {shards}" if shards is not None and not isinstance(shards, ShardIndex) else ""
             raise CheckpointError(
                 f"shards{where} hold {index.num_samples} samples but the ledger in checkpoint {self.path} "
                 f"has {self.num_samples}: pass the training shards the checkpoint was made with"
             )
+        if self.shards is None:
+            warnings.warn(f"checkpoint {self.path} records no shard fingerprints (an older version wrote it): "
+                          "the shards are assumed to be the training shards, in training order", stacklevel=3)
+            return
+        given = [index.fingerprint(s) for s in range(index.num_shards)]
+        if any(fp.members is not None for fp in self.shards):
+            given = with_members(given)
+        problem = first_mismatch(self.shards, given)
+        if problem is not None:
+            raise CheckpointError(f"{problem}: these are not the shards checkpoint {self.path} was trained on, "
+                                  "in training order (sample ids would point at other samples)")
+        edited = [(fp.url, changes(fp)) for fp, now in zip(self.shards, given) if fp.url == now.url]
+        edited = [(url, why) for url, why in edited if why is not None]
+        if edited:
+            url, why = edited[0]
+            warnings.warn(f"training shard {url} {why} since checkpoint {self.path} recorded it; its member "
+                          "list is unchanged, so sample ids still line up, but member bytes may differ",
+                          stacklevel=3)
 
 
 def _torch_load(path: str, weights_only: bool) -> Any:
@@ -162,9 +191,20 @@ def curation_state_from_dict(ckpt: Any, path: str = "<checkpoint>", state_key: s
         history=[dict(h) for h in state.get("history") or []],
         plan=dict(state.get("plan") or {}),
         datamodule=datamodule,
-        trainer_epoch=ckpt.get("epoch") if isinstance(ckpt, dict) and "ledger" not in ckpt else None,
-        global_step=ckpt.get("global_step") if isinstance(ckpt, dict) and "ledger" not in ckpt else None,
+        shards=_recorded_shards(state, path),
+        policies=dict(state.get("policies") or {}),
+        trainer_epoch=ckpt.get("epoch") if "ledger" not in ckpt else ckpt.get("trainer_epoch"),
+        global_step=ckpt.get("global_step"),
     )
+
+
+def _recorded_shards(state: dict, path: str) -> list[ShardFingerprint] | None:
+    if state.get("shards") is None:
+        return None
+    try:
+        return [ShardFingerprint.from_dict(entry) for entry in state["shards"]]
+    except (KeyError, TypeError, ValueError) as exn:
+        raise CheckpointError(f"the shard record in ckpt {path} is unreadable: {exn}") from exn
 
 
 def load_curation_state(

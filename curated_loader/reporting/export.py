@@ -18,6 +18,13 @@
   export;
 * ``export.json`` — the counts and settings of the export.
 
+The output folder belongs to the export: it must be new, empty, or hold an earlier export
+(``export.json``; replaced only with ``overwrite=True``). Everything is written into a folder
+beside it and swapped in at the end (:mod:`.staging`), so a failure or a kill at any point
+leaves the earlier content whole. ``prefix`` must be a plain file name. Member names that are
+absolute, contain a ``..`` component or a backslash are refused (:class:`ExportError` naming
+shard and key), never rewritten: a renamed member could collide with another.
+
 ``drop="flagged"`` removes the samples a noise filter flagged as likely mislabeled;
 ``drop="pruned"`` also removes those pruning skipped in the latest decision. The source
 shards are only read. Kept + removed must equal the source's sample count and every written
@@ -39,14 +46,17 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..data.shards import ShardIndex, ShardSpec
+from ..data.fingerprint import fingerprint_shard
+from ..data.shards import ShardIndex, ShardSpec, default_cache_dir
 from ..data.tario import local_path, scan_layout, stream_samples
-from .checkpoint import load_for_shards
+from .checkpoint import CurationState, load_for_shards
+from .staging import staged_folder
 from .summary import flagged_mask, pruned_mask, reason_name
 
 Drop = Literal["flagged", "pruned"]
 DROP_CHOICES = ("flagged", "pruned")
 MANIFEST = "manifest.jsonl"
+RECORD = "export.json"
 _WEIGHT_TOL = 1e-6
 
 
@@ -93,19 +103,14 @@ def removal_mask(reason: torch.Tensor, drop: str) -> torch.Tensor:
 
 
 class _ShardSink:
-    """Writes samples into ``{prefix}-%06d.tar`` files, member bytes as given."""
+    """Writes samples into ``{prefix}-%06d.tar`` files in one folder, member bytes as given."""
 
     def __init__(self, out: Path, prefix: str) -> None:
         self.out, self.prefix = out, prefix
         self.urls: list[str] = []
         self.counts: list[int] = []
         self._tar: tarfile.TarFile | None = None
-        self._tmp: Path | None = None
         self._last_key: str | None = None
-
-    @property
-    def current(self) -> Path:
-        return self.out / f"{self.prefix}-{len(self.urls) - 1:06d}.tar"
 
     @property
     def next_id(self) -> int:
@@ -115,8 +120,7 @@ class _ShardSink:
         self.close_shard()
         self.urls.append(str(self.out / f"{self.prefix}-{len(self.urls):06d}.tar"))
         self.counts.append(0)
-        self._tmp = Path(self.urls[-1] + ".partial")
-        self._tar = tarfile.open(self._tmp, "w", format=tarfile.GNU_FORMAT)
+        self._tar = tarfile.open(self.urls[-1], "w", format=tarfile.GNU_FORMAT)
         self._last_key = None
 
     def write(self, key: str, members: list[tuple[str, bytes]]) -> None:
@@ -132,36 +136,72 @@ class _ShardSink:
 
     def close_shard(self) -> None:
         if self._tar is not None:
-            self._tar.close()
-            os.replace(self._tmp, self.urls[-1])
-            self._tar, self._tmp = None, None
-
-    def abort(self) -> None:
-        if self._tar is not None:
-            self._tar.close()
-            self._tmp.unlink(missing_ok=True)
-            self._tar, self._tmp = None, None
+            tar, self._tar = self._tar, None
+            tar.close()
 
 
 def _members(sample: dict) -> list[tuple[str, bytes]]:
     return [(k, v) for k, v in sample.items() if not k.startswith("__")]
 
 
-def _check_out_dir(out: Path, prefix: str, index: ShardIndex, shards: Any, overwrite: bool) -> None:
-    sources = {os.path.realpath(p) for p in (local_path(u) for u in index.urls) if p is not None}
+def check_prefix(prefix: str) -> str:
+    """``prefix`` if it is a plain file-name stem, else :class:`ExportError` (shards are
+    always written inside the output folder)."""
+    if not prefix or prefix in (".", "..") or any(c in prefix for c in ("/", "\\", "\0", os.sep)):
+        raise ExportError(f"prefix {prefix!r} is not a plain file name (no '/', '\\' or '..'): "
+                          "the export writes only inside its output folder")
+    return prefix
+
+
+def unsafe_member_name(name: str) -> str | None:
+    """Why a tar member name could write outside an extraction folder (absolute, a ``..``
+    component, a backslash), or ``None`` when it is safe."""
+    if name.startswith("/"):
+        return "is absolute"
+    if "\\" in name:
+        return "contains a backslash"
+    if ".." in name.split("/"):
+        return "contains a '..' component"
+    return None
+
+
+def _safe_members(sample: dict, url: str) -> list[tuple[str, bytes]]:
+    """The sample's members, or :class:`ExportError` for a name that is not safe to extract."""
+    members = _members(sample)
+    for suffix, _ in members:
+        name = f"{sample['__key__']}.{suffix}"
+        problem = unsafe_member_name(name)
+        if problem is not None:
+            raise ExportError(f"{url} (sample {sample['__key__']!r}): member name {name!r} {problem}; "
+                              "export refuses names that would write outside an extraction folder "
+                              "(rename the samples in the source shard)")
+    return members
+
+
+def _check_destination(out: Path, index: ShardIndex, shards: Any, overwrite: bool) -> None:
+    """Refuse an ``out`` that holds the sources, or content that is not an earlier export,
+    or an earlier export without ``overwrite``."""
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"{out} exists and is not a folder")
+    sources = [os.path.realpath(p) for p in (local_path(u) for u in index.urls) if p is not None]
     if isinstance(shards, (str, os.PathLike)) and os.fspath(shards).endswith(".json"):
-        sources.add(os.path.realpath(shards))
-    if os.path.realpath(out / f"{prefix}-index.json") in sources:
-        raise ExportError(f"{out / f'{prefix}-index.json'} is the source index: export into another folder or use another prefix")
-    existing = sorted(out.glob(f"{prefix}-[0-9][0-9][0-9][0-9][0-9][0-9].tar"))
-    clash = [p for p in existing if os.path.realpath(p) in sources]
-    if clash:
-        raise ExportError(f"{out} holds the source shard {clash[0]}: export into another folder (sources are never modified)")
-    taken = existing + [p for p in (out / f"{prefix}-index.json", out / MANIFEST) if p.exists()]
-    if taken and not overwrite:
-        raise ExportError(f"{out} already holds an export ({taken[0].name}); choose another folder or pass overwrite=True")
-    for path in existing:
-        path.unlink()
+        sources.append(os.path.realpath(shards))
+    root = os.path.realpath(out)
+    inside = [p for p in sources if p == root or p.startswith(root + os.sep)]
+    if inside:
+        raise ExportError(f"{out} holds the source shard {inside[0]}: export into another folder (sources are never modified)")
+    content = sorted(out.iterdir()) if out.exists() else []
+    if not content:
+        return
+    if not (out / RECORD).exists():
+        raise ExportError(f"{out} is not empty and holds no earlier export ({RECORD}): export into a new or empty folder")
+    if not overwrite:
+        raise ExportError(f"{out} already holds an export ({RECORD}); choose another folder or pass overwrite=True (CLI: --overwrite)")
+
+
+def _os_error_text(exn: OSError) -> str:
+    where = f": {exn.filename}" if exn.filename else ""
+    return f"{exn.strerror or exn}{where}"
 
 
 def export_curated(
@@ -175,29 +215,50 @@ def export_curated(
     overwrite: bool = False,
     state_key: str | None = None,
     weights_only: bool = True,
+    cache_dir: str | os.PathLike | None = None,
     progress: bool = True,
 ) -> ExportResult:
     """Write the samples the latest curation decision keeps as new shards (see the module
-    docstring). ``shards`` are the training shards the checkpoint was made with.
+    docstring). ``shards`` are the training shards the checkpoint was made with; their index
+    is cached in ``cache_dir`` (default :func:`~curated_loader.data.shards.default_cache_dir`),
+    never beside the sources.
+
+    The export is built in a folder beside ``out_dir`` and swapped in when complete: until
+    then ``out_dir`` (and an earlier export in it) stays as it was, whatever fails.
 
     Raises ``FileNotFoundError`` for a missing checkpoint,
     :class:`~curated_loader.reporting.checkpoint.CheckpointError` for a checkpoint without
-    curation state or shards that do not hold the ledger's number of samples,
+    curation state or shards that are not the ones it was trained on,
     :class:`~curated_loader.data.errors.ShardError` for an unreadable shard and :class:`ExportError`
-    when the counts do not reconcile.
+    for a bad prefix or output folder, an unsafe member name, a failed write (disk full,
+    read-only) or counts that do not reconcile.
     """
     if drop not in DROP_CHOICES:
         raise ValueError(f"drop must be one of {DROP_CHOICES}, got {drop!r}")
     if samples_per_shard is not None and samples_per_shard < 1:
         raise ValueError(f"samples_per_shard must be >= 1, got {samples_per_shard}")
-    state, index = load_for_shards(checkpoint, shards, state_key=state_key, weights_only=weights_only)
+    check_prefix(prefix)
+    state, index = load_for_shards(checkpoint, shards, state_key=state_key, weights_only=weights_only,
+                                   cache_dir=default_cache_dir() if cache_dir is None else cache_dir)
     if state.decision is None:
         warnings.warn(f"checkpoint {state.path} holds no curation decision yet: nothing is removed", stacklevel=2)
-    decision = state.decision_or_neutral()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    _check_out_dir(out, prefix, index, shards, overwrite)
+    out = Path(out_dir).absolute()
+    _check_destination(out, index, shards, overwrite)
+    try:
+        with staged_folder(out) as staged:
+            result = _write_export(state, index, staged, out, drop, prefix, samples_per_shard, progress)
+    except OSError as exn:
+        raise ExportError(f"writing the export failed ({_os_error_text(exn)}); {out} is unchanged") from exn
+    return result
 
+
+def _write_export(
+    state: CurationState, index: ShardIndex, staged: Path, out: Path, drop: str, prefix: str,
+    samples_per_shard: int | None, progress: bool,
+) -> ExportResult:
+    """Write shards, manifest, index and record into ``staged``; paths in the result and the
+    record name their place in ``out``, where ``staged`` is about to be swapped in."""
+    decision = state.decision_or_neutral()
     n = index.num_samples
     remove = removal_mask(decision.reason, drop).numpy()
     weight = decision.weight.double().numpy()
@@ -207,14 +268,12 @@ def export_curated(
     pruned_kept = ~remove & pruned_mask(decision.reason).numpy()
     reweighted = ~remove & ~pruned_kept & (np.abs(weight - 1.0) > _WEIGHT_TOL)
 
-    sink = _ShardSink(out, prefix)
-    manifest_path = out / MANIFEST
-    manifest_tmp = out / (MANIFEST + ".partial")
-    manifest = open(manifest_tmp, "w")
+    sink = _ShardSink(staged, prefix)
     removed_by_reason: dict[str, int] = {}
     kept = removed = mismatches = 0
-    try:
-        with tqdm(total=n, desc="exporting", unit="sample", disable=not progress) as bar:
+    with open(staged / MANIFEST, "w") as manifest, \
+            tqdm(total=n, desc="exporting", unit="sample", disable=not progress) as bar:
+        try:
             for s, url in enumerate(index.urls):
                 lo, count = int(index.offsets[s]), int(index.counts[s])
                 if samples_per_shard is None and sink.counts and sink.counts[-1]:
@@ -233,10 +292,11 @@ def export_curated(
                         removed_by_reason[name] = removed_by_reason.get(name, 0) + 1
                         entry = {"decision": "removed"}
                     else:
+                        members = _safe_members(sample, url)
                         if samples_per_shard is not None and sink.counts and sink.counts[-1] >= samples_per_shard:
                             sink.new_shard()
                         new_id = sink.next_id
-                        sink.write(key, _members(sample))
+                        sink.write(key, members)
                         kept += 1
                         if reweighted[sid] or pruned_kept[sid]:
                             entry = {"decision": "reweighted" if reweighted[sid] else "pruned",
@@ -257,43 +317,37 @@ def export_curated(
                     bar.update(1)
                 if positions != count:
                     raise ExportError(f"{url} holds {positions} samples but its index lists {count}: rebuild the index")
-        sink.close_shard()
-        manifest.close()
-    except BaseException:
-        sink.abort()
-        manifest.close()
-        manifest_tmp.unlink(missing_ok=True)
-        raise
+        finally:
+            sink.close_shard()
 
     if kept + removed != n or removed != int(remove.sum()):
         raise ExportError(f"counts do not reconcile: {kept} kept + {removed} removed != {n} source samples")
-    sizes = []
+    fingerprints = []
     for url, written in zip(sink.urls, sink.counts):
         layout = scan_layout(url)
         if layout.nsamples != written:
             raise ExportError(f"{url}: wrote {written} samples but the shard reads back as {layout.nsamples}")
-        sizes.append(os.path.getsize(url))
+        fingerprints.append(fingerprint_shard(url, layout))
     if sum(sink.counts) != kept:
         raise ExportError(f"the new shards hold {sum(sink.counts)} samples, {kept} were kept")
     if mismatches:
         warnings.warn(f"{mismatches} exported samples have a shard label (cls) other than the label the ledger "
-                      "recorded: were these the training shards, or does a transform remap labels?", stacklevel=2)
+                      "recorded: were these the training shards, or does a transform remap labels?", stacklevel=3)
 
-    new_index = ShardIndex(list(sink.urls), np.asarray(sink.counts, np.int64), sizes)
-    index_path = out / f"{prefix}-index.json"
-    new_index.save(index_path)
-    os.replace(manifest_tmp, manifest_path)
-
+    ShardIndex(list(sink.urls), np.asarray(sink.counts, np.int64), [fp.size for fp in fingerprints],
+               fingerprints).save(staged / f"{prefix}-index.json")
     result = ExportResult(
-        out_dir=out, index_path=index_path, manifest_path=manifest_path, shards=list(sink.urls), drop=drop,
+        out_dir=out, index_path=out / f"{prefix}-index.json", manifest_path=out / MANIFEST,
+        shards=[str(out / os.path.basename(u)) for u in sink.urls], drop=drop,
         decision_epoch=int(decision.epoch), num_source=n, num_kept=kept, num_removed=removed,
         num_reweighted=int(reweighted.sum()), num_pruned_kept=int(pruned_kept.sum()),
         removed_by_reason=removed_by_reason, label_mismatches=mismatches,
     )
     record = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(result).items()}
     record.update(checkpoint=state.path, source_shards=list(index.urls), state_key=state.state_key)
-    (out / "export.json").write_text(json.dumps(record, indent=1))
+    (staged / RECORD).write_text(json.dumps(record, indent=1))
     return result
 
 
-__all__ = ["DROP_CHOICES", "Drop", "ExportError", "ExportResult", "export_curated", "removal_mask"]
+__all__ = ["DROP_CHOICES", "Drop", "ExportError", "ExportResult", "check_prefix", "export_curated", "removal_mask",
+           "unsafe_member_name"]

@@ -7,7 +7,8 @@
 * ``timeline.png``, ``distributions.png``, ``classes.png`` — the same plots as files;
 * ``summary.json`` — every number the page shows (see :func:`~.summary.summarize`).
 
-The page has one ``<section>`` per topic with a stable id: ``overview``, ``timeline``,
+The page is rendered from the Jinja2 template ``templates/report.html.j2`` with autoescape on.
+It has one ``<section>`` per topic with a stable id: ``overview``, ``timeline``,
 ``distributions``, ``classes``, ``suspicious``. Counts carry ``data-count="<name>"``
 attributes so tools can read them back.
 """
@@ -15,6 +16,7 @@ attributes so tools can read them back.
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import io
 import json
@@ -24,11 +26,13 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import jinja2
+import markupsafe
 import numpy as np
 from tqdm.auto import tqdm
 
 from ..data.errors import ShardError
-from ..data.shards import ShardIndex, ShardSpec
+from ..data.shards import ShardIndex, ShardSpec, default_cache_dir
 from ..data.tario import MemberReader, local_path, stream_samples
 from .checkpoint import CurationState, load_for_shards
 from .summary import outcome_masks, summarize
@@ -37,6 +41,7 @@ COLORS = {"kept": "#2f9e44", "flagged": "#e03131", "pruned": "#f08c00", "weight"
 IMAGE_SUFFIXES = ("png", "jpg", "jpeg", "webp", "bmp", "gif", "ppm", "pgm", "tif", "tiff")
 SECTIONS = ("overview", "timeline", "distributions", "classes", "suspicious")
 DASH = "\u2014"
+TEMPLATE = "report.html.j2"
 
 
 # -- reading samples back ----------------------------------------------------------------
@@ -283,161 +288,36 @@ code,.mono{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font
 .reason{display:inline-block;padding:1px 6px;border-radius:10px;font-size:12px;background:#e9ecef}
 .reason.flagged{background:#ffe3e3;color:#c92a2a}.reason.pruned{background:#fff3bf;color:#e67700}
 details{margin-top:6px}summary{cursor:pointer;color:#495057}
+ul.filters{margin:6px 0 10px;padding-left:20px;font-size:13px}
 """
 
 
-def _e(value: Any) -> str:
-    return html.escape(str(value))
-
-
 def _fmt(value: Any, digits: int = 3) -> str:
-    if value is None:
+    if value is None or isinstance(value, jinja2.Undefined):
         return DASH
     if isinstance(value, float):
         return f"{value:.{digits}f}"
     return str(value)
 
 
-def _img(data: bytes, alt: str) -> str:
-    return f'<img class="plot" alt="{_e(alt)}" src="{_png_data_uri(data)}">'
-
-
-def _count_card(name: str, value: int, total: int, label: str | None = None) -> str:
-    frac = f" · {100 * value / total:.1f}%" if total else ""
-    return (f'<div class="card {name}"><span class="n" data-count="{name}">{value}</span>'
-            f'<span class="l">{_e(label or name)}{frac}</span></div>')
-
-
-def _reason_badge(reason: str) -> str:
-    kind = "flagged" if reason.startswith("flagged") else "pruned" if reason == "pruned" else ""
-    return f'<span class="reason {kind}">{_e(reason)}</span>'
-
-
-def _overview(summary: dict, shards_text: str) -> str:
-    c, total = summary["counts"], summary["counts"]["total"]
-    cards = "".join([
-        _count_card("total", total, 0, "samples"),
-        _count_card("kept", c["kept"], total),
-        _count_card("flagged", c["flagged"], total),
-        _count_card("pruned", c["pruned"], total),
-        _count_card("unseen", c["unseen"], total, "unseen (kept)"),
-        _count_card("reweighted", summary["reweighted"], total, "kept, weight ≠ 1"),
-    ])
-    reasons = "".join(
-        f'<tr><td>{_reason_badge(name)}</td><td class="num" data-count="reason:{_e(name)}">{n}</td></tr>'
-        for name, n in c["by_reason"].items()
-    )
-    decision = (f"decision for epoch {summary['decision_epoch']}" if summary["has_decision"]
-                else "no decision yet (checkpoint written before the first epoch ended): everything is kept")
-    plan = ", ".join(f"{k}={v}" for k, v in summary["plan"].items()) or DASH
-    w = summary["weights_kept"]
-    return f"""<section id="overview"><h2>Overview</h2>
-<p class="meta">{_e(decision)} · {summary['seen']} of {total} samples seen
-({summary['seen_with_logits']} with logits) · plan: {_e(plan)}</p>
-<div class="cards">{cards}</div>
-<table><thead><tr><th>reason</th><th class="num">samples</th></tr></thead><tbody>{reasons}</tbody></table>
-<p class="meta">Loss weights of kept samples: mean {_fmt(w.get('mean'))}, std {_fmt(w.get('std'))},
-max {_fmt(w.get('max'))}.</p>
-<details><summary>sources</summary><p class="mono">checkpoint: {_e(summary['checkpoint'])}<br>
-callback state: {_e(summary['state_key'])}<br>shards: {_e(shards_text)}</p></details>
-</section>"""
-
-
-def _timeline(summary: dict, png: bytes) -> str:
-    rows = "".join(
-        f'<tr><td class="num">{r["epoch"]}</td><td class="num">{r["decided_for"]}</td>'
-        f'<td class="num" data-count="timeline:{r["epoch"]}:kept">{_fmt(r.get("kept"))}</td>'
-        f'<td class="num" data-count="timeline:{r["epoch"]}:flagged">{_fmt(r.get("flagged"))}</td>'
-        f'<td class="num" data-count="timeline:{r["epoch"]}:pruned">{_fmt(r.get("pruned"))}</td>'
-        f'<td class="num">{_fmt(r.get("weight_mean"))} ± {_fmt(r.get("weight_std"))}</td>'
-        f'<td class="num">{_fmt(r.get("weight_max"))}</td></tr>'
-        for r in summary["timeline"]
-    ) or '<tr><td colspan="7" class="muted">no epoch has ended yet</td></tr>'
-    return f"""<section id="timeline"><h2>Curation timeline</h2>
-<p class="meta">One decision per epoch end, for the next epoch. Weights are over kept samples.</p>
-{_img(png, "curation timeline")}
-<table><thead><tr><th class="num">end of epoch</th><th class="num">for epoch</th><th class="num">kept</th>
-<th class="num">flagged</th><th class="num">pruned</th><th class="num">weight mean ± std</th>
-<th class="num">weight max</th></tr></thead><tbody>{rows}</tbody></table></section>"""
-
-
-def _distributions(summary: dict, png: bytes) -> str:
-    rows = []
-    for metric, label in (("ema_loss", "EMA loss"), ("aum", "AUM")):
-        for outcome, d in summary["distributions"][metric].items():
-            rows.append(
-                f'<tr><td>{label}</td><td>{_e(outcome)}</td><td class="num">{d["count"]}</td>'
-                f'<td class="num">{_fmt(d.get("mean"))}</td><td class="num">{_fmt(d.get("q25"))}</td>'
-                f'<td class="num">{_fmt(d.get("median"))}</td><td class="num">{_fmt(d.get("q75"))}</td></tr>'
-            )
-    return f"""<section id="distributions"><h2>Loss and margin: kept vs flagged</h2>
-<p class="meta">Per-sample EMA loss and area under the margin (assigned-label logit minus the
-largest other logit, averaged over observations) from the ledger. Flagged samples should sit at
-high loss and low margin.</p>
-{_img(png, "EMA loss and AUM distributions")}
-<table><thead><tr><th>statistic</th><th>outcome</th><th class="num">samples</th><th class="num">mean</th>
-<th class="num">25%</th><th class="num">median</th><th class="num">75%</th></tr></thead>
-<tbody>{"".join(rows)}</tbody></table></section>"""
-
-
-def _classes(summary: dict, png: bytes) -> str:
-    rows = "".join(
-        f'<tr><td>{r["label"] if r["label"] >= 0 else "unknown"}</td><td class="num">{r["total"]}</td>'
-        f'<td class="num">{r["kept"]}</td><td class="num" data-count="class:{r["label"]}:flagged">{r["flagged"]}</td>'
-        f'<td class="num">{r["pruned"]}</td><td class="num">{100 * r["flagged_frac"]:.1f}%</td></tr>'
-        for r in summary["per_class"]
-    )
-    return f"""<section id="classes"><h2>Flagged per class</h2>
-<p class="meta">Given labels as recorded in the ledger (the label each sample was trained with).</p>
-{_img(png, "outcome per class")}
-<table><thead><tr><th>given label</th><th class="num">samples</th><th class="num">kept</th>
-<th class="num">flagged</th><th class="num">pruned</th><th class="num">flagged %</th></tr></thead>
-<tbody>{rows}</tbody></table></section>"""
-
-
-def _suspicious(summary: dict, previews: dict[int, str]) -> str:
-    rows = []
-    for r in summary["top_suspicious"]:
-        given = _fmt(r["given"])
-        if r.get("shard_label") is not None and r["shard_label"] != r["given"]:
-            given += f' <span class="muted">(shard: {r["shard_label"]})</span>'
-        correct = DASH if r["last_correct"] is None else ("yes" if r["last_correct"] else "no")
-        where = (f'<span class="mono" title="{_e(r.get("shard", ""))}">{_e(os.path.basename(str(r.get("shard", ""))))}</span><br>'
-                 f'key <code>{_e(r.get("key", DASH))}</code> · pos {_e(r.get("position", DASH))}')
-        rows.append(
-            f'<tr data-id="{r["id"]}"><td>{previews.get(r["id"], "")}</td><td class="num">{r["id"]}</td>'
-            f'<td class="num" data-field="given">{given}</td><td class="num" data-field="predicted">{_fmt(r["predicted"])}</td>'
-            f'<td>{correct}</td><td class="num">{_fmt(r["score"])}</td><td>{_reason_badge(r["reason"])}</td>'
-            f'<td class="num">{_fmt(r["ema_loss"])}</td><td class="num">{_fmt(r["aum"])}</td><td>{where}</td></tr>'
-        )
-    body = "".join(rows) or '<tr><td colspan="10" class="muted">no samples</td></tr>'
-    note = "" if summary["has_predictions"] else (
-        f" The ledger keeps no predicted labels, so “predicted” shows {DASH}; “last correct” tells"
-        " whether the model's latest prediction matched the given label.")
-    return f"""<section id="suspicious"><h2>Most suspicious samples</h2>
-<p class="meta">Flagged samples first, by the score of the filter that flagged them (higher = more
-suspicious), then the rest by score.{_e(note)}</p>
-<table><thead><tr><th>preview</th><th class="num">id</th><th class="num">given</th><th class="num">predicted</th>
-<th>last correct</th><th class="num">score</th><th>reason</th><th class="num">EMA loss</th><th class="num">AUM</th>
-<th>provenance (shard, key)</th></tr></thead><tbody>{body}</tbody></table></section>"""
+@functools.cache
+def _template() -> jinja2.Template:
+    env = jinja2.Environment(loader=jinja2.PackageLoader("curated_loader.reporting", "templates"),
+                             autoescape=True, keep_trailing_newline=True)
+    env.filters["fmt"] = _fmt
+    env.filters["basename"] = lambda value: os.path.basename(str(value or ""))
+    return env.get_template(TEMPLATE)
 
 
 def render_html(summary: dict, plots: dict[str, bytes], previews: dict[int, str], shards_text: str) -> str:
-    """The report page from a summary, the plot PNGs and per-id preview HTML."""
-    title = f"Curation report — {os.path.basename(summary['checkpoint'])}"
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{_e(title)}</title><style>{CSS}</style></head>
-<body><main>
-<h1>Curation report</h1>
-<p class="meta">{_e(summary['checkpoint'])} · {summary['num_samples']} samples in {_fmt(summary['num_shards'])} shards</p>
-{_overview(summary, shards_text)}
-{_timeline(summary, plots["timeline"])}
-{_distributions(summary, plots["distributions"])}
-{_classes(summary, plots["classes"])}
-{_suspicious(summary, previews)}
-</main></body></html>
-"""
+    """The report page (``templates/report.html.j2``, autoescaped) from a summary, the plot
+    PNGs and per-id preview HTML (fragments this module built; they are inserted as they are)."""
+    return _template().render(
+        s=summary, css=markupsafe.Markup(CSS), dash=DASH, shards_text=shards_text,
+        checkpoint_name=os.path.basename(summary["checkpoint"]),
+        plots={name: _png_data_uri(data) for name, data in plots.items()},
+        previews={sid: markupsafe.Markup(fragment) for sid, fragment in previews.items()},
+    )
 
 
 def _shards_text(shards: Any) -> str:
@@ -456,16 +336,20 @@ def write_report(
     top_k: int = 24,
     state_key: str | None = None,
     weights_only: bool = True,
+    cache_dir: str | os.PathLike | None = None,
     progress: bool = True,
 ) -> Path:
     """Write the curation report of ``checkpoint`` over the training ``shards`` into
     ``out_dir``; returns the path of ``report.html``.
 
-    Raises ``FileNotFoundError`` for a missing checkpoint and
+    ``checkpoint`` is a Lightning checkpoint or the ``curation_state.pt`` the callback writes
+    at fit end. Raises ``FileNotFoundError`` for a missing checkpoint and
     :class:`~curated_loader.reporting.checkpoint.CheckpointError` for a checkpoint without
-    curation state or shards whose sample count differs from the ledger's.
+    curation state or shards that are not the ones it was trained on (another count, order
+    or content); the shards' index is cached in ``cache_dir`` (default: the user cache dir).
     """
-    state, index = load_for_shards(checkpoint, shards, state_key=state_key, weights_only=weights_only)
+    state, index = load_for_shards(checkpoint, shards, state_key=state_key, weights_only=weights_only,
+                                   cache_dir=default_cache_dir() if cache_dir is None else cache_dir)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     summary = summarize(state, index, top_k=top_k)

@@ -23,6 +23,7 @@ from ..curation.decision import Decision, Reason
 from ..curation.ledger import LedgerStats
 from ..data.shards import ShardIndex
 from .checkpoint import CurationState
+from .evidence import Evidence, filter_evidence, rank_key
 
 FLAGGED_CODES = tuple(int(r) for r in Reason if r.flagged)
 
@@ -144,14 +145,17 @@ def per_class(labels: torch.Tensor, decision: Decision) -> list[dict[str, Any]]:
     return rows
 
 
-def suspicious_order(decision: Decision, stats: LedgerStats) -> torch.Tensor:
-    """Sample ids, most suspicious first: flagged samples by score (descending), then the
-    other seen samples by score; unseen samples last. Ties keep id order."""
-    score = decision.score.double().nan_to_num(nan=-math.inf)
+def suspicious_order(decision: Decision, stats: LedgerStats, key: torch.Tensor | None = None) -> torch.Tensor:
+    """Sample ids, most suspicious first: flagged samples, then the other seen samples, then
+    unseen ones; within each group by ``key`` descending (default: the decision's score; see
+    :func:`~.evidence.rank_key` for a key that does not saturate), missing keys last. Ties
+    keep id order."""
+    key = decision.score if key is None else key
+    key = key.double().nan_to_num(nan=-math.inf)
     flagged = flagged_mask(decision.reason)
     tier = torch.where(flagged, 0, torch.where(stats.seen, 1, 2))
-    by_score = torch.sort(-score, stable=True).indices
-    return by_score[torch.sort(tier[by_score], stable=True).indices]
+    by_key = torch.sort(-key, stable=True).indices
+    return by_key[torch.sort(tier[by_key], stable=True).indices]
 
 
 def sample_provenance(index: ShardIndex | None, ids: list[int]) -> list[dict[str, Any]]:
@@ -163,12 +167,24 @@ def sample_provenance(index: ShardIndex | None, ids: list[int]) -> list[dict[str
     return [{"shard": index.urls[s], "shard_index": int(s), "position": int(p)} for s, p in zip(shard, pos)]
 
 
+def _evidence(state: CurationState) -> tuple[list[Evidence], torch.Tensor, torch.Tensor]:
+    decision, stats = state.decision_or_neutral(), state.stats()
+    evidence = filter_evidence(state.policies, stats, decision.reason)
+    key, source = rank_key(evidence, decision.reason, stats.ema_loss.double().masked_fill(~stats.seen, math.nan))
+    return evidence, key, source
+
+
 def suspicious_samples(state: CurationState, k: int = 24, index: ShardIndex | None = None) -> list[dict[str, Any]]:
     """The ``k`` most suspicious samples with their evidence: id, given label (ledger),
-    predicted label (only if the ledger has a prediction table, else ``None``), last
-    prediction correct, score, reason, EMA loss, AUM, times seen, weight, provenance."""
+    predicted label and the epoch it was predicted in (the model's prediction when the
+    sample was last trained on: for flagged samples, the epoch before they were flagged),
+    last prediction correct, the ranking evidence (``evidence`` names the statistic,
+    ``evidence_value`` and its ``percentile`` among judged samples), the decision's score,
+    reason, EMA loss, AUM, times seen, weight, provenance."""
     decision, stats = state.decision_or_neutral(), state.stats()
-    ids = suspicious_order(decision, stats)[: max(int(k), 0)].tolist()
+    evidence, key, source = _evidence(state)
+    percentiles = [ev.percentile() for ev in evidence]
+    ids = suspicious_order(decision, stats, key)[: max(int(k), 0)].tolist()
     predicted = prediction_table(state)
     last_correct = state.ledger.table("last_correct") if "last_correct" in state.ledger.table_names else None
     rows = []
@@ -176,11 +192,17 @@ def suspicious_samples(state: CurationState, k: int = 24, index: ShardIndex | No
         seen_logits = bool(stats.has_logits[sid])
         label = int(stats.labels[sid])
         correct = int(last_correct[sid]) if last_correct is not None else -1
+        has_prediction = predicted is not None and int(predicted[sid]) >= 0
+        which = int(source[sid])
         rows.append({
             "id": int(sid),
             "given": label if label >= 0 else None,
-            "predicted": int(predicted[sid]) if predicted is not None and int(predicted[sid]) >= 0 else None,
+            "predicted": int(predicted[sid]) if has_prediction else None,
+            "predicted_epoch": int(stats.last_epoch[sid]) if has_prediction else None,
             "last_correct": None if correct < 0 else bool(correct),
+            "evidence": evidence[which].name if evidence else "ema_loss",
+            "evidence_value": _num(key[sid]),
+            "percentile": _num(percentiles[which][sid]) if evidence else None,
             "score": _num(decision.score[sid]),
             "reason": reason_name(int(decision.reason[sid])),
             "ema_loss": _num(stats.ema_loss[sid]) if bool(stats.seen[sid]) else None,
@@ -188,6 +210,23 @@ def suspicious_samples(state: CurationState, k: int = 24, index: ShardIndex | No
             "seen": int(stats.count[sid]),
             "weight": _num(decision.weight[sid]),
             **where,
+        })
+    return rows
+
+
+def filter_summaries(state: CurationState) -> list[dict[str, Any]]:
+    """Per noise filter: its settings, its flagging rule, the evidence it is ranked by, how
+    many samples it flagged and the smallest evidence value among them (with percentile)."""
+    decision = state.decision_or_neutral()
+    rows = []
+    for ev in filter_evidence(state.policies, state.stats(), decision.reason):
+        mine = (decision.reason.long() == int(ev.reason)) & ~torch.isnan(ev.values)
+        lowest = int(torch.nonzero(mine).flatten()[ev.values[mine].argmin()]) if mine.any() else None
+        rows.append({
+            "reason": reason_name(int(ev.reason)), "policy": ev.policy, "rule": ev.rule, "evidence": ev.name,
+            "settings_recorded": ev.recorded, "flagged": int(mine.sum()),
+            "lowest_flagged": _num(ev.values[lowest]) if lowest is not None else None,
+            "lowest_flagged_percentile": _num(ev.percentile()[lowest]) if lowest is not None else None,
         })
     return rows
 
@@ -224,6 +263,7 @@ def summarize(state: CurationState, index: ShardIndex | None = None, top_k: int 
         "timeline": timeline(state.history),
         "distributions": loss_margin_summary(stats, decision),
         "per_class": per_class(stats.labels, decision),
+        "filters": filter_summaries(state),
         "top_suspicious": suspicious_samples(state, top_k, index),
         "has_predictions": prediction_table(state) is not None,
     }

@@ -88,10 +88,13 @@ def _make_checkpoint(
     *,
     history: list[dict] | None = None,
     epoch: int = 3,
+    score: np.ndarray | None = None,
+    shards: str | None = None,
 ) -> Path:
     """A checkpoint in Lightning's layout holding a real ledger (one recorded pass with
     logits) and a decision with the given per-sample ``reason`` codes (``None``: no
-    decision yet)."""
+    decision yet) and ``score`` (default: the recorded loss). With ``shards`` (a spec) it
+    records their fingerprints, as the callback does."""
     n = len(labels)
     gen = torch.Generator().manual_seed(0)
     ledger = Ledger(n, num_classes=10)
@@ -105,9 +108,15 @@ def _make_checkpoint(
     if reason is not None:
         codes = torch.as_tensor(reason, dtype=torch.int8)
         keep = (codes == int(Reason.KEPT)) | (codes == int(Reason.UNSEEN))
-        decision = Decision(keep, keep.float(), torch.zeros(n), codes, loss.clone(), epoch).state_dict()
+        scores = loss.clone() if score is None else torch.as_tensor(score, dtype=torch.float32)
+        decision = Decision(keep, keep.float(), torch.zeros(n), codes, scores, epoch).state_dict()
     state = {"ledger": ledger.state_dict(), "decision": decision, "plan": {"seed": 0, "num_epochs": epoch},
              "history": history or []}
+    if shards is not None:
+        from curated_loader.data.shards import load_index
+        from curated_loader.lightning.run_record import shard_record
+
+        state["shards"] = shard_record(load_index(shards))
     ckpt = {"epoch": epoch - 1, "global_step": 10, "state_dict": {},
             "callbacks": {"CurationCallback{'seed': 0, 'num_classes': None, 'ema': 0.9}": state},
             "CuratedDataModule": {"seed": 0, "epoch": epoch - 1, "batches_done": 1, "mode": "stream"}}
@@ -117,5 +126,6 @@ def _make_checkpoint(
 
 @pytest.fixture
 def make_checkpoint():
-    """``make_checkpoint(path, labels, reason, history=None, epoch=3)``: see :func:`_make_checkpoint`."""
+    """``make_checkpoint(path, labels, reason, history=None, epoch=3, score=None, shards=None)``:
+    see :func:`_make_checkpoint`."""
     return _make_checkpoint

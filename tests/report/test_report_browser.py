@@ -1,6 +1,7 @@
 """The report page in a real headless browser: it renders every section and its images.
 
-Needs Chromium (Debian: ``apt-get install chromium``); skipped where it is not installed.
+Needs Chromium (Debian: ``apt-get install chromium``; ``.ci/run`` installs it). Skipped where
+it is not installed, except under ``CI=true``, where a missing browser fails the test.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ def _run(browser: str, profile: Path, *args: str) -> subprocess.CompletedProcess
 def test_report_renders_in_chromium(trained_run, tmp_path):
     browser = _chromium()
     if browser is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("CI=true but Chromium is not installed: .ci/run installs it (apt-get install chromium)")
         pytest.skip("Chromium is not installed (/usr/bin/chromium): the headless-browser check of the report is skipped")
     from PIL import Image
 

@@ -32,6 +32,13 @@ def test_demo_fast(tmp_path, monkeypatch, capsys):
     summary = demo.main(["--out", str(out), "--fast"])
     printed = capsys.readouterr().out
 
+    # one line per epoch and run, with accuracy and kept fraction, as training goes
+    for name in ("baseline", "curated"):
+        lines = [line for line in printed.splitlines() if line.startswith(f"[demo] {name} epoch ")]
+        assert [line.split()[3].rstrip(":") for line in lines] == [f"{e}/8" for e in range(1, 9)]
+        assert all("val accuracy 0." in line and "kept fraction for the next epoch" in line for line in lines)
+    assert "kept fraction for the next epoch 1.000" in printed  # the baseline keeps everything
+
     # the table: printed and saved
     for line in ("test accuracy (clean test set)", "noise detection precision", "noise detection recall",
                  "compute skipped (sample passes)"):
