@@ -31,6 +31,7 @@ from .errors import OnError, ShardError, SkipKind, check_on_error
 from .shards import ShardIndex, ShardSpec, load_index
 from .snapshot import CurationSnapshot, SnapshotView
 from .tario import IOCounter, MemberReader, stream_samples
+from .tarscan import DEFAULT_MAX_MEMBER_BYTES
 
 log = logging.getLogger("curated_loader")
 
@@ -84,6 +85,10 @@ class CuratedStream(IterableDataset):
             (count per epoch, log, and fill the batch from kept samples).
         snapshot: share one with a trainer; default a fresh keep-all snapshot.
         rank, world_size: default to torch.distributed's, else 0 and 1.
+        allow_pipe: let an index JSON's ``pipe:`` URLs run as shell commands (default: the
+            ``CURATED_LOADER_ALLOW_PIPE`` environment variable; see :func:`load_index`).
+        max_member_bytes: largest tar member read from a stream or compressed shard; a
+            larger one is a ShardError (local tar files are checked against their size).
     """
 
     def __init__(
@@ -107,6 +112,8 @@ class CuratedStream(IterableDataset):
         world_size: int | None = None,
         cache_dir: str | os.PathLike | None = None,
         collate: Callable[[list], Any] = default_collate,
+        allow_pipe: bool | None = None,
+        max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -115,7 +122,9 @@ class CuratedStream(IterableDataset):
             raise ValueError(f"mode must be 'stream' or 'indexed', got {mode!r}")
         if equalize not in ("pad", "cut"):
             raise ValueError(f"equalize must be 'pad' or 'cut', got {equalize!r}")
-        self.index = load_index(shards, cache_dir=cache_dir)
+        self.on_error = check_on_error(on_error)
+        self.max_member_bytes = int(max_member_bytes)
+        self.index = load_index(shards, cache_dir=cache_dir, allow_pipe=allow_pipe, on_error=self.on_error, max_member_bytes=self.max_member_bytes)
         self.fields = _parse_fields(fields)
         self.batch_size = batch_size
         self.mode: Mode = mode
@@ -127,7 +136,6 @@ class CuratedStream(IterableDataset):
         self.decoder = _decoder(decode, self.fields)
         self.transform = transform
         self.augment = augment
-        self.on_error = check_on_error(on_error)
         self.collate = collate
         if snapshot is not None and snapshot.num_samples != self.index.num_samples:
             raise ValueError(f"snapshot holds {snapshot.num_samples} samples, the shards {self.index.num_samples}")
@@ -263,23 +271,26 @@ class _WorkerEpoch:
         for shard in shards:
             url, base, expected = index.urls[shard], int(index.offsets[shard]), int(index.counts[shard])
             counts = mult[base : base + expected]
-            seen = 0
+            started = 0  # samples of the shard begun; all but the last one begun are complete
 
             def wanted(pos: int) -> bool:
-                nonlocal seen
-                seen = pos + 1
+                nonlocal started
+                started = pos + 1
                 return pos < expected and counts[pos] > 0
 
             try:
-                for sample in stream_samples(url, wanted, self.reader.io):
+                for sample in stream_samples(url, wanted, self.reader.io, self.stream.max_member_bytes):
                     pos = sample.pop("__pos__")
                     sample["__id__"] = base + pos
                     for repeat in range(int(counts[pos])):
                         yield dict(sample, __repeat__=repeat)
-                if seen != expected:
-                    raise ShardError(url, f"the index says {expected} samples, the shard holds {seen}: rebuild the index")
-            except ShardError as error:
-                self._skip(SkipKind.MISSING if seen else SkipKind.SHARD, error, range(base + seen, base + expected))
+            except ShardError as error:  # the sample being read when it failed is lost too
+                done = max(started - 1, 0)
+                self._skip(SkipKind.MISSING if done else SkipKind.SHARD, error, range(base + done, base + expected))
+                continue
+            if started != expected:
+                error = ShardError(url, f"the index says {expected} samples, the shard holds {started}: rebuild the index")
+                self._skip(SkipKind.MISSING, error, range(base + started, base + expected))
 
     def _ids_raw(self, ids: np.ndarray, shuffle: bool = False) -> Iterator[dict]:
         """Raw samples for explicit ids (indexed reads, or one streaming pass per shard)."""

@@ -169,8 +169,12 @@ class TarReader:
             self._skip(self._pending)
             self._pending = 0
             header = self.f.read(BLOCK)
-            if not header or header == b"\0" * len(header):
-                return  # end of archive (zero block, or end of file)
+            if not header:
+                if self.pos == 0:
+                    return  # an empty (zero-byte) file holds no members
+                raise TarFormatError(f"truncated tar: the file ends at offset {self.pos} without the end-of-archive blocks")
+            if header == b"\0" * len(header):
+                return  # end of archive
             if len(header) != BLOCK:
                 raise TarFormatError(f"truncated tar: partial header at offset {self.pos}")
             if not _checksum_ok(header):
