@@ -149,8 +149,8 @@ class TarReader:
 
     def read(self) -> bytes:
         """The current member's data."""
-        member = self._current
-        if member is None or self._pending == 0:
+        member, self._current = self._current, None
+        if member is None:
             raise RuntimeError("no member data to read")
         padded = self._pending
         data = self._read_exact(member.size, f"member {member.name!r}")
@@ -167,7 +167,7 @@ class TarReader:
         pax_size: int | None = None
         while True:
             self._skip(self._pending)
-            self._pending = 0
+            self._pending, self._current = 0, None
             header = self.f.read(BLOCK)
             if not header:
                 if self.pos == 0:

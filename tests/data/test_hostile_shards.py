@@ -150,3 +150,10 @@ def test_unreadable_shards_are_skipped_and_counted_while_indexing(tmp_path, capl
     assert any("skipped 2 of 3 shards" in r.message for r in caplog.records)
     ds, ids = run([good, junk, cut], on_error="skip")
     assert sorted(ids) == list(range(5)) and len(ds.index.skipped) == 2
+
+
+def test_empty_members_are_read_as_empty_bytes(tmp_path):
+    path = write(tmp_path / "e.tar", tc.member("s0.txt", b"") + tc.member("s0.cls", b"2") + tc.samples(1, start=1) + tc.end())
+    samples = list(stream_samples(path, lambda pos: True))
+    assert [(s["__key__"], s["txt"], s["cls"]) for s in samples] == [("s0", b"", b"2"), ("s0001", b"text 1", b"1")]
+    assert scan_layout(path).sizes.tolist() == [0, 1, 6, 1]
