@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from curated_loader import CuratedDataModule
+from curated_loader import CuratedDataModule, cli
 from curated_loader.data.errors import UnsafeURLError
 from curated_loader.data.pipeline import CuratedLoader, CuratedStream
 from curated_loader.data.shards import ALLOW_PIPE_ENV, load_index
@@ -19,7 +15,6 @@ from curated_loader.data.writer import write_samples
 from tests.conftest import id_samples
 from tests.report.conftest import _make_checkpoint
 
-REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.timeout(300)
 
 
@@ -73,22 +68,18 @@ def test_typed_pipe_specs_keep_working(tmp_path, monkeypatch):
     assert load_index([f"pipe:cat {index.urls[0]}"]).num_samples == 3
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "curated_loader.cli", *args], capture_output=True, text=True, cwd=REPO, timeout=240,
-                          env={**os.environ, ALLOW_PIPE_ENV: ""})
-
-
-def test_cli_refuses_index_pipe_urls_without_allow_pipe(pipe_index, tmp_path):
+def test_cli_refuses_index_pipe_urls_without_allow_pipe(pipe_index, tmp_path, monkeypatch, capsys):
     path, marker = pipe_index()
+    monkeypatch.delenv(ALLOW_PIPE_ENV, raising=False)  # also undoes what --allow-pipe sets below
     ckpt = _make_checkpoint(tmp_path / "run.ckpt", np.arange(7) % 10, np.zeros(7, np.int8))
     for args in (["index", str(path), "-o", str(tmp_path / "re.json")],
                  ["report", str(ckpt), "--shards", str(path), "--out", str(tmp_path / "report"), "-q"],
                  ["export", str(ckpt), "--shards", str(path), "--out", str(tmp_path / "export"), "-q"]):
-        proc = _cli(*args)
-        assert proc.returncode == 2 and "--allow-pipe" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+        assert cli.main(args) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "--allow-pipe" in err and "shared-index.json" in err, err
         assert not marker.exists()
-    proc = _cli("index", str(path), "-o", str(tmp_path / "re.json"), "-q", "--allow-pipe")
-    assert proc.returncode == 0 and "2 shards, 7 samples" in proc.stdout, proc.stderr
-    proc = _cli("export", str(ckpt), "--shards", str(path), "--out", str(tmp_path / "export"), "-q", "--allow-pipe")
-    assert proc.returncode == 0 and "7 kept" in proc.stdout, proc.stderr
-    assert marker.exists()
+    assert cli.main(["index", str(path), "-o", str(tmp_path / "re.json"), "-q", "--allow-pipe"]) == 0
+    assert "2 shards, 7 samples" in capsys.readouterr().out
+    assert cli.main(["export", str(ckpt), "--shards", str(path), "--out", str(tmp_path / "export"), "-q", "--allow-pipe"]) == 0
+    assert "7 kept" in capsys.readouterr().out and marker.exists()
