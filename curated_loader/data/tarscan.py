@@ -13,12 +13,14 @@ skipped — against the bytes left in the file when its length is known, else ag
 from __future__ import annotations
 
 import io
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 BLOCK = 512
 DEFAULT_MAX_MEMBER_BYTES = 1 << 30  # cap on one member's size in streams and compressed shards
 MAX_EXTENDED_HEADER_BYTES = 1 << 20  # cap on one pax / GNU long-name header
+_ZERO_BLOCK = bytes(BLOCK)
 _REGULAR = (b"0", b"\0", b"7")
 _NO_DATA = (b"1", b"2", b"3", b"4", b"5", b"6")  # hard/symbolic links, devices, directories, fifos
 _PAX, _PAX_GLOBAL, _GNU_LONGNAME, _GNU_LONGLINK = b"x", b"g", b"L", b"K"
@@ -44,7 +46,7 @@ def _number(field: bytes) -> int:
     text = field.split(b"\0", 1)[0].strip(b" ")
     if not text:
         return 0
-    if not all(48 <= c <= 55 for c in text):  # int() would also take "+", "_" and non-octal
+    if text.translate(None, b"01234567"):  # int() would also take "+", "_", "-" and spaces
         raise TarFormatError(f"bad number field {field!r} in tar header")
     return int(text, 8)
 
@@ -114,6 +116,8 @@ class TarReader:
         self.seekable = fileobj.seekable() if seekable is None else seekable
         self.total_size = total_size
         self.max_member_bytes = int(max_member_bytes)
+        # a local file bounds its members itself; streams and compressed shards get the cap
+        self._member_cap = self.max_member_bytes if total_size is None else sys.maxsize
         self.pos = 0  # position in the stream of the next unread byte
         self._pending = 0  # data bytes (with padding) of the current member not yet consumed
         self._current: Member | None = None
@@ -173,10 +177,12 @@ class TarReader:
                 if self.pos == 0:
                     return  # an empty (zero-byte) file holds no members
                 raise TarFormatError(f"truncated tar: the file ends at offset {self.pos} without the end-of-archive blocks")
-            if header == b"\0" * len(header):
-                return  # end of archive
             if len(header) != BLOCK:
+                if not header.strip(b"\0"):
+                    return  # end of archive, its zero blocks cut short
                 raise TarFormatError(f"truncated tar: partial header at offset {self.pos}")
+            if header == _ZERO_BLOCK:
+                return  # end of archive
             if not _checksum_ok(header):
                 raise TarFormatError(f"bad tar header checksum at offset {self.pos}")
             self.pos += BLOCK
@@ -207,9 +213,8 @@ class TarReader:
             long_name, pax_size = None, None
             if kind in _NO_DATA:
                 continue  # as tarfile: links, devices, directories, fifos carry no data
-            # a local file bounds its members itself; streams and compressed shards get the cap
-            cap = None if self.total_size is not None else self.max_member_bytes
-            self._check_size(size, f"member {name!r}", cap, "max_member_bytes")
+            if size > self._member_cap or (self.total_size is not None and size > self.total_size - self.pos):
+                self._check_size(size, f"member {name!r}", self._member_cap, "max_member_bytes")
             self._pending = _padded(size)
             if kind not in _REGULAR:
                 continue  # other (e.g. sparse, volume) members: data skipped
