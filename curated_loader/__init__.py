@@ -1,6 +1,6 @@
 """curated_loader: WebDataset streaming with on-the-fly data curation for PyTorch Lightning."""
 
-from .data.errors import ShardError
+from .data.errors import ShardError, UnsafeURLError
 from .data.pipeline import CuratedLoader, CuratedStream
 from .data.sampler import KeptSampler, ShardDataset
 from .data.shards import ShardIndex, build_index, expand_urls, load_index
@@ -20,6 +20,7 @@ __all__ = [
     "CurationSnapshot",
     "KeptSampler",
     "ShardError",
+    "UnsafeURLError",
     "ShardDataset",
     "ShardIndex",
     "build_index",

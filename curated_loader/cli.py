@@ -8,16 +8,21 @@ and exit status 2 — never a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
 import numpy as np
 
-from .data.shards import build_index, expand_urls
+from .data.shards import ALLOW_PIPE_ENV, build_index, expand_urls, read_index_file
 
 
 def _cmd_index(args: argparse.Namespace) -> int:
-    index = build_index(expand_urls(args.shards), progress=not args.quiet)
+    try:
+        urls = [u for item in args.shards for u in (read_index_file(item).urls if item.endswith(".json") else expand_urls(item))]
+        index = build_index(urls, progress=not args.quiet)
+    except _input_errors() as exn:
+        return _fail("index", exn)
     index.save(args.output)
     print(f"{index.num_shards} shards, {index.num_samples} samples → {args.output}")
     return 0
@@ -97,6 +102,12 @@ def _add_checkpoint_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trusted", action="store_true",
                    help="the checkpoint is trusted: allow full unpickling (weights_only=False)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    _add_allow_pipe(p)
+
+
+def _add_allow_pipe(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--allow-pipe", action="store_true",
+                   help=f"let pipe: URLs listed in index JSON files run as shell commands (as {ALLOW_PIPE_ENV}=1)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,9 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("index", help="count samples per shard (tar headers only) and write a wids shard index")
-    p.add_argument("shards", nargs="+", help="shard paths, brace patterns, globs or URLs")
+    p.add_argument("shards", nargs="+", help="shard paths, brace patterns, globs, URLs or index JSONs to re-scan")
     p.add_argument("-o", "--output", required=True, help="index JSON to write")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_allow_pipe(p)
     p.set_defaults(func=_cmd_index)
 
     p = sub.add_parser("write", help="write arrays (.npz) or a folder of labelled images as shards + index")
@@ -140,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "allow_pipe", False):
+        os.environ[ALLOW_PIPE_ENV] = "1"  # reaches every index read of this command
     try:
         return args.func(args)
     except _input_errors() as exn:

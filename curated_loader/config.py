@@ -28,7 +28,7 @@ import importlib.util
 import re
 import types
 from collections.abc import Callable
-from dataclasses import dataclass, field, is_dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, List, Literal, Optional, Union, get_args, get_origin

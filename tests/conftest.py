@@ -69,3 +69,17 @@ def add_member(tf: tarfile.TarFile, name: str, data: bytes) -> None:
 
 
 __all__ = ["add_member", "id_samples", "write_samples"]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _index_cache_in_tmp(tmp_path_factory):
+    """Index caches of the suite go to a temporary folder, never the user's ~/.cache."""
+    import os
+
+    old = os.environ.get("CURATED_LOADER_CACHE")
+    os.environ["CURATED_LOADER_CACHE"] = str(tmp_path_factory.mktemp("index-cache"))
+    yield
+    if old is None:
+        os.environ.pop("CURATED_LOADER_CACHE", None)
+    else:
+        os.environ["CURATED_LOADER_CACHE"] = old

@@ -25,6 +25,10 @@ class ShardError(RuntimeError):
         super().__init__(f"{where}: {problem}")
 
 
+class UnsafeURLError(ShardError):
+    """A shard URL read from a file would run a command (``pipe:``) and was not allowed to."""
+
+
 class SkipKind(IntEnum):
     """Why samples were skipped under ``on_error="skip"``; each counts samples, per epoch."""
 

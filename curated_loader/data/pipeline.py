@@ -35,6 +35,7 @@ from .shards import ShardIndex, ShardSpec, load_index
 from .snapshot import CurationSnapshot, SnapshotView
 from .stages import Augment, SkipAccount, Transform
 from .tario import IOCounter, MemberReader
+from .tarscan import DEFAULT_MAX_MEMBER_BYTES
 
 log = logging.getLogger("curated_loader")
 
@@ -84,6 +85,10 @@ class CuratedStream(IterableDataset):
             (count per epoch, log, and fill the batch from kept samples).
         snapshot: share one with a trainer; default a fresh keep-all snapshot.
         rank, world_size: default to torch.distributed's, else 0 and 1.
+        allow_pipe: let an index JSON's ``pipe:`` URLs run as shell commands (default: the
+            ``CURATED_LOADER_ALLOW_PIPE`` environment variable; see :func:`load_index`).
+        max_member_bytes: largest tar member read from a stream or compressed shard; a
+            larger one is a ShardError (local tar files are checked against their size).
     """
 
     def __init__(
@@ -107,6 +112,8 @@ class CuratedStream(IterableDataset):
         world_size: int | None = None,
         cache_dir: str | os.PathLike | None = None,
         collate: Callable[[list], Any] = default_collate,
+        allow_pipe: bool | None = None,
+        max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -115,7 +122,9 @@ class CuratedStream(IterableDataset):
             raise ValueError(f"mode must be 'stream' or 'indexed', got {mode!r}")
         if equalize not in ("pad", "cut"):
             raise ValueError(f"equalize must be 'pad' or 'cut', got {equalize!r}")
-        self.index = load_index(shards, cache_dir=cache_dir)
+        self.on_error = check_on_error(on_error)
+        self.max_member_bytes = int(max_member_bytes)
+        self.index = load_index(shards, cache_dir=cache_dir, allow_pipe=allow_pipe, on_error=self.on_error, max_member_bytes=self.max_member_bytes)
         self.fields = _parse_fields(fields)
         self.batch_size = batch_size
         self.mode: Mode = mode
@@ -127,7 +136,6 @@ class CuratedStream(IterableDataset):
         self.decoder = _decoder(decode, self.fields)
         self.transform = transform
         self.augment = augment
-        self.on_error = check_on_error(on_error)
         self.collate = collate
         if snapshot is not None and snapshot.num_samples != self.index.num_samples:
             raise ValueError(f"snapshot holds {snapshot.num_samples} samples, the shards {self.index.num_samples}")
@@ -230,7 +238,7 @@ class _WorkerEpoch:
         s, share, worker = self.stream, self.plan.share, self.role.worker
         total = share.own + share.pad_batches * s.batch_size
         skip = min(self.role.done * s.batch_size, total)
-        source = stages.RawSource(s.index, s.mode, self.reader, self.skips)
+        source = stages.RawSource(s.index, s.mode, self.reader, self.skips, s.max_member_bytes)
         shuffle_seed = stream_shuffle_seed(s.seed, self.epoch, s.rank, worker) if s.shuffle else None
         data = stages.own_samples(source, share.shards, share.ids, self.mult, share.own, s.shuffle_buffer, shuffle_seed)
         data = stages.pad(data, source, self._pad_ids(share.pad_batches * s.batch_size), epoch_rng(s.seed, self.epoch, worker))

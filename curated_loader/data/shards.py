@@ -24,11 +24,14 @@ import braceexpand
 import numpy as np
 from tqdm.auto import tqdm
 
-from .errors import ShardError
+from .errors import OnError, ShardError, UnsafeURLError, check_on_error, log
 from .fingerprint import ShardFingerprint, changes, fingerprint_shard
-from .tario import ShardLayout, local_path, scan_layout
+from .tario import ShardLayout, is_pipe, local_path, scan_layout
+from .tarscan import DEFAULT_MAX_MEMBER_BYTES
 
 INDEX_KIND = "wids-shard-index-v1"
+ALLOW_PIPE_ENV = "CURATED_LOADER_ALLOW_PIPE"
+CACHE_ENV = "CURATED_LOADER_CACHE"
 _GLOB_CHARS = set("*?[")
 
 ShardSpec = str | os.PathLike | Sequence[str | os.PathLike]
@@ -63,6 +66,7 @@ class ShardIndex:
     counts: np.ndarray  # int64[shards]
     filesizes: list[int | None] = field(default_factory=list)
     fingerprints: list[ShardFingerprint | None] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list, compare=False)  # (url, why) left out under on_error="skip"
     _layouts: dict[int, ShardLayout] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -131,12 +135,24 @@ class ShardIndex:
         os.replace(tmp, path)
 
     @classmethod
-    def from_json(cls, data: dict, base: str | None = None) -> ShardIndex:
+    def from_json(cls, data: dict, base: str | None = None, *, source: str | None = None, allow_pipe: bool | None = None) -> ShardIndex:
+        """Read a wids shard index; relative local urls resolve against ``base``.
+
+        ``pipe:`` urls (shell commands) are refused unless ``allow_pipe`` (default: the
+        ``CURATED_LOADER_ALLOW_PIPE`` environment variable) — an index file is data, and
+        reading data must not run commands. ``source`` names the file in errors.
+        """
         if data.get("__kind__") != INDEX_KIND:
             raise ValueError(f"not a shard index (expected __kind__ {INDEX_KIND!r})")
         urls, counts, sizes, fps = [], [], [], []
         for entry in data["shardlist"]:
             url = entry["url"]
+            if is_pipe(url) and not pipe_allowed(allow_pipe):
+                where = f"the index {source}" if source else "a shard index"
+                raise UnsafeURLError(
+                    url, f"{where} lists a pipe: URL, which would run as a shell command; an index file is never "
+                    f"trusted to run commands unless you opt in with allow_pipe=True, --allow-pipe or {ALLOW_PIPE_ENV}=1",
+                )
             if base is not None and local_path(url) is not None and not os.path.isabs(local_path(url)):
                 url = os.path.join(base, url)  # wids resolves relative urls against the index
             urls.append(url)
@@ -165,74 +181,149 @@ class ShardIndex:
         return [url for url, _ in self.stale_reasons()]
 
 
-def build_index(urls: Sequence[str], progress: bool = True) -> ShardIndex:
-    """Scan tar headers of every shard (never decoding) and count its samples."""
-    counts, sizes, fps = [], [], []
+def pipe_allowed(allow_pipe: bool | None = None) -> bool:
+    """``allow_pipe`` if given, else whether ``CURATED_LOADER_ALLOW_PIPE`` is set to 1/true/yes."""
+    if allow_pipe is not None:
+        return bool(allow_pipe)
+    return os.environ.get(ALLOW_PIPE_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def build_index(
+    urls: Sequence[str],
+    progress: bool = True,
+    *,
+    on_error: OnError = "raise",
+    max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES,
+) -> ShardIndex:
+    """Scan tar headers of every shard (never decoding) and count its samples.
+
+    A shard that cannot be read raises a ShardError naming it; with ``on_error="skip"`` it
+    is left out of the index, logged, and listed in ``index.skipped``. A shard without
+    samples (e.g. a zero-byte file) is kept and logged as a warning.
+    """
+    on_error = check_on_error(on_error)
+    good, counts, sizes, fps, skipped = [], [], [], [], []
     for url in tqdm(urls, desc="indexing shards", unit="shard", disable=not progress):
-        fp = fingerprint_shard(url)
+        try:
+            fp = fingerprint_shard(url, scan_layout(url, max_member_bytes))
+        except ShardError as error:
+            if on_error == "raise":
+                raise
+            skipped.append((url, error.problem))
+            log.warning("index: skipping shard (on_error='skip'): %s", error)
+            continue
+        if fp.nsamples == 0:
+            log.warning("index: shard %s holds no samples%s", url, " (zero-byte file)" if fp.size == 0 else "")
+        good.append(url)
         counts.append(fp.nsamples)
         sizes.append(fp.size)
         fps.append(fp)
-    return ShardIndex(list(urls), np.asarray(counts, np.int64), sizes, fps)
+    if skipped:
+        log.warning("index: skipped %d of %d shards under on_error='skip'; %d shards remain", len(skipped), len(urls), len(good))
+    return ShardIndex(good, np.asarray(counts, np.int64), sizes, fps, skipped)
 
 
-def default_cache_dir() -> Path:
-    """Where index caches go when no folder is given: ``$CURATED_LOADER_CACHE``, else
-    ``$XDG_CACHE_HOME/curated_loader``, else ``~/.cache/curated_loader``."""
-    if os.environ.get("CURATED_LOADER_CACHE"):
-        return Path(os.environ["CURATED_LOADER_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "curated_loader"
+def cache_folder(cache_dir: str | os.PathLike | None = None) -> Path:
+    """Where index caches go: ``cache_dir``, else ``$CURATED_LOADER_CACHE``, else
+    ``$XDG_CACHE_HOME/curated_loader`` (default ``~/.cache/curated_loader``)."""
+    if cache_dir is not None:
+        return Path(cache_dir)
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(xdg) / "curated_loader"
 
 
-def _cache_path(urls: Sequence[str], cache_dir: str | os.PathLike | None) -> Path:
-    digest = hashlib.sha1("\n".join(urls).encode()).hexdigest()[:16]
-    name = f".curated-index-{digest}.json"
-    if cache_dir is None:
-        paths = [local_path(u) for u in urls]
-        if all(p is not None for p in paths):
-            folder = os.path.dirname(os.path.abspath(paths[0]))
-            if os.access(folder, os.W_OK):
-                return Path(folder) / name
-        cache_dir = default_cache_dir()
-    return Path(cache_dir) / name
+def _moved(fp: ShardFingerprint | None, url: str) -> ShardFingerprint | None:
+    """``fp`` under another spelling of its url (cache entries are keyed by absolute paths)."""
+    return None if fp is None else ShardFingerprint(url, fp.nsamples, fp.size, fp.mtime_ns, fp.members)
+
+
+def _canonical(url: str) -> str:
+    """Local shards by absolute path (so relative specs find their cache), others as given."""
+    path = local_path(url)
+    return os.path.abspath(path) if path is not None else url
+
+
+def _cache_path(canonical: Sequence[str], cache_dir: str | os.PathLike | None) -> Path:
+    digest = hashlib.sha1("\n".join(canonical).encode()).hexdigest()[:16]
+    return cache_folder(cache_dir) / f"index-{digest}.json"
+
+
+def _read_cache(cache: Path, canonical: list[str], urls: list[str]) -> ShardIndex | None:
+    """The cached index for ``urls`` if the cache holds them and no shard changed since."""
+    try:
+        with open(cache) as f:
+            cached = ShardIndex.from_json(json.load(f), allow_pipe=True)  # urls are compared to the user's own
+    except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError):
+        return None  # unreadable cache: rebuild it
+    if cached.urls != canonical:
+        return None
+    index = ShardIndex(list(urls), cached.counts, cached.filesizes, [_moved(fp, url) for fp, url in zip(cached.fingerprints, urls)])
+    return None if index.stale_shards() else index
+
+
+def _write_cache(cache: Path, canonical: list[str], index: ShardIndex) -> None:
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
+        entries = [_moved(fp, url) for fp, url in zip(index.fingerprints, canonical)]
+        tmp.write_text(json.dumps(ShardIndex(canonical, index.counts, index.filesizes, entries).to_json(), indent=1))
+        os.replace(tmp, cache)
+    except OSError as exn:
+        log.info("index cache %s not written (%s)", cache, exn)
+
+
+def read_index_file(path: str | os.PathLike, allow_pipe: bool | None = None) -> ShardIndex:
+    """A wids index JSON as written (urls resolved against its folder, ``pipe:`` checked)."""
+    path = os.fspath(path)
+    with open(path) as f:
+        return ShardIndex.from_json(json.load(f), base=os.path.dirname(os.path.abspath(path)), source=path, allow_pipe=allow_pipe)
 
 
 def load_index(
     shards: ShardSpec | ShardIndex,
     cache_dir: str | os.PathLike | None = None,
     progress: bool = False,
+    *,
+    allow_pipe: bool | None = None,
+    on_error: OnError = "raise",
+    max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES,
 ) -> ShardIndex:
     """The index for a shard spec: an index JSON, or shards scanned once and cached.
 
-    The cache lives beside local shards (``.curated-index-<hash>.json``) or in ``cache_dir``
-    (default ``$CURATED_LOADER_CACHE`` or ``~/.cache/curated_loader``); it is rebuilt when a
-    local shard's size has changed.
+    ``pipe:`` urls listed in an index JSON need ``allow_pipe=True`` (or
+    ``CURATED_LOADER_ALLOW_PIPE=1``); specs the caller gives directly (patterns, lists) may
+    use them freely. Scanned indexes are cached in :func:`cache_folder` (never beside the
+    shards), keyed by the shards' absolute paths, and rebuilt when a local shard's size has
+    changed. ``on_error="skip"`` leaves unreadable shards out (see :func:`build_index`);
+    such an index is not cached. A spec without any sample raises a ShardError naming it.
     """
     if isinstance(shards, ShardIndex):
         return shards
     if isinstance(shards, (str, os.PathLike)) and os.fspath(shards).endswith(".json"):
         path = os.fspath(shards)
-        with open(path) as f:
-            index = ShardIndex.from_json(json.load(f), base=os.path.dirname(os.path.abspath(path)))
+        index = read_index_file(path, allow_pipe)
         stale = index.stale_reasons()
         if stale:
             url, reason = stale[0]
             raise ShardError(url, f"the shard {reason} since the index {path} was written: rebuild the index "
                                   f"(curated-loader index <shards> -o {path})")
-        return index
+        return _nonempty(index, path)
     urls = expand_urls(shards)
-    cache = _cache_path(urls, cache_dir)
-    if cache.exists():
-        try:
-            with open(cache) as f:
-                index = ShardIndex.from_json(json.load(f), base=str(cache.parent.resolve()))
-            if index.urls == urls and not index.stale_shards():
-                return index
-        except (ValueError, KeyError, json.JSONDecodeError):
-            pass  # unreadable cache: rebuild it
-    index = build_index(urls, progress=progress)
-    try:
-        index.save(cache)
-    except OSError:
-        pass  # read-only location: the index simply is not cached
+    canonical = [_canonical(u) for u in urls]
+    cache = _cache_path(canonical, cache_dir)
+    index = _read_cache(cache, canonical, urls)
+    if index is None:
+        index = build_index(urls, progress=progress, on_error=on_error, max_member_bytes=max_member_bytes)
+        if not index.skipped:
+            _write_cache(cache, canonical, index)
+    return _nonempty(index, shards)
+
+
+def _nonempty(index: ShardIndex, spec: object) -> ShardIndex:
+    if index.num_samples == 0:
+        spec_text = os.fspath(spec) if isinstance(spec, (str, os.PathLike)) else ", ".join(map(str, spec))  # type: ignore[call-overload]
+        skipped = f", {len(index.skipped)} skipped as unreadable" if index.skipped else ""
+        raise ShardError(spec_text, f"no samples in any shard ({index.num_shards} shards without samples{skipped})")
     return index

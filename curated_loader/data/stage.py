@@ -29,11 +29,15 @@ class CurateStage:
 
     The snapshot is read once each time the stage's iterator starts (every epoch, in every
     worker). With ``resample`` a kept sample is repeated ``round(weight)`` times
-    (stochastically, per ``seed`` and ``epoch``) and tagged with weight 1.
+    (stochastically, per ``seed`` and ``epoch``) and tagged with weight 1. ``allow_pipe``: as
+    for :func:`load_index`.
     """
 
-    def __init__(self, shards: ShardSpec | ShardIndex, snapshot: CurationSnapshot | None = None, *, resample: bool = False, seed: int = 0) -> None:
-        self.index = load_index(shards)
+    def __init__(
+        self, shards: ShardSpec | ShardIndex, snapshot: CurationSnapshot | None = None, *, resample: bool = False, seed: int = 0,
+        allow_pipe: bool | None = None,
+    ) -> None:
+        self.index = load_index(shards, allow_pipe=allow_pipe)
         self.snapshot = snapshot or CurationSnapshot(self.index.num_samples)
         self.resample = resample
         self.seed = seed

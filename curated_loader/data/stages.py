@@ -28,6 +28,7 @@ from .errors import OnError, ShardError, SkipKind
 from .shards import ShardIndex
 from .snapshot import SnapshotView
 from .tario import MemberReader, stream_samples
+from .tarscan import DEFAULT_MAX_MEMBER_BYTES
 
 log = logging.getLogger("curated_loader")
 
@@ -59,11 +60,13 @@ class RawSource:
     """Raw (undecoded) samples of whole shards or of explicit ids; samples not asked for
     are never read into memory."""
 
-    def __init__(self, index: ShardIndex, mode: str, reader: MemberReader, skips: SkipAccount) -> None:
+    def __init__(self, index: ShardIndex, mode: str, reader: MemberReader, skips: SkipAccount,
+                 max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES) -> None:
         self.index = index
         self.mode = mode
         self.reader = reader
         self.skips = skips
+        self.max_member_bytes = max_member_bytes
 
     def shards(self, shards: Iterable[int], mult: np.ndarray) -> Iterator[dict]:
         """Samples of ``shards`` in order, each repeated ``mult[id]`` times (0: not read)."""
@@ -71,23 +74,26 @@ class RawSource:
         for shard in shards:
             url, base, expected = index.urls[shard], int(index.offsets[shard]), int(index.counts[shard])
             counts = mult[base : base + expected]
-            seen = 0
+            started = 0  # samples of the shard begun; all but the last one begun are complete
 
             def wanted(pos: int) -> bool:
-                nonlocal seen
-                seen = pos + 1
+                nonlocal started
+                started = pos + 1
                 return pos < expected and counts[pos] > 0
 
             try:
-                for sample in stream_samples(url, wanted, self.reader.io):
+                for sample in stream_samples(url, wanted, self.reader.io, self.max_member_bytes):
                     pos = sample.pop("__pos__")
                     sample["__id__"] = base + pos
                     for repeat in range(int(counts[pos])):
                         yield dict(sample, __repeat__=repeat)
-                if seen != expected:
-                    raise ShardError(url, f"the index says {expected} samples, the shard holds {seen}: rebuild the index")
-            except ShardError as error:
-                self.skips(SkipKind.MISSING if seen else SkipKind.SHARD, error, range(base + seen, base + expected))
+            except ShardError as error:  # the sample being read when it failed is lost too
+                done = max(started - 1, 0)
+                self.skips(SkipKind.MISSING if done else SkipKind.SHARD, error, range(base + done, base + expected))
+                continue
+            if started != expected:
+                error = ShardError(url, f"the index says {expected} samples, the shard holds {started}: rebuild the index")
+                self.skips(SkipKind.MISSING, error, range(base + started, base + expected))
 
     def ids(self, ids: np.ndarray, order: np.random.Generator | None = None) -> Iterator[dict]:
         """Samples for explicit ids: random access (indexed mode, in the given order), or one

@@ -23,14 +23,22 @@ from webdataset.gopen import gopen
 from webdataset.tariterators import base_plus_ext
 
 from .errors import ShardError
-from .tarscan import Member, TarFormatError, TarReader
+from .tarscan import DEFAULT_MAX_MEMBER_BYTES, Member, TarFormatError, TarReader
+
+
+def is_pipe(url: str) -> bool:
+    """Whether ``url`` is a ``pipe:`` URL, i.e. a shell command webdataset's gopen would run.
+
+    Parsed as gopen parses it (``" PIPE:cmd"`` counts too).
+    """
+    return urlparse(url).scheme == "pipe" or url.startswith("pipe:")
 
 
 def local_path(url: str) -> str | None:
     """The filesystem path behind ``url`` if it names a local file, else None."""
     if url.startswith("file:"):
         return urlparse(url).path if url.startswith("file://") else url[len("file:") :]
-    if "://" in url or url.startswith("pipe:"):
+    if "://" in url or is_pipe(url):
         return None
     return url
 
@@ -44,16 +52,6 @@ def _split(name: str) -> tuple[str | None, str | None]:
     if key is None:
         return None, None
     return key, suffix.lower()
-
-
-_COMPRESSED_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")
-
-
-def is_compressed(path: str) -> bool:
-    """Whether a local shard is a compressed tar (gzip, bzip2, xz): no random access then."""
-    with open(path, "rb") as f:
-        head = f.read(6)
-    return any(head.startswith(magic) for magic in _COMPRESSED_MAGIC)
 
 
 @dataclass(frozen=True)
@@ -98,14 +96,16 @@ class _Prefixed(io.RawIOBase):
 _DECOMPRESSORS = ((b"\x1f\x8b", gzip.GzipFile), (b"BZh", bz2.BZ2File), (b"\xfd7zXZ\x00", lzma.LZMAFile))
 
 
-def _open_tar(url: str) -> tuple[TarReader, Any]:
+def _open_tar(url: str, max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES) -> tuple[TarReader, Any]:
     """A header reader over the shard (decompressing .tgz & co.) and the handle to close."""
     path = local_path(url)
+    size: int | None = None
     try:
         if path is not None:
             if not os.path.exists(path):
                 raise ShardError(url, "shard file does not exist")
             raw: Any = open(path, "rb")
+            size = os.fstat(raw.fileno()).st_size
             head = raw.read(6)
             raw.seek(0)
             seekable = True
@@ -119,8 +119,11 @@ def _open_tar(url: str) -> tuple[TarReader, Any]:
         raise ShardError(url, f"cannot open shard ({exn})") from exn
     for magic, opener in _DECOMPRESSORS:
         if head.startswith(magic):
-            return TarReader(opener(fileobj=raw), seekable=False), raw
-    return TarReader(raw, seekable=seekable), raw
+            return TarReader(opener(fileobj=raw), seekable=False, max_member_bytes=max_member_bytes), raw
+    return TarReader(raw, seekable=seekable, total_size=size, max_member_bytes=max_member_bytes), raw
+
+
+_READ_ERRORS = (TarFormatError, EOFError, OSError, zlib.error, lzma.LZMAError)
 
 
 def _members(reader: TarReader, url: str) -> Iterator[Member]:
@@ -131,38 +134,56 @@ def _members(reader: TarReader, url: str) -> Iterator[Member]:
             member = next(it)
         except StopIteration:
             return
-        except (TarFormatError, EOFError, OSError, zlib.error, lzma.LZMAError) as exn:
+        except _READ_ERRORS as exn:
             raise ShardError(url, f"not a tar file or corrupt/truncated tar ({exn})") from exn
         yield member
 
 
-def scan_layout(url: str) -> ShardLayout:
+def _fields(reader: TarReader, url: str) -> Iterator[tuple[str, str, Member, bool]]:
+    """``(key, suffix, member, starts_sample)`` of each field member, in tar order.
+
+    A sample is a run of adjacent members sharing a key. Raises ShardError when a key comes
+    back after another sample (members of one sample not adjacent) or a suffix repeats.
+    """
+    seen: set[str] = set()
+    current: str | None = None
+    suffixes: set[str] = set()
+    for member in _members(reader, url):
+        key, suffix = _split(member.name)
+        if key is None:
+            continue
+        starts = key != current
+        if starts:
+            if key in seen:
+                raise ShardError(
+                    url, f"members of sample {key!r} are not adjacent ({member.name!r} comes after other samples); "
+                    "write the shard with each sample's members together, e.g. `tar --sort=name`", key=key,
+                )
+            seen.add(key)
+            current, suffixes = key, set()
+        if suffix in suffixes:
+            raise ShardError(url, f"duplicate member {member.name!r}", key=key)
+        suffixes.add(suffix)
+        yield key, suffix, member, starts
+
+
+def scan_layout(url: str, max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES) -> ShardLayout:
     """Read tar headers only (data is skipped, never decoded) and return the shard's layout."""
-    reader, handle = _open_tar(url)
+    reader, handle = _open_tar(url, max_member_bytes)
     keys: list[str] = []
     starts: list[int] = []
     suffixes: list[str] = []
     offsets: list[int] = []
     sizes: list[int] = []
     try:
-        current = None
-        for member in _members(reader, url):
-            key, suffix = _split(member.name)
-            if key is None:
-                continue
-            if key != current:
-                current = key
+        for key, suffix, member, new_sample in _fields(reader, url):
+            if new_sample:
                 keys.append(key)
                 starts.append(len(suffixes))
             suffixes.append(suffix)
             offsets.append(member.offset)
             sizes.append(member.size)
-        path = local_path(url)
-        compressed = path is not None and is_compressed(path)
-        if path is not None and sizes and not compressed:
-            end = offsets[-1] + sizes[-1]
-            if end > os.path.getsize(path):
-                raise ShardError(url, f"truncated tar: member data ends at byte {end}, file has {os.path.getsize(path)}")
+        compressed = reader.total_size is None and local_path(url) is not None
     finally:
         handle.close()
     starts.append(len(suffixes))
@@ -181,34 +202,31 @@ class IOCounter:
         self.bytes += size
 
 
-def stream_samples(url: str, wanted: Callable[[int], bool], io: IOCounter | None = None) -> Iterator[dict]:
+def stream_samples(
+    url: str, wanted: Callable[[int], bool], io: IOCounter | None = None, max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES,
+) -> Iterator[dict]:
     """Stream the raw samples of one shard in order, reading member data only for positions
     where ``wanted(pos)`` is true. Each sample is ``{"__key__", "__url__", "__pos__", suffix: bytes}``.
 
-    Raises ShardError for a shard that is missing, not a tar, truncated, or holds a
-    duplicate member.
+    Raises ShardError for a shard that is missing, not a tar, truncated, has a malformed
+    header or a member over ``max_member_bytes`` (streams, compressed shards), holds a
+    duplicate member, or whose samples' members are not adjacent.
     """
-    reader, handle = _open_tar(url)
+    reader, handle = _open_tar(url, max_member_bytes)
     try:
-        current_key: str | None = None
         sample: dict | None = None
         pos = -1
-        for member in _members(reader, url):
-            key, suffix = _split(member.name)
-            if key is None:
-                continue
-            if key != current_key:
+        for key, suffix, member, new_sample in _fields(reader, url):
+            if new_sample:
                 if sample is not None:
                     yield sample
-                current_key, pos = key, pos + 1
+                pos += 1
                 sample = {"__key__": key, "__url__": url, "__pos__": pos} if wanted(pos) else None
             if sample is None:
                 continue
-            if suffix in sample:
-                raise ShardError(url, f"duplicate member {member.name!r}", key=key)
             try:
                 data = reader.read()
-            except (TarFormatError, EOFError, OSError, zlib.error, lzma.LZMAError) as exn:
+            except _READ_ERRORS as exn:
                 raise ShardError(url, f"truncated or corrupt member {member.name!r} ({exn})", key=key) from exn
             sample[suffix] = data
             if io is not None:

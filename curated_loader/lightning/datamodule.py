@@ -17,6 +17,7 @@ from ..data.errors import OnError
 from ..data.pipeline import Augment, CuratedLoader, CuratedStream, Transform
 from ..data.shards import ShardIndex, ShardSpec
 from ..data.snapshot import CurationSnapshot
+from ..data.tarscan import DEFAULT_MAX_MEMBER_BYTES
 
 # Lightning warns that an IterableDataset's __len__ may be wrong with several workers; a
 # curated stream plans every worker's share, so its length is exact.
@@ -51,7 +52,8 @@ class CuratedDataModule(L.LightningDataModule):
             ``augment_on="device"``) an augmentation with a batched form (``aug.batch``, e.g.
             the built-ins in :mod:`curated_loader.augment`) applied to each training batch
             on the training device, its ``field`` naming the batch element it augments.
-        decode, transform, eval_transform, on_error, shuffle_buffer: see :class:`CuratedStream`.
+        decode, transform, eval_transform, on_error, shuffle_buffer, allow_pipe,
+        max_member_bytes: see :class:`CuratedStream`.
         worker_timeout: seconds to wait for a batch from a loader worker before raising
             (DataLoader ``timeout``); 0 (default) waits as long as it takes (see the README).
     """
@@ -81,6 +83,8 @@ class CuratedDataModule(L.LightningDataModule):
         on_error: OnError = "raise",
         cache_dir: str | os.PathLike | None = None,
         worker_timeout: float = 0.0,
+        allow_pipe: bool | None = None,
+        max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES,
     ) -> None:
         super().__init__()
         self.shards = {"train": train_shards, "val": val_shards, "test": test_shards}
@@ -113,6 +117,8 @@ class CuratedDataModule(L.LightningDataModule):
         if worker_timeout < 0:
             raise ValueError(f"worker_timeout must be >= 0 seconds, got {worker_timeout}")
         self.worker_timeout = float(worker_timeout)
+        self.allow_pipe = allow_pipe
+        self.max_member_bytes = max_member_bytes
         self.streams: dict[str, CuratedStream] = {}
         self.batch: BatchContext | None = None
         self._train_loader: CuratedLoader | None = None
@@ -139,7 +145,7 @@ class CuratedDataModule(L.LightningDataModule):
                 decode=self.decode, transform=self.transform if train else self.eval_transform,
                 augment=self.augment if train and self.augment_on == "worker" else None,
                 on_error=self.on_error, rank=rank, world_size=world,
-                cache_dir=self.cache_dir,
+                cache_dir=self.cache_dir, allow_pipe=self.allow_pipe, max_member_bytes=self.max_member_bytes,
             )
             stream.num_workers = self.num_workers  # its loader's; epoch lengths are planned per worker
             self.streams[split] = stream

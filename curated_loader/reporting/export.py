@@ -47,7 +47,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data.fingerprint import fingerprint_shard
-from ..data.shards import ShardIndex, ShardSpec, default_cache_dir
+from ..data.shards import ShardIndex, ShardSpec, cache_folder
 from ..data.tario import local_path, scan_layout, stream_samples
 from .checkpoint import CurationState, load_for_shards
 from .staging import staged_folder
@@ -220,7 +220,7 @@ def export_curated(
 ) -> ExportResult:
     """Write the samples the latest curation decision keeps as new shards (see the module
     docstring). ``shards`` are the training shards the checkpoint was made with; their index
-    is cached in ``cache_dir`` (default :func:`~curated_loader.data.shards.default_cache_dir`),
+    is cached in ``cache_dir`` (default :func:`~curated_loader.data.shards.cache_folder`),
     never beside the sources.
 
     The export is built in a folder beside ``out_dir`` and swapped in when complete: until
@@ -239,7 +239,7 @@ def export_curated(
         raise ValueError(f"samples_per_shard must be >= 1, got {samples_per_shard}")
     check_prefix(prefix)
     state, index = load_for_shards(checkpoint, shards, state_key=state_key, weights_only=weights_only,
-                                   cache_dir=default_cache_dir() if cache_dir is None else cache_dir)
+                                   cache_dir=cache_folder() if cache_dir is None else cache_dir)
     if state.decision is None:
         warnings.warn(f"checkpoint {state.path} holds no curation decision yet: nothing is removed", stacklevel=2)
     out = Path(out_dir).absolute()

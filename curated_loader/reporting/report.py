@@ -32,7 +32,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..data.errors import ShardError
-from ..data.shards import ShardIndex, ShardSpec, default_cache_dir
+from ..data.shards import ShardIndex, ShardSpec, cache_folder
 from ..data.tario import MemberReader, local_path, stream_samples
 from .checkpoint import CurationState, load_for_shards
 from .summary import outcome_masks, summarize
@@ -349,7 +349,7 @@ def write_report(
     or content); the shards' index is cached in ``cache_dir`` (default: the user cache dir).
     """
     state, index = load_for_shards(checkpoint, shards, state_key=state_key, weights_only=weights_only,
-                                   cache_dir=default_cache_dir() if cache_dir is None else cache_dir)
+                                   cache_dir=cache_folder() if cache_dir is None else cache_dir)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     summary = summarize(state, index, top_k=top_k)

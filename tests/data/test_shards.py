@@ -6,6 +6,7 @@ import sys
 import numpy as np
 import pytest
 
+from curated_loader.data import shards as shards_module
 from curated_loader.data.shards import (
     INDEX_KIND,
     ShardIndex,
@@ -41,15 +42,32 @@ def test_index_counts_ids_and_wids_format(make_shards):
     np.testing.assert_array_equal(pos, [0, 2, 0, 4, 0, 1])
 
 
-def test_scan_and_cache_beside_shards(make_shards):
+def test_cache_goes_to_the_cache_folder_and_relative_specs_hit_it(make_shards, tmp_path, monkeypatch):
     folder = os.path.dirname(make_shards([4, 6]))
-    pattern = f"{folder}/train-{{000000..000001}}.tar"
-    index = load_index(pattern)
-    assert list(index.counts) == [4, 6]
-    caches = [f for f in os.listdir(folder) if f.startswith(".curated-index-")]
-    assert len(caches) == 1
-    again = load_index(pattern)
-    assert again.urls == index.urls and list(again.counts) == [4, 6]
+    monkeypatch.delenv("CURATED_LOADER_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    before = sorted(os.listdir(folder))
+    monkeypatch.chdir(folder)
+    index = load_index("train-{000000..000001}.tar")
+    assert list(index.counts) == [4, 6] and index.urls == ["train-000000.tar", "train-000001.tar"]
+    assert sorted(os.listdir(folder)) == before  # nothing written beside the shards
+    caches = os.listdir(tmp_path / "xdg" / "curated_loader")
+    assert len(caches) == 1 and caches[0].startswith("index-")
+
+    def no_scan(*args, **kwargs):
+        raise AssertionError("the cache was not used")
+
+    monkeypatch.setattr(shards_module, "build_index", no_scan)
+    monkeypatch.chdir(os.path.dirname(folder))  # same shards, spec relative to another folder
+    again = load_index(f"{os.path.basename(folder)}/train-{{000000..000001}}.tar")
+    assert list(again.counts) == [4, 6] and again.urls[0] == f"{os.path.basename(folder)}/train-000000.tar"
+    assert list(again.counts) == list(load_index(f"{folder}/train-*.tar").counts)  # absolute spec: same cache
+    monkeypatch.setenv("CURATED_LOADER_CACHE", str(tmp_path / "env-cache"))  # the env variable moves it
+    monkeypatch.setattr(shards_module, "build_index", build_index)
+    load_index(f"{folder}/train-*.tar")
+    assert len(os.listdir(tmp_path / "env-cache")) == 1
+    load_index(f"{folder}/train-*.tar", cache_dir=tmp_path / "arg-cache")  # and the argument beats both
+    assert len(os.listdir(tmp_path / "arg-cache")) == 1 and sorted(os.listdir(folder)) == before
 
 
 def test_changed_shard_invalidates_index(make_shards, tmp_path):
