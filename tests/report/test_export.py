@@ -27,7 +27,7 @@ def _sha256_files(folder: Path) -> dict[str, str]:
     return {
         p.name: hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(folder.iterdir())
-        if p.suffix in (".tar", ".json") and not p.name.startswith(".curated-index-")
+        if p.suffix in (".tar", ".json")
     }
 
 

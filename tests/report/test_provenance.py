@@ -146,4 +146,4 @@ def test_export_writes_no_index_cache_beside_the_sources(trained_run, tmp_path, 
     write_report(trained_run.checkpoint, spec, tmp_path / "report", top_k=2, progress=False)
     assert result.num_removed == len(trained_run.flagged)
     assert sorted(os.listdir(trained_run.shard_dir)) == before
-    assert any(p.name.startswith(".curated-index-") for p in (tmp_path / "cache").iterdir())
+    assert any(p.name.startswith("index-") and p.suffix == ".json" for p in (tmp_path / "cache").iterdir())
