@@ -249,9 +249,11 @@ class CurationConfig:
     augment: Optional[AugmentStrengthConfig] = None
     seed: int = 0
     num_epochs: Optional[int] = None
+    reduction: str = "normalized"
 
     def __post_init__(self) -> None:
         _at_least("num_epochs", self.num_epochs, 1)
+        _one_of("reduction", self.reduction, ("normalized", "mean"))
 
 
 @dataclass
