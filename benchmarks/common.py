@@ -5,8 +5,8 @@ Training runs from in-memory tensors (the loader's own cost is measured by
 exactly as the callback wires it:
 
 * each epoch streams the samples ``decision.keep`` selects, in an order shuffled by a seeded
-  generator, and each step's loss is ``Σ w·ℓ / Σ w`` with ``w = decision.weight`` (as
-  ``curated_loss`` computes it);
+  generator, and each step's loss is ``weighted_loss(ℓ, w, plan.reduction)`` with
+  ``w = decision.weight`` (as ``curated_loss`` computes it: ``Σ w·ℓ / Σ w`` by default);
 * each step calls ``ledger.record(ids, per_sample_loss, logits, targets)``;
 * at each epoch end ``decision = plan.decide(ledger, epoch + 1)`` makes the next epoch.
 
@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from curated_loader.curation import CurationPlan, Decision, Ledger
+from curated_loader.curation import DEFAULT_REDUCTION, CurationPlan, Decision, Ledger, weighted_loss
 from curated_loader.models import Signal1DCNN
 
 NUM_CLASSES = 10
@@ -72,15 +72,27 @@ class Split:
         return int(self.y.shape[0])
 
 
+def weak_model_probs(x: torch.Tensor, y: torch.Tensor, *, epochs: int = 1, subset: int = 2000, seed: int = 0) -> np.ndarray:
+    """Softmax outputs of a deliberately weak model — ``Signal1DCNN`` trained ``epochs`` epoch(s)
+    on the first ``subset`` clean training samples — for instance-dependent label noise."""
+    run = train(x[:subset], y[:subset], epochs=epochs, seed=seed + 104729, batch_size=64)
+    return torch.softmax(predict(run.model, x), -1).numpy()
+
+
 def make_split(num_samples: int, noise_rate: float = 0.0, noise_kind: str = "symmetric", seed: int = 0) -> Split:
-    """MNIST-1D with ``noise_rate`` of the training labels corrupted (draw seeded by ``seed``)."""
+    """MNIST-1D with ``noise_rate`` of the training labels corrupted (draw seeded by ``seed``).
+
+    ``noise_kind="instance"`` flips labels toward the confusions of :func:`weak_model_probs`."""
     from curated_loader.data.noise import inject_label_noise
 
     data = mnist1d(num_samples)
     y = data["y"]
     mask = np.zeros(len(y), dtype=bool)
     if noise_rate > 0:
-        y, mask = inject_label_noise(y, noise_rate, num_classes=NUM_CLASSES, kind=noise_kind, seed=seed)
+        probs = None
+        if noise_kind == "instance":
+            probs = weak_model_probs(torch.from_numpy(data["x"]), torch.from_numpy(y), seed=seed)
+        y, mask = inject_label_noise(y, noise_rate, num_classes=NUM_CLASSES, kind=noise_kind, seed=seed, probs=probs)
     return Split(
         torch.from_numpy(data["x"]), torch.from_numpy(np.asarray(y, dtype=np.int64)),
         torch.from_numpy(data["x_test"]), torch.from_numpy(data["y_test"]), torch.from_numpy(mask),
@@ -130,6 +142,8 @@ def train(
     record_logits: bool = True,
     eval_every: int = 0,
     on_epoch_end: Callable[[int, Ledger | None, Decision | None], None] | None = None,
+    reduction: str | None = None,
+    final_lr_decay: tuple[int, float] | None = None,
 ) -> RunResult:
     """Train ``Signal1DCNN`` with Adam on ``(x, y)``; curate through ``plan`` when given.
 
@@ -138,7 +152,9 @@ def train(
     ``record_logits=False`` records only the per-sample loss (enough for loss-based policies
     such as InfoBatch; margin and confidence statistics then stay empty).
     ``eval_every > 0`` adds the test accuracy every that many epochs to ``history`` (outside
-    the timed region).
+    the timed region). ``reduction`` overrides the plan's loss reduction.
+    ``final_lr_decay=(k, f)`` multiplies the learning rate by ``f`` for the last ``k`` epochs
+    (the same explicit schedule for every method of a comparison).
     """
     track = plan is not None if track is None else track
     torch.manual_seed(seed)
@@ -150,7 +166,12 @@ def train(
     decision = Decision.keep_all(n) if plan is not None else None
     passes, seconds, cpu_seconds = 0, 0.0, 0.0
     history: list[dict[str, Any]] = []
+    if reduction is None:
+        reduction = getattr(plan, "reduction", DEFAULT_REDUCTION)
     for epoch in range(epochs):
+        if final_lr_decay is not None and epoch == epochs - final_lr_decay[0]:
+            for group in optimizer.param_groups:
+                group["lr"] = lr * final_lr_decay[1]
         start, start_cpu = time.perf_counter(), time.process_time()
         if decision is None:
             order = torch.randperm(n, generator=shuffle)
@@ -171,11 +192,7 @@ def train(
                     ledger.record(ids, loss.detach(), logits.detach(), yb)
                 else:
                     ledger.record(ids, loss.detach())
-            if weights is None:
-                total = loss.mean()
-            else:
-                w = weights[ids]
-                total = (w * loss).sum() / w.sum().clamp_min(1e-12)
+            total = loss.mean() if weights is None else weighted_loss(loss, weights[ids], reduction)
             optimizer.zero_grad(set_to_none=True)
             total.backward()
             optimizer.step()

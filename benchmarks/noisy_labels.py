@@ -4,15 +4,20 @@
     python benchmarks/noisy_labels.py --settings sym40 --seeds 0
     python benchmarks/noisy_labels.py --quick               # tiny, for the test suite
     python benchmarks/noisy_labels.py --from-json runs.json # tables + plot from a saved run
+    python benchmarks/noisy_labels.py --from-json a.json b.json  # several saved runs merged
 
 MNIST-1D generated locally (``make_mnist1d(20000)``: 16 000 train / 4 000 clean test), the
 MNIST-1D paper's CNN (``Signal1DCNN``), Adam lr 1e-2, batch 256, 60 epochs. Label noise from
-``inject_label_noise``: symmetric 20/40/60% and pair-flip 30/40%. The seed changes the noise
+``inject_label_noise``: symmetric 20/40/60%, pair-flip 30/40% and instance-dependent 40%
+(toward the confusions of a weak CNN, ``common.weak_model_probs``). The seed changes the noise
 draw, the initialization and the shuffling; the data set itself is fixed.
 
 Methods, per setting and seed:
 
 * ``plain`` — plain training on the noisy labels (every sample every epoch).
+* ``default`` — ONE training run with the plan's default filter, ``LossMarginFilter()`` with
+  its own defaults (its warm-up included); ``default_probe`` adds probes of flagged samples
+  (``CurationPlan(probe_every=--probe-every, probe_fraction=--probe-fraction)``).
 * ``gmm`` / ``aum`` / ``cartography`` / ``small_loss`` — ONE training run with that filter as
   the plan's noise filter (``benchmarks/common.py`` runs the project's ledger and plan each
   epoch). The filters are not told the noise rate, except ``small_loss``, whose quantile *is*
@@ -68,9 +73,12 @@ SETTINGS: dict[str, tuple[str, float]] = {
     "sym60": ("symmetric", 0.6),
     "pair30": ("pairflip", 0.3),
     "pair40": ("pairflip", 0.4),
+    "inst40": ("instance", 0.4),
 }
-NOISY_SETTINGS = ("sym20", "sym40", "sym60", "pair30", "pair40")
-FILTERS = ("gmm", "aum", "cartography", "small_loss")
+NOISY_SETTINGS = ("sym20", "sym40", "sym60", "pair30", "pair40", "inst40")
+#: ``default`` is the plan's default filter (``LossMarginFilter()``, its own defaults and
+#: warm-up); ``default_probe`` adds probes of flagged samples (``--probe-every``).
+FILTERS = ("default", "default_probe", "gmm", "aum", "cartography", "small_loss")
 METHODS = ("plain", *FILTERS, "cleanlab")
 #: GMM filter: flag only when p(clean) <= 0.1. Flags are re-decided every epoch, and a flagged
 #: sample's statistics freeze (it is no longer trained), so an early false positive tends to
@@ -78,6 +86,8 @@ METHODS = ("plain", *FILTERS, "cleanlab")
 GMM_TAU = 0.1
 LABELS = {
     "plain": "plain training",
+    "default": "default filter (LossMarginFilter)",
+    "default_probe": "default filter + probes",
     "gmm": "GMM filter",
     "aum": "AUM filter",
     "cartography": "cartography filter",
@@ -86,16 +96,21 @@ LABELS = {
 }
 
 
-def make_filter(method: str, noise_rate: float, warmup: int, gmm_tau: float = GMM_TAU):
+def make_filter(method: str, noise_rate: float, warmup: int, gmm_tau: float = GMM_TAU,
+                overrides: dict[str, Any] | None = None):
     """The plan's noise filter for ``method`` (none of them is told the noise rate except
-    ``small_loss``, whose quantile is the rate)."""
+    ``small_loss``, whose quantile is the rate). ``overrides`` change the default filter's
+    hyperparameters (for tuning runs only)."""
     from curated_loader.curation import (
         AUMFilter,
         CartographyFilter,
         GMMFilter,
+        LossMarginFilter,
         SmallLossFilter,
     )
 
+    if method in ("default", "default_probe"):
+        return LossMarginFilter(**(overrides or {}))
     if method == "gmm":
         return GMMFilter(loss_key="mean_loss", tau=gmm_tau, warmup_epochs=warmup)
     if method == "aum":
@@ -119,13 +134,16 @@ def _run_filter(split, method: str, noise_rate: float, seed: int, cfg: dict[str,
     from curated_loader.reporting.detection import flagged_of
 
     plan = CurationPlan(
-        noise_filter=make_filter(method, noise_rate, cfg["warmup"], cfg.get("gmm_tau", GMM_TAU)),
+        noise_filter=make_filter(method, noise_rate, cfg["warmup"], cfg.get("gmm_tau", GMM_TAU), cfg.get("overrides")),
         seed=seed,
         num_epochs=cfg["epochs"],
+        probe_every=cfg.get("probe_every", 0) if method == "default_probe" else 0,
+        probe_fraction=cfg.get("probe_fraction", 0.05),
     )
     run = train(split.x, split.y, epochs=cfg["epochs"], seed=seed, plan=plan, x_test=split.x_test, y_test=split.y_test)
     flagged = flagged_of(run.decision.reason)
     return {
+        "info": run.decision.info,
         "test_acc": run.test_acc,
         "passes": run.sample_passes,
         "seconds": run.train_seconds,
@@ -154,6 +172,10 @@ def _run_cleanlab(split, seed: int, cfg: dict[str, Any]) -> dict[str, Any]:
     issues = find_label_issues(labels, pred_probs, n_jobs=1)
     seconds += time.perf_counter() - start
     cpu += time.process_time() - start_cpu
+    found = detection(torch.from_numpy(issues), split.noise_mask)
+    if not cfg.get("cleanlab_retrain", True):  # detection only: no test accuracy
+        return {"test_acc": float("nan"), "passes": passes, "seconds": seconds, "cpu_seconds": cpu,
+                "detect_passes": passes, **found}
     keep = torch.from_numpy(~issues)
     kept = keep.nonzero().squeeze(1)
     run = train(split.x[kept], split.y[kept], epochs=cfg["epochs"], seed=seed, x_test=split.x_test, y_test=split.y_test)
@@ -163,7 +185,7 @@ def _run_cleanlab(split, seed: int, cfg: dict[str, Any]) -> dict[str, Any]:
         "seconds": seconds + run.train_seconds,
         "cpu_seconds": cpu + run.cpu_seconds,
         "detect_passes": passes,
-        **detection(torch.from_numpy(issues), split.noise_mask),
+        **found,
     }
 
 
@@ -213,6 +235,19 @@ def aggregate(results: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, 
     return out
 
 
+def _ratio(value: float, before: str = "", after: str = "") -> str:
+    """``1.23×`` (wrapped in ``before``/``after``); ``–`` (or nothing when wrapped) without a plain baseline."""
+    if math.isnan(value):
+        return "" if before else "–"
+    return f"{before}{value:.2f}×{after}"
+
+
+def _label(method: str, a: dict[str, float]) -> str:
+    if method == "cleanlab" and math.isnan(a.get("test_acc", 0.0)):
+        return "cleanlab CV (detection only)"
+    return LABELS[method]
+
+
 def tables(agg: dict[tuple[str, str], dict[str, float]], settings: list[str], methods: list[str]) -> str:
     parts = []
     if ("clean", "plain") in agg:
@@ -227,9 +262,9 @@ def tables(agg: dict[tuple[str, str], dict[str, float]], settings: list[str], me
             if a is None:
                 continue
             rows.append([
-                LABELS[method], pct(a["test_acc"]), num(a["precision"]), num(a["recall"]), num(a["f1"]),
-                f"{a['rel_passes']:.2f}×", f"{a['seconds']:.1f} s ({a['rel_time']:.2f}×)",
-                f"{a['cpu_seconds']:.1f} s ({a['rel_cpu']:.2f}×)",
+                _label(method, a), pct(a["test_acc"]), num(a["precision"]), num(a["recall"]), num(a["f1"]),
+                _ratio(a["rel_passes"]), f"{a['seconds']:.1f} s{_ratio(a['rel_time'], ' (', ')')}",
+                f"{a['cpu_seconds']:.1f} s{_ratio(a['rel_cpu'], ' (', ')')}",
             ])
         header = ["method", "test acc", "precision", "recall", "F1", "sample passes", "wall time", "CPU time"]
         parts.append(f"**{setting}** — {kind} noise, {rate:.0%}\n\n" + markdown_table(header, rows) + "\n")
@@ -237,7 +272,7 @@ def tables(agg: dict[tuple[str, str], dict[str, float]], settings: list[str], me
     header = ["method"] + [f"{s} acc / F1" for s in settings]
     rows = []
     for method in methods:
-        row = [LABELS[method]]
+        row = [_label(method, next((agg[(st, method)] for st in settings if (st, method) in agg), {}))]
         for setting in settings:
             a = agg.get((setting, method))
             row.append("–" if a is None else f"{pct(a['test_acc'])} / {num(a['f1'])}")
@@ -290,30 +325,40 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--gmm-tau", type=float, default=GMM_TAU, help="GMM filter: flag when p(clean) <= this")
     parser.add_argument("--folds", type=int, default=5, help="cleanlab cross-validation folds")
     parser.add_argument("--fold-epochs", type=int, default=15, help="training epochs per cleanlab fold")
+    parser.add_argument("--probe-every", type=int, default=2, help="default_probe: probe flagged samples every k epochs")
+    parser.add_argument("--probe-fraction", type=float, default=0.05, help="default_probe: at most this fraction of N per probe")
+    parser.add_argument("--overrides", default="", help="tuning only: JSON of LossMarginFilter hyperparameters")
+    parser.add_argument("--no-plain", action="store_true", help="skip plain training (then no compute ratios)")
+    parser.add_argument("--cleanlab-no-retrain", action="store_true", help="cleanlab: detection only, no retraining")
     parser.add_argument("--no-clean", action="store_true", help="skip the clean-label reference run")
     parser.add_argument("--processes", type=int, default=2, help="parallel worker processes (1 thread each)")
     parser.add_argument("--plot", default="docs/img/noisy_labels.png", help="PNG path ('' for none)")
     parser.add_argument("--json", default="", help="write every run's numbers to this JSON file")
     parser.add_argument("--quick", action="store_true", help="tiny: 2000 samples, 3 epochs, 1 seed, sym40")
-    parser.add_argument("--from-json", default="", help="no training: tables and plot from a --json file")
+    parser.add_argument("--from-json", nargs="+", default=[], help="no training: tables and plot from --json file(s)")
     args = parser.parse_args(argv)
     if args.from_json:
-        saved = json.loads(Path(args.from_json).read_text())
-        agg = aggregate(saved["results"])
-        methods = [m for m in METHODS if any(r["method"] == m for r in saved["results"])]
-        print(tables(agg, saved["settings"], methods))
+        files = [json.loads(Path(f).read_text()) for f in args.from_json]
+        results = [r for saved in files for r in saved["results"]]
+        settings = [s for s in SETTINGS if any(s in saved["settings"] for saved in files)]
+        agg = aggregate(results)
+        methods = [m for m in METHODS if any(r["method"] == m for r in results)]
+        print(tables(agg, settings, methods))
         if args.plot:
-            plot(agg, saved["settings"], methods, Path(args.plot))
-        return {"results": saved["results"], "aggregate": agg}
+            plot(agg, settings, methods, Path(args.plot))
+        return {"results": results, "aggregate": agg}
     if args.quick:
         args.samples, args.epochs, args.warmup, args.folds, args.fold_epochs = 2000, 3, 1, 2, 1
         args.seeds, args.no_clean, args.processes = args.seeds[:1], True, 1
         if args.settings == list(NOISY_SETTINGS):
             args.settings = ["sym40"]
     single_thread()
-    cfg = {k: getattr(args, k) for k in ("samples", "epochs", "warmup", "gmm_tau", "folds", "fold_epochs")}
+    cfg = {k: getattr(args, k) for k in ("samples", "epochs", "warmup", "gmm_tau", "folds", "fold_epochs",
+                                         "probe_every", "probe_fraction")}
+    cfg["cleanlab_retrain"] = not args.cleanlab_no_retrain
+    cfg["overrides"] = json.loads(args.overrides) if args.overrides else None
     methods = [m for m in METHODS if m in args.methods]
-    if "plain" not in methods:
+    if "plain" not in methods and not args.no_plain:
         methods.insert(0, "plain")  # the compute baseline
     jobs = [(s, seed, m, cfg) for s in args.settings for seed in args.seeds for m in methods]
     if not args.no_clean:

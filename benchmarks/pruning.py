@@ -2,6 +2,8 @@
 
     python benchmarks/pruning.py                      # 3 seeds, ratios 0.5 and 0.7
     python benchmarks/pruning.py --ratios 0.7 --seeds 0
+    python benchmarks/pruning.py --final-lr-decay 8 0.5 --reductions normalized mean
+                                                      # every variant also with lr x0.5 in the last 8 epochs
     python benchmarks/pruning.py --quick              # tiny, for the test suite
     python benchmarks/pruning.py --from-json runs.json  # table + plot from a saved run
 
@@ -16,6 +18,12 @@ Adam lr 1e-2, batch 256, 60 epochs (``benchmarks/common.py``). Per seed:
   only (all InfoBatch needs; ``--record-logits`` adds logits, as a noise filter would need).
 * ``random r`` — uniform random pruning with exactly the same number of sample passes in
   every epoch as the InfoBatch run of the same seed (no reweighting, no ledger).
+
+``--reductions`` runs InfoBatch with each loss reduction (``normalized``: ``Σ w·ℓ / Σ w``, the
+project's default; ``mean``: ``mean(w·ℓ)``, upstream InfoBatch's). With Adam, ``mean`` carries
+a hidden learning-rate decay when pruning stops (see ``curated_loader.curation.reduction``), so
+``--final-lr-decay K F`` runs *every* variant (full, InfoBatch, random) a second time with the
+learning rate multiplied by ``F`` in the last ``K`` epochs: compare within one schedule.
 
 Reported: last-epoch test accuracy (and, less noisy, the mean test accuracy of the last 5
 epochs), sample passes, wall time and process CPU time of the training loop (the InfoBatch
@@ -50,7 +58,7 @@ from common import (
     train,
 )
 
-from curated_loader.curation import CurationPlan, Decision, InfoBatchPrune
+from curated_loader.curation import REDUCTIONS, CurationPlan, Decision, InfoBatchPrune
 
 
 class RandomBudget:
@@ -77,28 +85,32 @@ def _counting(counts: list[int]):
     return on_epoch_end
 
 
-def run_job(seed: int, kind: str, ratio: float, cfg: dict[str, Any]) -> list[dict[str, Any]]:
-    """``kind`` "full" -> one row; "infobatch" -> the InfoBatch row and its random twin."""
+def run_job(seed: int, kind: str, ratio: float, cfg: dict[str, Any], schedule: str = "constant",
+            reduction: str = "normalized") -> list[dict[str, Any]]:
+    """``kind`` "full" -> one row; "infobatch" -> the InfoBatch row and its random twin.
+    ``schedule`` "decay" applies ``cfg["final_lr_decay"]``; ``reduction`` is InfoBatch's."""
     single_thread()
     split = make_split(cfg["samples"], 0.0, seed=seed)
     n, epochs = split.num_samples, cfg["epochs"]
-    common = {"epochs": epochs, "seed": seed, "x_test": split.x_test, "y_test": split.y_test, "eval_every": 1}
+    common = {"epochs": epochs, "seed": seed, "x_test": split.x_test, "y_test": split.y_test, "eval_every": 1,
+              "final_lr_decay": tuple(cfg["final_lr_decay"]) if schedule == "decay" else None}
     if kind == "full":
         run = train(split.x, split.y, **common)
         rows = [("full", 0.0, run)]
     else:
         prune = InfoBatchPrune(ratio=ratio, warmup_epochs=cfg["warmup"], loss_key=cfg["loss_key"])
-        plan = CurationPlan(prune=prune, seed=seed, num_epochs=epochs)
+        plan = CurationPlan(prune=prune, seed=seed, num_epochs=epochs, reduction=reduction)
         counts = [n]  # epoch 0 is always full
         infobatch = train(split.x, split.y, plan=plan, on_epoch_end=_counting(counts),
                           record_logits=cfg["record_logits"], **common)
         twin = train(split.x, split.y, plan=RandomBudget(n, counts, seed), track=False, **common)
         assert twin.sample_passes == infobatch.sample_passes, (twin.sample_passes, infobatch.sample_passes)
-        rows = [("infobatch", ratio, infobatch), ("random", ratio, twin)]
+        rows = [("infobatch" if reduction == "normalized" else f"infobatch-{reduction}", ratio, infobatch),
+                ("random" if reduction == "normalized" else f"random-{reduction}", ratio, twin)]
     out = []
     for method, r, run in rows:
         last5 = [h["test_acc"] for h in run.history[-5:]]
-        out.append({"seed": seed, "method": method, "ratio": r, "test_acc": run.test_acc,
+        out.append({"seed": seed, "method": method, "ratio": r, "schedule": schedule, "test_acc": run.test_acc,
                     "test_acc_last5": sum(last5) / len(last5), "passes": run.sample_passes,
                     "seconds": run.train_seconds, "cpu_seconds": run.cpu_seconds})
         print(f"  seed {seed} {method:9s} r={r:.2f} acc {run.test_acc:.4f} passes {run.sample_passes} "
@@ -107,8 +119,16 @@ def run_job(seed: int, kind: str, ratio: float, cfg: dict[str, Any]) -> list[dic
 
 
 def aggregate(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Medians per (schedule, method, ratio); deltas against full data of the same seed and schedule."""
+    rows = []
+    for schedule in sorted({r.get("schedule", "constant") for r in results}):
+        rows += _aggregate([r for r in results if r.get("schedule", "constant") == schedule], schedule)
+    return rows
+
+
+def _aggregate(results: list[dict[str, Any]], schedule: str) -> list[dict[str, Any]]:
     full = {r["seed"]: r for r in results if r["method"] == "full"}
-    keys = sorted({(r["method"], r["ratio"]) for r in results}, key=lambda k: (k[1], k[0] != "infobatch"))
+    keys = sorted({(r["method"], r["ratio"]) for r in results}, key=lambda k: (k[1], not k[0].startswith("infobatch"), k[0]))
     rows = []
     for method, ratio in keys:
         cell = [r for r in results if (r["method"], r["ratio"]) == (method, ratio)]
@@ -118,7 +138,7 @@ def aggregate(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         saved_cpu = [1 - r["cpu_seconds"] / full[r["seed"]]["cpu_seconds"] for r in cell if r["seed"] in full]
         delta5 = [r["test_acc_last5"] - full[r["seed"]]["test_acc_last5"] for r in cell if r["seed"] in full]
         rows.append({
-            "method": method, "ratio": ratio, "seeds": len(cell),
+            "method": method, "ratio": ratio, "schedule": schedule, "seeds": len(cell),
             "test_acc": median([r["test_acc"] for r in cell]),
             "delta_acc": median(delta), "passes": median([r["passes"] for r in cell]),
             "test_acc_last5": median([r["test_acc_last5"] for r in cell]), "delta_acc_last5": median(delta5),
@@ -129,13 +149,16 @@ def aggregate(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    header = ["method", "test acc", "Δ acc vs full (pts)", "last-5 mean acc (Δ)", "sample passes", "passes saved",
-              "wall time (saved)", "CPU time (saved)"]
+    header = ["lr schedule", "method", "test acc", "Δ acc vs full (pts)", "last-5 mean acc (Δ)", "sample passes",
+              "passes saved", "wall time (saved)", "CPU time (saved)"]
     body = []
     for r in rows:
-        name = "full data" if r["method"] == "full" else f"{'InfoBatch' if r['method'] == 'infobatch' else 'uniform random'} r={r['ratio']:g}"
+        kind, _, reduction = r["method"].partition("-")
+        name = "full data" if kind == "full" else (
+            f"{'InfoBatch' if kind == 'infobatch' else 'uniform random'} r={r['ratio']:g}"
+            + (f" (twin of {reduction})" if kind == "random" and reduction else f" ({reduction})" if reduction else ""))
         full = r["method"] == "full"
-        body.append([
+        body.append([r.get("schedule", "constant"),
             name, pct(r["test_acc"], 2), "–" if full else f"{100 * r['delta_acc']:+.2f}",
             pct(r["test_acc_last5"], 2) + ("" if full else f" ({100 * r['delta_acc_last5']:+.2f})"),
             f"{r['passes'] / 1e6:.3f} M", "–" if full else pct(r["saved_passes"]),
@@ -153,14 +176,16 @@ def plot(rows: list[dict[str, Any]], results: list[dict[str, Any]], path: Path, 
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     colors = {"full": "k", "infobatch": "tab:blue", "random": "tab:orange"}
+    results = [r for r in results if r.get("schedule", "constant") == rows[0].get("schedule", "constant")]
+    rows = [r for r in rows if r.get("schedule", "constant") == rows[0].get("schedule", "constant")]
     markers = {0.0: "o"}
     for r in results:
         marker = markers.setdefault(r["ratio"], "osD^v"[len(markers) % 5])
-        axes[0].scatter(r["passes"] / 1e6, 100 * r["test_acc"], color=colors[r["method"]], marker=marker, alpha=0.35, s=18)
+        axes[0].scatter(r["passes"] / 1e6, 100 * r["test_acc"], color=colors[r["method"].split("-")[0]], marker=marker, alpha=0.35, s=18)
     for r in rows:
         marker = markers[r["ratio"]]
         label = "full data" if r["method"] == "full" else f"{r['method']} r={r['ratio']:g}"
-        axes[0].scatter(r["passes"] / 1e6, 100 * r["test_acc"], color=colors[r["method"]], marker=marker, s=70,
+        axes[0].scatter(r["passes"] / 1e6, 100 * r["test_acc"], color=colors[r["method"].split("-")[0]], marker=marker, s=70,
                         edgecolor="k", label=label)
     axes[0].set_xlabel("sample passes (millions)")
     axes[0].set_ylabel("test accuracy, last epoch (%)")
@@ -197,6 +222,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--loss-key", default="last_loss", help="InfoBatchPrune.loss_key (InfoBatch: the latest loss)")
     parser.add_argument("--record-logits", action="store_true",
                         help="also record logits (InfoBatch needs only the loss; logits cost ~8%% per step here)")
+    parser.add_argument("--reductions", nargs="+", default=["normalized"], choices=REDUCTIONS,
+                        help="InfoBatch loss reduction(s); each gets its own random twin")
+    parser.add_argument("--final-lr-decay", nargs=2, type=float, default=None, metavar=("EPOCHS", "FACTOR"),
+                        help="also run every variant with lr x FACTOR in the last EPOCHS epochs")
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--plot", default="docs/img/pruning_infobatch.png", help="PNG path ('' for none)")
     parser.add_argument("--json", default="")
@@ -214,10 +243,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.samples, args.epochs, args.seeds, args.ratios = 2000, 4, args.seeds[:1], args.ratios[:1]
         args.processes = 1
     single_thread()
+    decay = None if args.final_lr_decay is None else [int(args.final_lr_decay[0]), args.final_lr_decay[1]]
     cfg = {"samples": args.samples, "epochs": args.epochs, "warmup": args.warmup, "loss_key": args.loss_key,
-           "record_logits": args.record_logits}
-    jobs = [(seed, "infobatch", r, cfg) for r in args.ratios for seed in args.seeds]
-    jobs += [(seed, "full", 0.0, cfg) for seed in args.seeds]
+           "record_logits": args.record_logits, "final_lr_decay": decay}
+    schedules = ["constant"] + (["decay"] if decay else [])
+    jobs = [(seed, "infobatch", r, cfg, sch, red) for sch in schedules for red in args.reductions
+            for r in args.ratios for seed in args.seeds]
+    jobs += [(seed, "full", 0.0, cfg, sch) for sch in schedules for seed in args.seeds]
     print(f"# pruning: {len(jobs)} jobs on {machine()}, {args.processes} process(es); ratios {args.ratios}, "
           f"seeds {args.seeds}, {args.epochs} epochs", flush=True)
     start = time.perf_counter()

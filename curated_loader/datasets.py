@@ -59,7 +59,7 @@ def write_noisy_mnist1d(
     true noise mask in ``noise_mask.npy`` (kept apart from the shards)."""
     out = Path(out_dir)
     data = make_mnist1d(num_samples, seed=42 + seed)
-    noisy, mask = inject_label_noise(data["y"], noise_rate, num_classes=10, kind=noise_kind, seed=seed)
+    noisy, mask = inject_label_noise(data["y"], noise_rate, num_classes=10, kind=noise_kind, seed=seed, features=data["x"])
     write_arrays(data["x"], noisy, out, prefix="train", samples_per_shard=samples_per_shard, progress=progress)
     write_arrays(data["x_test"], data["y_test"], out, prefix="test", samples_per_shard=samples_per_shard, progress=progress)
     np.save(out / "noise_mask.npy", mask)

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from curated_loader import CuratedLoader, CuratedStream
-from curated_loader.curation import CurationPlan, GMMFilter, InfoBatchPrune, Ledger
+from curated_loader.curation import REDUCTIONS, CurationPlan, GMMFilter, InfoBatchPrune, Ledger, weighted_loss
 from curated_loader.models import Signal1DCNN
 
 
@@ -41,6 +41,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for this small model)")
+    parser.add_argument("--reduction", default=None, choices=REDUCTIONS,
+                        help="loss reduction: normalized = Σw·ℓ/Σw (the default), mean = mean(w·ℓ)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -64,6 +66,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         prune=InfoBatchPrune(ratio=0.3, warmup_epochs=6),
         seed=0,
         num_epochs=args.epochs,
+        **({"reduction": args.reduction} if args.reduction else {}),
     )
 
     for epoch in range(args.epochs):
@@ -73,7 +76,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             logits = model(x.float())
             loss = F.cross_entropy(logits, y, reduction="none")
             ledger.record(ids, loss.detach(), logits.detach(), y)  # per step, stays on the device
-            (weights * loss).sum().div(weights.sum()).backward()  # the curation weights
+            weighted_loss(loss, weights, plan.reduction).backward()  # the curation weights
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
         decision = plan.decide(ledger, epoch + 1)  # syncs the ledger, then the policies

@@ -10,12 +10,16 @@ from .policies import (
     CartographyFilter,
     GMMFilter,
     InfoBatchPrune,
+    LossMarginFilter,
     Reweight,
     SmallLossFilter,
 )
+from .reduction import DEFAULT_REDUCTION, REDUCTIONS, weighted_loss
 from .schedule import Policy, Scheduled, cooldown_start, is_active
 
 __all__ = [
+    "DEFAULT_REDUCTION",
+    "REDUCTIONS",
     "AUMFilter",
     "AugmentStrength",
     "CartographyFilter",
@@ -25,6 +29,7 @@ __all__ = [
     "InfoBatchPrune",
     "Ledger",
     "LedgerStats",
+    "LossMarginFilter",
     "NoisePart",
     "Policy",
     "PrunePart",
@@ -37,4 +42,5 @@ __all__ = [
     "cooldown_start",
     "derive_seed",
     "is_active",
+    "weighted_loss",
 ]

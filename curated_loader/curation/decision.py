@@ -3,7 +3,7 @@ assembled from. Every sample carries a reason code and a score so reports can ex
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from enum import IntEnum
 from typing import Any
 
@@ -29,11 +29,13 @@ class Reason(IntEnum):
 @dataclass(frozen=True)
 class NoisePart:
     """A noise filter's verdict: ``flagged`` bool[N] (likely mislabeled), ``score`` float32[N]
-    (higher = more suspicious), and the reason code it stands for."""
+    (higher = more suspicious), the reason code it stands for, and optional scalar ``info``
+    about how it decided (logged as ``curation/<name>``)."""
 
     flagged: torch.Tensor
     score: torch.Tensor
     reason: Reason
+    info: dict[str, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,7 @@ class Decision:
     * ``strength`` — augmentation strength in [0, 1].
     * ``reason`` — int8 :class:`Reason` code; ``score`` — the suspicion score of the noise
       filter that flagged the sample, else of the first active noise filter, else the EMA loss.
+    * ``info`` — scalars the policies report about how they decided (e.g. ``filter_guard``).
     """
 
     keep: torch.Tensor
@@ -84,6 +87,7 @@ class Decision:
     score: torch.Tensor
     epoch: int
     counts: torch.Tensor | None = None
+    info: dict[str, float] = field(default_factory=dict)
 
     @property
     def num_samples(self) -> int:
@@ -127,8 +131,8 @@ class Decision:
     @classmethod
     def from_state_dict(cls, state: dict[str, Any]) -> Decision:
         """Inverse of :meth:`state_dict`; raises ``KeyError`` naming missing entries."""
-        required = [f.name for f in fields(cls) if f.name != "counts"]
+        required = [f.name for f in fields(cls) if f.name not in ("counts", "info")]
         missing = [k for k in required if k not in state]
         if missing:
             raise KeyError(f"decision state is missing {', '.join(missing)}")
-        return cls(**{k: state[k] for k in required}, counts=state.get("counts"))
+        return cls(**{k: state[k] for k in required}, counts=state.get("counts"), info=dict(state.get("info", {})))

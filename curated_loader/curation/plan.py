@@ -32,6 +32,7 @@ from .ledger import Ledger, LedgerStats
 from .policies.augment import AugmentStrength
 from .policies.prune import InfoBatchPrune
 from .policies.reweight import Reweight, stochastic_round
+from .reduction import DEFAULT_REDUCTION, check_reduction
 from .schedule import Policy
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ _MASK64 = (1 << 64) - 1
 #: (Lightning's DDP ranks re-run the script with a copy of the environment) use the same.
 SEED_ENV = "CURATED_LOADER_SEED"
 _STAGE_PRUNE, _STAGE_REWEIGHT, _STAGE_AUGMENT, _STAGE_COUNTS, _STAGE_NOISE = range(5)
+_STAGE_PROBE = 1 << 16  # above every noise filter's stage (_STAGE_NOISE + index)
 
 
 def derive_seed(seed: int, epoch: int, stage: int = 0) -> int:
@@ -80,7 +82,16 @@ class CurationPlan:
     ``noise_filter`` may be one filter or a sequence: a sample is flagged if any active
     filter flags it, and its reason is the first such filter's. ``num_epochs`` is needed by
     schedules with a cooldown (InfoBatch's annealing). ``seed=None`` uses the run's seed or
-    draws one (see :func:`resolve_seed`).
+    draws one (see :func:`resolve_seed`). ``reduction`` is how the training
+    loss combines per-sample losses and weights (``"normalized"``: ``Σ w·ℓ / Σ w``;
+    ``"mean"``: ``mean(w·ℓ)``, upstream InfoBatch's; see :mod:`curated_loader.curation.reduction`);
+    ``curated_loss`` uses it unless told otherwise.
+
+    Probes: a flagged sample is not trained, so its statistics would freeze and its flag could
+    never clear. With ``probe_every=k`` every ``k``-th epoch (from the first one with flags)
+    a random subset of the flagged samples, at most ``probe_fraction`` of all samples, is
+    streamed with weight 0: it is scored (its loss and logits recorded) but not trained, so
+    the filter can re-admit it. The probes are counted as sample passes like any other.
     """
 
     def __init__(
@@ -91,8 +102,13 @@ class CurationPlan:
         augment: AugmentStrength | None = None,
         seed: int | None = 0,
         num_epochs: int | None = None,
+        reduction: str = DEFAULT_REDUCTION,
+        probe_every: int = 0,
+        probe_fraction: float = 0.05,
     ) -> None:
         Range(1, optional=True)("num_epochs", num_epochs)
+        Range(0)("probe_every", probe_every)
+        Range(0.0, 1.0)("probe_fraction", probe_fraction)
         if noise_filter is None:
             noise_filter = ()
         self.noise_filters: tuple[Policy, ...] = (
@@ -103,6 +119,9 @@ class CurationPlan:
         self.augment = augment
         self.seed = resolve_seed(seed)
         self.num_epochs = num_epochs
+        self.reduction = check_reduction(reduction)
+        self.probe_every = int(probe_every)
+        self.probe_fraction = float(probe_fraction)
 
     def generator(self, epoch: int, stage: int, device: torch.device | str = "cpu") -> torch.Generator:
         """The generator stage ``stage`` uses on ``epoch`` (fresh, seeded, on ``device``)."""
@@ -136,7 +155,7 @@ class CurationPlan:
         device, n = stats.device, stats.num_samples
         reason = torch.full((n,), int(Reason.UNSEEN), dtype=torch.int8, device=device)
         reason.masked_fill_(stats.seen, int(Reason.KEPT))
-        keep, score = self._filter(stats, epoch, reason)
+        keep, score, info = self._filter(stats, epoch, reason)
         eligible = keep.clone()
         weight = torch.ones(n, device=device)
         if self._active(self.reweight, epoch):
@@ -148,6 +167,10 @@ class CurationPlan:
             reason.masked_fill_(part.pruned, int(Reason.PRUNED))
             weight.mul_(part.factor)
         weight.masked_fill_(~keep, 0.0)
+        if self.probe_every and epoch % self.probe_every == 0:
+            probes = self._probes(~eligible & stats.seen, epoch)
+            keep |= probes  # streamed with weight 0: scored, not trained
+            info["probed"] = float(probes.sum())
         counts = None
         if self.reweight is not None and self.reweight.as_counts:
             counts = stochastic_round(weight, self.generator(epoch, _STAGE_COUNTS, device))
@@ -157,19 +180,32 @@ class CurationPlan:
             strength = self.augment.apply(stats, epoch, gen, keep=eligible).strength
         else:
             strength = torch.zeros(n, device=device)
-        return Decision(keep, weight, strength, reason, score, epoch, counts)
+        return Decision(keep, weight, strength, reason, score, epoch, counts, info)
+
+    def _probes(self, flagged: torch.Tensor, epoch: int) -> torch.Tensor:
+        """A uniform random subset of ``flagged``, at most ``probe_fraction`` of all samples."""
+        budget = int(self.probe_fraction * flagged.numel())
+        draw = torch.rand(flagged.numel(), generator=self.generator(epoch, _STAGE_PROBE, flagged.device),
+                          device=flagged.device).masked_fill_(~flagged, 2.0)
+        if budget >= flagged.numel():
+            return flagged.clone()
+        cut = torch.kthvalue(draw, budget).values if budget > 0 else draw.new_tensor(-1.0)
+        return flagged & (draw <= cut)
 
     def _filter(
         self, stats: LedgerStats, epoch: int, reason: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Run the active noise filters; updates ``reason`` in place, returns (keep, score)."""
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+        """Run the active noise filters; updates ``reason`` in place, returns (keep, score,
+        the filters' info)."""
         keep = torch.ones(stats.num_samples, dtype=torch.bool, device=stats.device)
         score: torch.Tensor | None = None
+        info: dict[str, float] = {}
         for index, noise_filter in enumerate(self.noise_filters):
             if not self._active(noise_filter, epoch):
                 continue
             gen = self.generator(epoch, _STAGE_NOISE + index, stats.device)
             part: NoisePart = noise_filter.apply(stats, epoch, gen)
+            info.update(part.info or {})
             if score is None:
                 score = part.score.clone()
                 newly = part.flagged
@@ -180,7 +216,7 @@ class CurationPlan:
             keep.masked_fill_(part.flagged, False)
         if score is None:
             score = stats.ema_loss.masked_fill(~stats.seen, 0.0).float()
-        return keep, score
+        return keep, score, info
 
     def state_dict(self) -> dict[str, Any]:
         """The plan's seed and run length (its policies are configuration, not state)."""

@@ -194,6 +194,8 @@ def epoch_metrics(decision: Decision, skips: dict[str, int] | None = None) -> di
         "curation/weight_max": float(kept_weights.max()) if kept_weights.numel() else 0.0,
         "curation/strength_mean": float(decision.strength[decision.keep].mean()) if kept_weights.numel() else 0.0,
     }
+    for name, value in decision.info.items():
+        metrics[f"curation/{name}"] = float(value)
     for kind, count in (skips or {}).items():
         metrics[f"curation/skipped_{kind}"] = float(count)
     return metrics
