@@ -60,6 +60,7 @@ from .curation import (
     CartographyFilter,
     CurationPlan,
     GMMFilter,
+    LossMarginFilter,
     InfoBatchPrune,
     Reweight,
     SmallLossFilter,
@@ -114,7 +115,7 @@ def _schema(target: type, **extra: Any) -> type:
 SCHEMAS: dict[type, type] = {
     cls: _schema(cls)
     for cls in (
-        SmallLossFilter, GMMFilter, AUMFilter, CartographyFilter, InfoBatchPrune, Reweight, AugmentStrength,
+        SmallLossFilter, GMMFilter, AUMFilter, CartographyFilter, LossMarginFilter, InfoBatchPrune, Reweight, AugmentStrength,
         CurationCallback, CurationMonitor, Signal1DCNN, Classifier, Trainer, CSVLogger, Compose, Shift,
         AmplitudeScale, GaussianNoise, TimeStretch, RandomResizedCrop, HorizontalFlip, ColorJitter, RandomErasing,
     )
@@ -248,6 +249,7 @@ STORED: dict[tuple[str | None, str], type] = {
     ("curation/noise_filter", "base_gmm"): SCHEMAS[GMMFilter],
     ("curation/noise_filter", "base_aum"): SCHEMAS[AUMFilter],
     ("curation/noise_filter", "base_cartography"): SCHEMAS[CartographyFilter],
+    ("curation/noise_filter", "base_loss_margin"): SCHEMAS[LossMarginFilter],
     ("model", "base_classifier"): SCHEMAS[Classifier],
     ("logger", "base_wandb"): SCHEMAS[WandbLogger],
     ("logger", "base_csv"): SCHEMAS[CSVLogger],

@@ -66,7 +66,7 @@ def options(group: str) -> list[str]:
 
 def test_groups_on_disk():
     assert options("curation") == sorted(["adaptive_augment", "full", "infobatch", "none", "noise_filter", "reweight"])
-    assert options("curation/noise_filter") == ["aum", "cartography", "gmm", "small_loss"]
+    assert options("curation/noise_filter") == ["aum", "cartography", "gmm", "loss_margin", "small_loss"]
     assert options("trainer") == ["cpu", "ddp", "ddp_sim", "default", "gpu"]
     assert options("logger") == ["csv", "none", "wandb"]
     assert options("augment") == ["image_default", "none", "signal_default"]

@@ -14,6 +14,7 @@ from curated_loader.curation import (
     AugmentStrength,
     AUMFilter,
     CartographyFilter,
+    LossMarginFilter,
     CurationPlan,
     GMMFilter,
     InfoBatchPrune,
@@ -22,7 +23,7 @@ from curated_loader.curation import (
 )
 from curated_loader.curation.plan import SEED_ENV
 
-POLICIES = (SmallLossFilter, GMMFilter, AUMFilter, CartographyFilter, InfoBatchPrune, Reweight, AugmentStrength)
+POLICIES = (SmallLossFilter, GMMFilter, AUMFilter, CartographyFilter, LossMarginFilter, InfoBatchPrune, Reweight, AugmentStrength)
 
 # (class, argument, values that must be accepted, values that must be rejected)
 TABLE = [
@@ -40,6 +41,12 @@ TABLE = [
     (GMMFilter, "loss_key", ["ema_loss", "mean_loss"], ["mean"]),
     (AUMFilter, "threshold", [-2.0, 0.0, 3.5], [math.nan, "0"]),
     (AUMFilter, "quantile", [None, 0.0, 1.0], [-0.5, 1.5]),
+    (LossMarginFilter, "tau", [0.0, 1.0], [1.5, -0.1, math.nan]),
+    (LossMarginFilter, "min_separation", [0.0, 2.0], [-1.0, math.nan]),
+    (LossMarginFilter, "max_flag_fraction", [0.0, 0.85, 1.0], [1.2, -0.1]),
+    (LossMarginFilter, "loss_key", ["mean_loss", "ema_loss"], ["loss"]),
+    (LossMarginFilter, "bins", [None, 2, 1024], [1, 0]),
+    (LossMarginFilter, "margin_fallback", [False, True], ["yes"]),
     (CartographyFilter, "max_confidence", [0.0, 1.0], [-0.1, 1.1]),
     (CartographyFilter, "max_variability", [0.0, 0.5], [-0.1, 0.6]),
     (InfoBatchPrune, "ratio", [0.0, 0.99], [1.0, 1.5, -0.1]),

@@ -29,6 +29,9 @@ _FILTER_WARMUP = (
 _FULL = "the full recipe stacks stages: prune, reweight and augment start once the noise filter has acted"
 _SIGNAL = "MNIST-1D signals are 40 steps long: half the generic augmentation maxima keep the digit recognizable"
 
+#: the options of curation/noise_filter
+FILTERS = ("gmm", "small_loss", "aum", "cartography", "loss_margin")
+
 #: (config file, key in it) -> why its value differs from the constructor's default
 DELIBERATE = {
     **{(f"curation/noise_filter/{f}.yaml", "warmup_epochs"): _FILTER_WARMUP
@@ -51,7 +54,7 @@ CASES = {
     **{f"curation/{o}.yaml": ([f"curation={o}"], "curation")
        for o in ("none", "noise_filter", "infobatch", "reweight", "adaptive_augment", "full")},
     **{f"curation/noise_filter/{o}.yaml": (["curation=noise_filter", f"curation/noise_filter={o}"], "curation.noise_filter")
-       for o in ("gmm", "small_loss", "aum", "cartography")},
+       for o in FILTERS},
     "augment/signal_default.yaml": (["augment=signal_default"], "augment"),
     "augment/image_default.yaml": (["augment=image_default"], "augment"),
     "data/mnist1d.yaml": (["data=mnist1d"], "data"),
@@ -122,7 +125,7 @@ def test_yaml_equals_constructor_defaults(case, tmp_path):
     assert isinstance(instantiate(resolved, _convert_="all"), get_class(resolved._target_))
 
 
-@pytest.mark.parametrize("option", ["gmm", "small_loss", "aum", "cartography"])
+@pytest.mark.parametrize("option", FILTERS)
 def test_filter_objects_equal_default_constructed(option, tmp_path):
     """The instantiated filter equals ``Cls()`` but for the listed deliberate values."""
     cfg = train_script.validate(train_script.compose_config(

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ...checks import Range
+from ...checks import OneOf, Range
 from ..decision import NoisePart, Reason
 from ..ledger import LedgerStats
 from ..schedule import LOSS_KEY, Policy
@@ -332,6 +332,10 @@ class LossMarginFilter(Policy):
     margin_fallback: bool = True
     warmup_epochs: int = 10
     function = staticmethod(loss_margin)
+    checks = {
+        "tau": Range(0.0, 1.0), "min_separation": Range(0.0), "max_flag_fraction": Range(0.0, 1.0),
+        "loss_key": LOSS_KEY, "bins": Range(2, optional=True), "margin_fallback": OneOf((False, True)),
+    }
 
 
 @dataclass(frozen=True, kw_only=True)
