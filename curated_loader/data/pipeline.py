@@ -152,6 +152,11 @@ class CuratedStream(IterableDataset):
     def num_samples(self) -> int:
         return self.index.num_samples
 
+    def skip_counts(self) -> dict[str, int]:
+        """Samples skipped this epoch under ``on_error="skip"``, by kind, and the shards left
+        out of the index as unreadable (``unreadable_shards``, for the whole run)."""
+        return {**self.control.skip_counts(), "unreadable_shards": len(self.index.skipped)}
+
     # -- planning ----------------------------------------------------------------------
     def _plan(self, view: SnapshotView, epoch: int, worker: int) -> tuple[np.ndarray, EpochPlan]:
         mult = multiplicity(view, self.seed, epoch, self.resample)
@@ -291,7 +296,7 @@ class CuratedLoader(DataLoader):
         self.dataset.control.set_resume(epoch, batches_done)
 
     def skip_counts(self) -> dict[str, int]:
-        return self.dataset.control.skip_counts()
+        return self.dataset.skip_counts()
 
     def upcoming_epoch(self) -> int:
         """The epoch the next ``iter()`` starts."""

@@ -196,8 +196,8 @@ class CuratedDataModule(L.LightningDataModule):
         return self._stream("train").num_batches(epoch)
 
     def skip_counts(self) -> dict[str, int]:
-        """Samples skipped this epoch under ``on_error="skip"``, by kind."""
-        return self._stream("train").control.skip_counts()
+        """Samples skipped this epoch under ``on_error="skip"``, by kind (see :meth:`CuratedStream.skip_counts`)."""
+        return self._stream("train").skip_counts()
 
     # -- the batch on its way to training_step -----------------------------------------
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:

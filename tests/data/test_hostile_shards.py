@@ -150,6 +150,7 @@ def test_unreadable_shards_are_skipped_and_counted_while_indexing(tmp_path, capl
     assert any("skipped 2 of 3 shards" in r.message for r in caplog.records)
     ds, ids = run([good, junk, cut], on_error="skip")
     assert sorted(ids) == list(range(5)) and len(ds.index.skipped) == 2
+    assert ds.skip_counts()["unreadable_shards"] == 2  # reaches the curation/skipped_* metrics
 
 
 def test_empty_members_are_read_as_empty_bytes(tmp_path):
