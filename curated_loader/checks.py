@@ -68,6 +68,7 @@ class OneOf:
 
 
 def run_checks(obj: Any, checks: Mapping[str, Any]) -> None:
-    """Run ``checks`` (argument name → check) on the attributes of ``obj``."""
+    """Run ``checks`` (argument name → check) on the items of a mapping (e.g. a constructor's
+    ``locals()``) or the attributes of any other ``obj``."""
     for name, check in checks.items():
-        check(name, getattr(obj, name))
+        check(name, obj[name] if isinstance(obj, Mapping) else getattr(obj, name))

@@ -153,26 +153,18 @@ def _locate(path: str) -> type | None:
 
 
 # -- ranges of constructors that do not check their arguments themselves --------------------
-def _non_empty(name: str, value: Any) -> None:
-    if not value:
-        raise ConfigError(name, f"must name at least one item, got {value!r}")
-
-
-#: Checked by :func:`validate` before anything is built; move an entry into its class's
-#: constructor when that class learns to check it.
+#: Checked by :func:`validate` before anything is built: ranges of constructors that do not
+#: check their arguments themselves, and the data module's and callback's own checks (built
+#: with nested objects, they are not instantiated just to validate).
 EXTRA_CHECKS: dict[type, dict[str, Callable[[str, Any], None]]] = {
     Trainer: {
         "max_epochs": Range(1, optional=True), "num_nodes": Range(1), "log_every_n_steps": Range(1, optional=True),
         "check_val_every_n_epoch": Range(1, optional=True), "gradient_clip_val": Range(0.0, optional=True),
     },
     CSVLogger: {"flush_logs_every_n_steps": Range(1)},
-    CuratedDataModule: {
-        "fields": _non_empty, "batch_size": Range(1), "eval_batch_size": Range(1, optional=True),
-        "num_workers": Range(0), "shuffle_buffer": Range(0), "mode": OneOf(("stream", "indexed")),
-        "equalize": OneOf(("pad", "cut")), "on_error": OneOf(("raise", "skip")),
-        "augment_on": OneOf(("worker", "device")),
-    },
-    CurationCallback: {"ema": Range(0.0, 1.0, hi_open=True), "num_classes": Range(2, optional=True)},
+    # built with nested objects (augment, plan): validated by the checks their constructors run
+    CuratedDataModule: CuratedDataModule.argument_checks,
+    CurationCallback: CurationCallback.argument_checks,
 }
 
 

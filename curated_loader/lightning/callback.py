@@ -11,6 +11,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from typing_extensions import override
 
+from ..checks import Range, run_checks
 from ..curation import CurationPlan, Decision, Ledger, LedgerStats
 from .datamodule import CuratedDataModule
 from .loss import _curated_datamodule
@@ -54,9 +55,12 @@ class CurationCallback(Callback):
     """
 
     records_losses = True
+    #: argument → range check, run at construction (and by the Hydra schema validation)
+    argument_checks = {"ema": Range(0.0, 1.0, hi_open=True), "num_classes": Range(2, optional=True)}
 
     def __init__(self, plan: CurationPlan | None = None, *, num_classes: int | None = None, ema: float = 0.9,
                  final_state: str | os.PathLike | None = FINAL_STATE) -> None:
+        run_checks(locals(), self.argument_checks)
         self.plan = plan or CurationPlan()
         self.final_state = final_state
         self.num_classes = num_classes

@@ -12,6 +12,7 @@ import lightning as L
 import torch
 
 from ..augment import augment_batch
+from ..checks import ConfigError, OneOf, Range, run_checks
 from ..data.epoch import Equalize, Mode
 from ..data.errors import OnError
 from ..data.pipeline import Augment, CuratedLoader, CuratedStream, Transform
@@ -22,6 +23,19 @@ from ..data.tarscan import DEFAULT_MAX_MEMBER_BYTES
 # Lightning warns that an IterableDataset's __len__ may be wrong with several workers; a
 # curated stream plans every worker's share, so its length is exact.
 warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined", category=UserWarning)
+
+
+def _non_empty(name: str, value: Any) -> None:
+    if isinstance(value, str) or not value:
+        raise ConfigError(name, f"must name at least one member suffix, got {value!r}")
+
+
+_ARGUMENT_CHECKS = {
+    "fields": _non_empty, "batch_size": Range(1), "eval_batch_size": Range(1, optional=True),
+    "num_workers": Range(0), "shuffle_buffer": Range(0), "mode": OneOf(("stream", "indexed")),
+    "equalize": OneOf(("pad", "cut")), "on_error": OneOf(("raise", "skip")),
+    "augment_on": OneOf(("worker", "device")), "worker_timeout": Range(0.0), "max_member_bytes": Range(1),
+}
 
 
 @dataclass
@@ -58,6 +72,9 @@ class CuratedDataModule(L.LightningDataModule):
             (DataLoader ``timeout``); 0 (default) waits as long as it takes (see the README).
     """
 
+    #: argument → range check, run at construction (and by the Hydra schema validation)
+    argument_checks = _ARGUMENT_CHECKS
+
     def __init__(
         self,
         train_shards: ShardSpec | ShardIndex,
@@ -86,6 +103,7 @@ class CuratedDataModule(L.LightningDataModule):
         allow_pipe: bool | None = None,
         max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES,
     ) -> None:
+        run_checks(locals(), self.argument_checks)
         super().__init__()
         self.shards = {"train": train_shards, "val": val_shards, "test": test_shards}
         self.fields = tuple(fields)
@@ -102,8 +120,6 @@ class CuratedDataModule(L.LightningDataModule):
         self.decode = tuple(decode)
         self.transform = transform
         self.eval_transform = eval_transform if eval_transform is not None else transform
-        if augment_on not in ("worker", "device"):
-            raise ValueError(f"augment_on must be 'worker' or 'device', got {augment_on!r}")
         if augment is not None and augment_on == "device":
             if not callable(getattr(augment, "batch", None)):
                 raise ValueError("augment_on='device' needs an augmentation with a batched form (.batch)")
@@ -114,8 +130,6 @@ class CuratedDataModule(L.LightningDataModule):
         self._strength: tuple[int, torch.Tensor] | None = None  # (snapshot version, strength on the device)
         self.on_error: OnError = on_error
         self.cache_dir = cache_dir
-        if worker_timeout < 0:
-            raise ValueError(f"worker_timeout must be >= 0 seconds, got {worker_timeout}")
         self.worker_timeout = float(worker_timeout)
         self.allow_pipe = allow_pipe
         self.max_member_bytes = max_member_bytes

@@ -9,6 +9,7 @@ from dataclasses import fields
 
 import pytest
 
+from curated_loader import CuratedDataModule, CurationCallback
 from curated_loader.checks import ConfigError
 from curated_loader.curation import (
     AugmentStrength,
@@ -126,3 +127,31 @@ def test_plan_seed_none_uses_the_run_seed_or_refuses(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(ConfigError, match="^seed: is None in a multi-process run"):
         CurationPlan(seed=None)
+
+
+# the data module and the callback check their own arguments too (no shards are read at construction)
+MODULE_TABLE = [
+    (CuratedDataModule, {"fields": ()}, "fields"),
+    (CuratedDataModule, {"fields": "npy"}, "fields"),
+    (CuratedDataModule, {"batch_size": 0}, "batch_size"),
+    (CuratedDataModule, {"eval_batch_size": -1}, "eval_batch_size"),
+    (CuratedDataModule, {"num_workers": -2}, "num_workers"),
+    (CuratedDataModule, {"shuffle_buffer": -1}, "shuffle_buffer"),
+    (CuratedDataModule, {"mode": "random"}, "mode"),
+    (CuratedDataModule, {"equalize": "drop"}, "equalize"),
+    (CuratedDataModule, {"on_error": "ignore"}, "on_error"),
+    (CuratedDataModule, {"augment_on": "gpu"}, "augment_on"),
+    (CuratedDataModule, {"worker_timeout": -1.0}, "worker_timeout"),
+    (CuratedDataModule, {"max_member_bytes": 0}, "max_member_bytes"),
+    (CurationCallback, {"ema": 1.0}, "ema"),
+    (CurationCallback, {"num_classes": 1}, "num_classes"),
+]
+
+
+@pytest.mark.parametrize(("cls", "kwargs", "key"), MODULE_TABLE, ids=[f"{c.__name__}.{k}" for c, _, k in MODULE_TABLE])
+def test_module_arguments_fail_at_construction(cls, kwargs, key):
+    build = (lambda **kw: cls("shards-{000..003}.tar", **kw)) if cls is CuratedDataModule else cls
+    build()  # the defaults pass
+    with pytest.raises(ConfigError) as info:
+        build(**kwargs)
+    assert info.value.key == key and repr(kwargs[key]) in str(info.value)
