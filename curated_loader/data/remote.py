@@ -65,9 +65,10 @@ class HTTPStream(io.RawIOBase):
         self.url = url
         self.timeout = http_timeout() if timeout is None else float(timeout)
         self.received = 0
+        self._response: http.client.HTTPResponse | None = None
         request = urllib.request.Request(url, headers={"User-Agent": "curated-loader", "Accept-Encoding": "identity"})
         try:
-            self._response = urllib.request.urlopen(request, timeout=self.timeout)  # noqa: S310 (http/https only)
+            self._response = urllib.request.urlopen(request, timeout=self.timeout)
         except urllib.error.HTTPError as exn:
             raise ShardError(url, f"HTTP {exn.code} {exn.reason}") from exn
         except (OSError, http.client.HTTPException) as exn:
@@ -84,6 +85,8 @@ class HTTPStream(io.RawIOBase):
         return True
 
     def read(self, n: int = -1) -> bytes:
+        if self._response is None:
+            raise ValueError("read from a closed HTTPStream")
         try:
             data = self._response.read(None if n is None or n < 0 else n)
         except (OSError, http.client.HTTPException) as exn:
@@ -99,7 +102,7 @@ class HTTPStream(io.RawIOBase):
         return len(data)
 
     def close(self) -> None:
-        if not self.closed:
+        if not self.closed and self._response is not None:
             self._response.close()
         super().close()
 
@@ -144,4 +147,4 @@ def require_local(urls: Sequence[str]) -> None:
             )
 
 
-__all__ = ["DEFAULT_HTTP_TIMEOUT", "HTTPStream", "HTTP_TIMEOUT_ENV", "http_timeout", "is_http", "open_remote", "require_local"]
+__all__ = ["DEFAULT_HTTP_TIMEOUT", "HTTP_TIMEOUT_ENV", "HTTPStream", "http_timeout", "is_http", "open_remote", "require_local"]

@@ -39,7 +39,7 @@ class ShardServer:
 
     def __init__(self, folder: Path, log: Path) -> None:
         self.log = log
-        self._log_file = open(log, "w")
+        self._log_file = open(log, "w")  # noqa: SIM115 (open while the server runs)
         self.proc = subprocess.Popen(
             [sys.executable, "-u", "-m", "http.server", "0", "--bind", "127.0.0.1", "--directory", str(folder)],
             stdout=subprocess.PIPE, stderr=self._log_file, text=True,
@@ -153,7 +153,7 @@ class _StallingHandler(http.server.BaseHTTPRequestHandler):
     cut = 0
     stall: threading.Event | None = None
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_GET(self) -> None:
         self.send_response(200)
         self.send_header("Content-Length", str(len(self.body)))
         self.end_headers()

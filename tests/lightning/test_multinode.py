@@ -40,7 +40,7 @@ def _launch_nodes(index: str, out: Path, timeout: float) -> list[str]:
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     procs, logs = [], []
     for node in range(2):
-        log = open(out / f"node{node}.log", "w")
+        log = open(out / f"node{node}.log", "w")  # noqa: SIM115 (closed below, after the wait)
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1", f"--node_rank={node}",
                "--master_addr=127.0.0.1", f"--master_port={port}", str(SCRIPT), index, str(out), *MODES]
         procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=out))
