@@ -31,6 +31,7 @@ from .epoch import (
     stream_shuffle_seed,
 )
 from .errors import OnError, ShardError, check_on_error
+from .remote import require_local
 from .shards import ShardIndex, ShardSpec, load_index
 from .snapshot import CurationSnapshot, SnapshotView
 from .stages import Augment, SkipAccount, Transform
@@ -125,6 +126,8 @@ class CuratedStream(IterableDataset):
         self.on_error = check_on_error(on_error)
         self.max_member_bytes = int(max_member_bytes)
         self.index = load_index(shards, cache_dir=cache_dir, allow_pipe=allow_pipe, on_error=self.on_error, max_member_bytes=self.max_member_bytes)
+        if mode == "indexed":
+            require_local(self.index.urls)
         self.fields = _parse_fields(fields)
         self.batch_size = batch_size
         self.mode: Mode = mode

@@ -13,6 +13,7 @@ from webdataset.autodecode import Decoder, imagehandler
 
 from .epoch import epoch_rng, multiplicity
 from .shards import ShardIndex, ShardSpec, load_index
+from .remote import require_local
 from .snapshot import CurationSnapshot
 from .tario import MemberReader
 
@@ -29,6 +30,7 @@ class ShardDataset(Dataset):
         transform: Callable[[dict], dict] | None = None,
     ) -> None:
         self.index = load_index(shards)
+        require_local(self.index.urls)
         self.fields = [tuple(f.split(";")) for f in fields]
         self.decoder = Decoder([imagehandler(h) if isinstance(h, str) else h for h in decode])
         self.transform = transform

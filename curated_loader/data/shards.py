@@ -16,6 +16,7 @@ import glob
 import hashlib
 import json
 import os
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -266,7 +267,7 @@ def _read_cache(cache: Path, canonical: list[str], urls: list[str]) -> ShardInde
 def _write_cache(cache: Path, canonical: list[str], index: ShardIndex) -> None:
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
+        tmp = cache.with_name(f"{cache.name}.{socket.gethostname()}.{os.getpid()}.tmp")  # nodes may share the folder
         entries = [_moved(fp, url) for fp, url in zip(index.fingerprints, canonical)]
         tmp.write_text(json.dumps(ShardIndex(canonical, index.counts, index.filesizes, entries).to_json(), indent=1))
         os.replace(tmp, cache)

@@ -19,10 +19,10 @@ from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
-from webdataset.gopen import gopen
 from webdataset.tariterators import base_plus_ext
 
 from .errors import ShardError
+from .remote import open_remote
 from .tarscan import DEFAULT_MAX_MEMBER_BYTES, Member, TarFormatError, TarReader
 
 
@@ -110,7 +110,7 @@ def _open_tar(url: str, max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES) -> tup
             raw.seek(0)
             seekable = True
         else:
-            stream = gopen(url, "rb")
+            stream = open_remote(url)
             head = stream.read(6)
             raw, seekable = _Prefixed(head, stream), False
     except ShardError:

@@ -125,8 +125,11 @@ class CurationCallback(Callback):
     # -- the final state ---------------------------------------------------------------
     @override
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Write the end-of-training curation state (whatever the checkpoint policy kept)."""
-        if self.final_state is None or self.ledger is None or not trainer.is_global_zero:
+        """Write the end-of-training curation state (whatever the checkpoint policy kept).
+
+        Global rank 0 writes it; every rank resolves the path, since ``trainer.log_dir`` is a
+        collective (a broadcast) under DDP."""
+        if self.final_state is None or self.ledger is None:
             return
         if trainer.checkpoint_callback is None and not trainer.loggers:
             return  # the trainer writes nothing to disk: neither does the callback
@@ -135,7 +138,8 @@ class CurationCallback(Callback):
             checkpoints = getattr(trainer.checkpoint_callback, "dirpath", None)
             base = Path(checkpoints).parent if checkpoints else Path(trainer.log_dir or trainer.default_root_dir)
             path = base / path
-        save_final_state(path, self.state_dict(), epoch=trainer.current_epoch, global_step=trainer.global_step)
+        if trainer.is_global_zero:
+            save_final_state(path, self.state_dict(), epoch=trainer.current_epoch, global_step=trainer.global_step)
 
     # -- checkpoints -------------------------------------------------------------------
     @override
