@@ -10,6 +10,7 @@ import torch
 
 from curated_loader.curation import Ledger
 from curated_loader.curation import ledger as ledger_module
+from ledger_replay import FIXTURE, replay, stats_dict
 
 
 def _reference(calls, n: int, ema: float) -> dict[str, torch.Tensor]:
@@ -179,3 +180,20 @@ def test_record_code_never_synchronizes_with_the_host():
     for source in sources:
         body = re.sub(r'"""[\s\S]*?"""', "", source)  # docstrings may mention them
         assert not forbidden.search(body), forbidden.search(body)
+
+
+def test_replay_gives_the_recorded_stats_and_decision():
+    """The stream in ``ledger_replay`` gives the statistics and the decision recorded in the
+    fixture (made with the ledger of separate length-N tables, before it was packed)."""
+    recorded = torch.load(FIXTURE)
+    ledger, decision = replay()
+    for name, value in stats_dict(ledger).items():
+        expected = recorded["stats"][name]
+        if isinstance(value, torch.Tensor):
+            assert value.dtype == expected.dtype and value.shape == expected.shape, name
+            assert torch.allclose(value.double(), expected.double(), rtol=1e-5, atol=1e-6), name
+        else:
+            assert value == expected, name
+    for name, value in recorded["decision"].items():
+        got = decision[name]
+        assert torch.equal(got, value) if isinstance(value, torch.Tensor) else got == value, name
