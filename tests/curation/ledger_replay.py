@@ -81,6 +81,20 @@ def stats_dict(ledger: Ledger) -> dict[str, object]:
     return {f.name: getattr(stats, f.name) for f in fields(stats)}
 
 
+def assert_same_decision(got: dict, expected: dict) -> None:
+    """Decision state dicts agree: keep, reason and settings exactly; weight, strength and
+    score (derived from float statistics) to float rounding."""
+    assert got.keys() == expected.keys()
+    for name, value in expected.items():
+        other = got[name]
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            assert torch.allclose(other, value, rtol=1e-5, atol=1e-6), name
+        elif isinstance(value, torch.Tensor):
+            assert torch.equal(other, value), name
+        else:
+            assert other == value, name
+
+
 if __name__ == "__main__":
     ledger, decision = replay()
     torch.save({"stats": stats_dict(ledger), "decision": decision}, FIXTURE)
