@@ -14,7 +14,7 @@ import torch
 
 from .base import Augmentation, Params
 from .common import per_sample, signed
-from .seeding import uniform
+from .seeding import Draws
 
 __all__ = ["RandomResizedCrop", "HorizontalFlip", "ColorJitter", "RandomErasing"]
 
@@ -40,6 +40,8 @@ class RandomResizedCrop(Augmentation):
     (relative to the image's) ``r = exp(±strength * log(ratio_max))``, resized back to the input
     size. The ratio is clamped so the box fits, which keeps the area exactly ``a``."""
 
+    num_draws = 4
+
     def __init__(self, scale_min: float = 0.35, ratio_max: float = 4.0 / 3.0, field: str = "png") -> None:
         if not 0.0 < scale_min <= 1.0 or ratio_max < 1.0:
             raise ValueError("need 0 < scale_min <= 1 and ratio_max >= 1")
@@ -47,15 +49,15 @@ class RandomResizedCrop(Augmentation):
         self.ratio_max = float(ratio_max)
         self.field = field
 
-    def params(self, strength: torch.Tensor, seeds: torch.Tensor, shape: torch.Size) -> Params:
-        area = 1.0 - strength * (1.0 - self.scale_min) * uniform(seeds, 0)
-        log_r = strength * math.log(self.ratio_max) * signed(uniform(seeds, 1))
+    def params(self, strength: torch.Tensor, draws: Draws, shape: torch.Size) -> Params:
+        area = 1.0 - strength * (1.0 - self.scale_min) * draws.u(0)
+        log_r = strength * math.log(self.ratio_max) * signed(draws.u(1))
         log_area = torch.log(area)
         log_r = torch.maximum(torch.minimum(log_r, -log_area), log_area)
         w = torch.sqrt(area * torch.exp(log_r)).clamp(max=1.0)
         h = torch.sqrt(area * torch.exp(-log_r)).clamp(max=1.0)
-        x0 = uniform(seeds, 2) * (1.0 - w)
-        y0 = uniform(seeds, 3) * (1.0 - h)
+        x0 = draws.u(2) * (1.0 - w)
+        y0 = draws.u(3) * (1.0 - h)
         return {"area": area, "x0": x0, "y0": y0, "w": w, "h": h}
 
     def apply(self, x: torch.Tensor, params: Params) -> torch.Tensor:
@@ -78,12 +80,14 @@ class RandomResizedCrop(Augmentation):
 class HorizontalFlip(Augmentation):
     """Mirror left-right with probability ``p_max * strength``."""
 
+    num_draws = 1
+
     def __init__(self, p_max: float = 0.5, field: str = "png") -> None:
         self.p_max = float(p_max)
         self.field = field
 
-    def params(self, strength: torch.Tensor, seeds: torch.Tensor, shape: torch.Size) -> Params:
-        return {"flip": uniform(seeds, 0) < self.p_max * strength}
+    def params(self, strength: torch.Tensor, draws: Draws, shape: torch.Size) -> Params:
+        return {"flip": draws.u(0) < self.p_max * strength}
 
     def apply(self, x: torch.Tensor, params: Params) -> torch.Tensor:
         from kornia.geometry.transform import hflip
@@ -95,6 +99,8 @@ class ColorJitter(Augmentation):
     """Additive brightness ``± brightness * strength`` then contrast factor
     ``1 ± contrast * strength`` about the image's grey mean; output clipped to [0, 1]."""
 
+    num_draws = 2
+
     def __init__(self, brightness: float = 0.3, contrast: float = 0.3, field: str = "png") -> None:
         if not (0.0 <= brightness and 0.0 <= contrast < 1.0):
             raise ValueError("need brightness >= 0 and 0 <= contrast < 1")
@@ -102,10 +108,10 @@ class ColorJitter(Augmentation):
         self.contrast = float(contrast)
         self.field = field
 
-    def params(self, strength: torch.Tensor, seeds: torch.Tensor, shape: torch.Size) -> Params:
+    def params(self, strength: torch.Tensor, draws: Draws, shape: torch.Size) -> Params:
         return {
-            "brightness": strength * self.brightness * signed(uniform(seeds, 0)),
-            "contrast": 1.0 + strength * self.contrast * signed(uniform(seeds, 1)),
+            "brightness": strength * self.brightness * signed(draws.u(0)),
+            "contrast": 1.0 + strength * self.contrast * signed(draws.u(1)),
         }
 
     def apply(self, x: torch.Tensor, params: Params) -> torch.Tensor:
@@ -120,6 +126,8 @@ class ColorJitter(Augmentation):
 class RandomErasing(Augmentation):
     """Cutout: with probability ``p_max * strength`` fill one box with ``value``; the box's area
     fraction is ``strength * U[area_min, area_max]``, aspect ratio in ``[1/ratio_max, ratio_max]``."""
+
+    num_draws = 5
 
     def __init__(
         self,
@@ -139,15 +147,15 @@ class RandomErasing(Augmentation):
         self.value = float(value)
         self.field = field
 
-    def params(self, strength: torch.Tensor, seeds: torch.Tensor, shape: torch.Size) -> Params:
+    def params(self, strength: torch.Tensor, draws: Draws, shape: torch.Size) -> Params:
         height, width = int(shape[-2]), int(shape[-1])
-        area = strength * (self.area_min + (self.area_max - self.area_min) * uniform(seeds, 1))
-        ratio = torch.exp(math.log(self.ratio_max) * signed(uniform(seeds, 2)))
+        area = strength * (self.area_min + (self.area_max - self.area_min) * draws.u(1))
+        ratio = torch.exp(math.log(self.ratio_max) * signed(draws.u(2)))
         w = torch.round(torch.sqrt(area * ratio) * width).clamp(0, width)
         h = torch.round(torch.sqrt(area / ratio) * height).clamp(0, height)
-        x0 = torch.floor(uniform(seeds, 3) * (width - w + 1)).clamp(max=width - w)
-        y0 = torch.floor(uniform(seeds, 4) * (height - h + 1)).clamp(max=height - h)
-        erase = (uniform(seeds, 0) < self.p_max * strength) & (w > 0) & (h > 0)
+        x0 = torch.floor(draws.u(3) * (width - w + 1)).clamp(max=width - w)
+        y0 = torch.floor(draws.u(4) * (height - h + 1)).clamp(max=height - h)
+        erase = (draws.u(0) < self.p_max * strength) & (w > 0) & (h > 0)
         return {"erase": erase, "area": area, "x0": x0, "y0": y0, "w": w, "h": h}
 
     def apply(self, x: torch.Tensor, params: Params) -> torch.Tensor:

@@ -10,7 +10,7 @@ import torch
 
 from .base import Augmentation, Params
 from .common import per_sample, signed
-from .seeding import uniform
+from .seeding import Draws
 
 __all__ = ["Shift", "AmplitudeScale", "TimeStretch", "gather_last"]
 
@@ -32,6 +32,8 @@ class Shift(Augmentation):
     ``mode="circular"`` rolls the signal; ``mode="zero"`` pads with zeros.
     """
 
+    num_draws = 1
+
     def __init__(self, max_shift: int = 8, mode: str = "circular", field: str = "x") -> None:
         if mode not in ("circular", "zero"):
             raise ValueError(f"mode must be 'circular' or 'zero', got {mode!r}")
@@ -39,8 +41,8 @@ class Shift(Augmentation):
         self.mode = mode
         self.field = field
 
-    def params(self, strength: torch.Tensor, seeds: torch.Tensor, shape: torch.Size) -> Params:
-        shift = torch.round(strength * self.max_shift * signed(uniform(seeds, 0)))
+    def params(self, strength: torch.Tensor, draws: Draws, shape: torch.Size) -> Params:
+        shift = torch.round(strength * self.max_shift * signed(draws.u(0)))
         return {"shift": shift.to(torch.int64)}
 
     def apply(self, x: torch.Tensor, params: Params) -> torch.Tensor:
@@ -54,12 +56,14 @@ class Shift(Augmentation):
 class AmplitudeScale(Augmentation):
     """Multiply the signal by a factor drawn uniformly from ``1 ± a_max * strength``."""
 
+    num_draws = 1
+
     def __init__(self, a_max: float = 0.3, field: str = "x") -> None:
         self.a_max = float(a_max)
         self.field = field
 
-    def params(self, strength: torch.Tensor, seeds: torch.Tensor, shape: torch.Size) -> Params:
-        return {"scale": 1.0 + strength * self.a_max * signed(uniform(seeds, 0))}
+    def params(self, strength: torch.Tensor, draws: Draws, shape: torch.Size) -> Params:
+        return {"scale": 1.0 + strength * self.a_max * signed(draws.u(0))}
 
     def apply(self, x: torch.Tensor, params: Params) -> torch.Tensor:
         return x * per_sample(params["scale"], x)
@@ -69,14 +73,16 @@ class TimeStretch(Augmentation):
     """Stretch time by a factor drawn from ``1 ± s_max * strength`` about the signal's centre,
     by linear interpolation; the length is kept and samples from outside read 0."""
 
+    num_draws = 1
+
     def __init__(self, s_max: float = 0.2, field: str = "x") -> None:
         if not 0.0 <= s_max < 1.0:
             raise ValueError("s_max must be in [0, 1)")
         self.s_max = float(s_max)
         self.field = field
 
-    def params(self, strength: torch.Tensor, seeds: torch.Tensor, shape: torch.Size) -> Params:
-        return {"factor": 1.0 + strength * self.s_max * signed(uniform(seeds, 0))}
+    def params(self, strength: torch.Tensor, draws: Draws, shape: torch.Size) -> Params:
+        return {"factor": 1.0 + strength * self.s_max * signed(draws.u(0))}
 
     def apply(self, x: torch.Tensor, params: Params) -> torch.Tensor:
         length = x.shape[-1]
