@@ -1,44 +1,43 @@
 """The ledger: dense per-sample training statistics, kept on the training device.
 
-Storage is three tables with one row per sample id (plus one scratch row, ``N``, that absorbs
-writes which must not land anywhere):
+Storage is one float32 table ``[N, K]`` (48 bytes per sample with up to 127 classes), one row
+per sample id, whose columns are declared with their cross-rank reduction through
+:meth:`Ledger._add_column`, in the spirit of torchmetrics' ``add_state``:
 
-* ``acc`` float32 ``[N+1, K]``: the accumulators (count, loss sum, loss² sum, logit count,
-  margin sum, gold-probability sum and its square, correct count, forgetting events), each
-  declared with its cross-rank reduction (``"sum"``) through :meth:`Ledger._add_column`, in the
-  spirit of torchmetrics' ``add_state``;
-* ``state`` float32 ``[N+1, S]``: last values (EMA loss, last loss) and one or more packed
-  integer *code words* holding the label, the last prediction and whether it was correct, and
-  the last epoch recorded (bit fields; the layout depends on the number of classes, see
-  :class:`_CodeLayout`). Code words are int32 bit patterns stored in float32 slots
-  (``Tensor.view``), so the whole state is one table with one gather and one scatter;
-* when ``torch.distributed`` runs with more than one rank, a ``pending`` copy of ``acc``
-  holding this rank's records since the last :meth:`Ledger.sync`.
+* ``"sum"`` columns: count, logit count, loss sum, margin sum, gold-probability sum and its
+  square, correct count, forgetting events;
+* ``"last"`` columns: the last loss; one (two with more than 127 classes) *code word* holding
+  the label, the last prediction and the last epoch as unsigned bit fields of a float-valued
+  integer (exact below 2**24), whose sign says whether that prediction was correct; and the
+  EMA loss as a numerator and a denominator (the EMA is their ratio).
 
-With 10 classes that is 36 + 12 = 48 bytes per sample on one device.
+``record`` is one accumulating scatter. Sums add every entry; "last" columns are updated by
+*telescoping* deltas: in id order (one stable sort), each entry adds its value minus the value
+before it (the previous entry of the same id in call order, or the table's value for the first
+entry), so the deltas of one id sum to its last value. The EMA numerator and denominator are
+reset the same way and then take the EMA candidate of every entry and a count, so their ratio
+updates the EMA once per id with the mean of that id's losses in the call. Duplicate ids
+therefore need no second scatter and no write conflicts (``index_put_(accumulate=True)`` is
+deterministic on CUDA too).
 
-Recording and folding are separate steps. :meth:`Ledger.record` writes into the accumulator
-target (``acc`` itself on a single process, ``pending`` when distributed) and into ``state``.
-:meth:`Ledger.sync` folds: when distributed it sums the pending rows across ranks into ``acc``
-(one all-reduce) and merges ``state`` (one all-reduce of the int32 bit patterns with
-``MAX``, where every rank masks the rows it did not record with the lowest int32, so each row
-ends with the value of a rank that recorded it) — two collectives per sync whatever K is. A
-single process folds nothing. Between two syncs each id is expected to be recorded by one
-rank (the loader splits the samples of an epoch disjointly); if two ranks record the same id
-in one epoch the state keeps one of their values (an approximation, never a hang). A sharded
+Recording and folding are separate steps. ``record`` writes into the table itself; when
+``torch.distributed`` runs with more than one rank the ledger also keeps a ``base`` copy taken
+at the last :meth:`Ledger.sync`, and ``sync`` folds: it sums the "sum" columns' growth across
+ranks (one all-reduce) and merges the "last" columns of the rows each rank recorded (one
+all-reduce of their int32 bit patterns with ``MAX``; rows a rank did not record carry the
+lowest int32) — two collectives whatever K is. Between two syncs each id is expected to be
+recorded by one rank (the loader splits an epoch's samples disjointly); if two ranks record the
+same id, the "last" columns keep one of them (an approximation, never a hang). A sharded
 ledger (each rank owning an id range) would replace only the fold.
 
-``record`` never leaves the device: no ``.item()``, ``.cpu()``, ``.tolist()``, no boolean
-indexing, no ``torch.unique``. Duplicate ids inside one call are resolved with one stable
-sort: sums take every entry (one ``index_put_(accumulate=True)``, deterministic on CUDA);
-the EMA is updated once per id with the mean of that id's losses in the call; "last" values
-and forgetting transitions follow call order; state rows are written once per id (the other
-entries of a duplicated id write into the scratch row).
+``record`` never leaves the device (no ``.item()``, ``.cpu()``, ``.tolist()``, boolean
+indexing or ``torch.unique``) and, with logits, dispatches 20 aten ops per call whatever the
+batch size: every intermediate lives in a per-batch-size workspace whose views are made once
+(see ``benchmarks/op_counts.py``).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -47,20 +46,17 @@ import torch.distributed as dist
 
 Reduce = Literal["sum", "last"]
 _INT32_MIN = torch.iinfo(torch.int32).min
-_EPOCH_BITS_MIN = 10  # a one-word layout must leave room for 1022 epochs
-
-
-@dataclass(frozen=True)
-class _Column:
-    table: Literal["acc", "state"]
-    index: int
-    reduce: Reduce
+_WORD_BITS = 24  # float32 holds every integer of magnitude below 2**24 exactly
+_EPOCH_BITS_MIN = 10  # at least 1023 epochs
+_NEVER = float(2**25)  # above every code word: "no forgetting possible" threshold
+_MASK = 1e30  # added (negated) to logits to leave a class out of a maximum
+_LOOKUP_MAX_CLASSES = 127  # (label, prediction) tables of at most 127**2 entries
 
 
 @dataclass(frozen=True)
 class _Field:
     """An unsigned bit field ``[shift, shift + bits)`` of code word ``word``; stores value + 1
-    (0 means "never recorded")."""
+    (0 means "unknown")."""
 
     word: int
     shift: int
@@ -72,56 +68,45 @@ class _Field:
 
 
 class _CodeLayout:
-    """Where ``correct``, ``label``, ``pred`` and ``epoch`` live in the int32 code words.
+    """Where ``label``, ``pred`` and ``epoch`` live in the float-valued code words.
 
-    With ``num_classes <= 1023`` one word holds all four (1 + 2·b bits for the classes, the
-    rest, at least 10 bits, for the epoch); otherwise (or with unknown classes) two words:
-    correct + label (up to 2**30 - 2 classes) and prediction + epoch (16 + 15 bits).
+    With ``num_classes <= 127`` one word holds all three (2·b bits for the classes, at least
+    10 for the epoch); otherwise (or with unknown classes) two words: the label (up to
+    2**24 - 2 classes), and prediction (up to 16383 classes) + epoch. The word holding the
+    epoch is never 0 once written; its sign is the correct bit of the last prediction.
     """
 
     def __init__(self, num_classes: int | None) -> None:
         b = None if num_classes is None else max(1, int(num_classes).bit_length())
-        if b is not None and 1 + 2 * b + _EPOCH_BITS_MIN <= 31:
+        if b is not None and 2 * b + _EPOCH_BITS_MIN <= _WORD_BITS:
             self.words = 1
-            self.fields = {
-                "correct": _Field(0, 0, 1),
-                "label": _Field(0, 1, b),
-                "pred": _Field(0, 1 + b, b),
-                "epoch": _Field(0, 1 + 2 * b, 30 - 2 * b),
-            }
+            self.fields = {"label": _Field(0, 0, b), "pred": _Field(0, b, b), "epoch": _Field(0, 2 * b, _WORD_BITS - 2 * b)}
         else:
+            p = _WORD_BITS - _EPOCH_BITS_MIN
             self.words = 2
-            self.fields = {
-                "correct": _Field(0, 0, 1),
-                "label": _Field(0, 1, 30),
-                "pred": _Field(1, 0, 16),
-                "epoch": _Field(1, 16, 15),
-            }
+            self.fields = {"label": _Field(0, 0, _WORD_BITS), "pred": _Field(1, 0, p), "epoch": _Field(1, p, _EPOCH_BITS_MIN)}
+        self.sign_word = self.fields["epoch"].word
 
-    def multipliers(self, names: tuple[str, ...], device: torch.device) -> torch.Tensor:
-        """int64 ``[len(names), words]``: ``values @ this`` packs (value + 1 offsets added
-        separately by :meth:`offsets`)."""
-        m = torch.zeros(len(names), self.words, dtype=torch.int64)
-        for i, name in enumerate(names):
+    def encode(self, label: torch.Tensor, pred: torch.Tensor, correct: torch.Tensor, epoch: torch.Tensor | int) -> torch.Tensor:
+        """Float code words ``[words, *shape]`` from int64 ``label``/``pred``/``epoch`` (-1:
+        unknown) and ``correct`` (nonzero: the prediction was right)."""
+        shape = torch.broadcast_shapes(label.shape, pred.shape, correct.shape)
+        words = [torch.zeros(shape, dtype=torch.int64, device=label.device) for _ in range(self.words)]
+        for name, value in (("label", label), ("pred", pred), ("epoch", epoch)):
             f = self.fields[name]
-            m[i, f.word] = 1 << f.shift
-        return m.to(device)
-
-    def offsets(self, names: tuple[str, ...]) -> list[int]:
-        """The ``+1`` of every field in ``names``, per word (``correct`` stores its bit as is)."""
-        out = [0] * self.words
-        for name in names:
-            if name != "correct":
-                f = self.fields[name]
-                out[f.word] += 1 << f.shift
-        return out
+            words[f.word] = words[f.word] + ((value + 1) << f.shift)
+        s = self.sign_word
+        words[s] = torch.where(correct != 0, words[s], -words[s])
+        return torch.stack(words).to(torch.float32)
 
     def decode(self, words: torch.Tensor, name: str) -> torch.Tensor:
-        """Field ``name`` (value, -1 where never recorded; ``correct`` as stored) from int32
-        code words ``[..., words]``."""
+        """Field ``name`` as int64 (value, -1 where unknown) from float code words
+        ``[..., words]``; ``"correct"`` gives 1 or 0 (the sign)."""
+        w = words.to(torch.int64)
+        if name == "correct":
+            return (w[..., self.sign_word] > 0).to(torch.int64)
         f = self.fields[name]
-        raw = (words[..., f.word].to(torch.int64) >> f.shift) & ((1 << f.bits) - 1)
-        return raw if name == "correct" else raw - 1
+        return ((w[..., f.word].abs() >> f.shift) & ((1 << f.bits) - 1)) - 1
 
 
 def _world_size(group: Any) -> int:
@@ -134,18 +119,18 @@ def _flat(x: torch.Tensor) -> torch.Tensor:
     return x if x.dim() == 1 else x.reshape(-1)
 
 
-_ACC = (
+# Column order matters to the workspace: margin, gold, gold² adjacent; last loss, code words,
+# EMA numerator, EMA denominator adjacent, in this order.
+_SUMS = (
     "count",
     "logit_count",
     "loss_sum",
-    "gold_prob_sum",
-    "loss_sq_sum",
-    "gold_prob_sq_sum",
     "margin_sum",
+    "gold_prob_sum",
+    "gold_prob_sq_sum",
     "correct_count",
     "forget_count",
 )
-_STATE = ("ema_loss", "last_loss")
 _CODE_NAMES = {"label": "label", "last_pred": "pred", "last_epoch": "epoch", "last_correct": "correct"}
 
 
@@ -164,7 +149,6 @@ class LedgerStats:
     has_logits: torch.Tensor  # bool: recorded at least once with logits
     count: torch.Tensor  # int32
     mean_loss: torch.Tensor
-    loss_var: torch.Tensor
     ema_loss: torch.Tensor
     last_loss: torch.Tensor
     aum: torch.Tensor  # mean margin: assigned-label logit minus largest other logit
@@ -213,16 +197,71 @@ def _variance(mean_square: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
     return mean_square.addcmul_(mean, mean, value=-1).clamp_min_(0)
 
 
-class _BatchConstants:
-    """Per-batch-size constants and scratch, made once and reused by every ``record``."""
+class _Workspace:
+    """Buffers and views for one batch size, made once and reused by every ``record``.
 
-    def __init__(self, b: int, device: torch.device) -> None:
-        self.flags = torch.ones(b + 1, dtype=torch.bool, device=device)
-        self.inner = self.flags[1:b]  # ids[j] != ids[j-1], written by each call
-        self.first = self.flags[:b]  # first entry of its id (in sorted order)
-        self.last = self.flags[1:]  # last entry of its id
-        self.ones = torch.ones(b, 2, device=device)
-        self.zeros = torch.zeros(b, 7, device=device)
+    ``feats`` holds per-entry rows in call order, ``rows`` the same rows in id order with one
+    leading column, so that ``rows[:, :-1]`` is "the entry before" of ``rows[:, 1:]``. The first
+    ``K`` rows of ``rows`` are, in table column order, what the scatter adds (``values``).
+    """
+
+    def __init__(self, ledger: Ledger, b: int) -> None:
+        dev, k, words = ledger.device, ledger.width, ledger.layout.words
+        c = ledger.column
+        self.mode: str | None = None
+        self.loss, self.correct, self.forget = c["loss_sum"], c["correct_count"], c["forget_count"]
+        self.code_rows = [self.loss + k * (i + 1) for i in range(words)]  # telescoped with the loss row
+        step = self.code_rows[0] - self.correct
+        self.lookup_rows = slice(self.correct, self.correct + 2 * step + 1, step)  # correct, code, threshold
+        self.threshold = self.correct + 2 * step
+        z0 = max(self.threshold, self.code_rows[-1]) + 1
+        height = z0 + 4
+        self.ema_rows = height  # EMA candidate, ones, EMA weight, previous EMA
+        self.feats = torch.zeros(height, b, device=dev)
+        self.rows = torch.zeros(height + 4, b + 1, device=dev)
+        self.feats[[c["count"], c["logit_count"]]] = 1.0
+        self.rows[self.ema_rows + 1] = 1.0
+        self.keys = torch.full((b + 1,), -1, dtype=torch.long, device=dev)
+        self.sorted_ids, self.before_ids = self.keys[1:], self.keys[:-1]
+        self.order = torch.empty(b, dtype=torch.long, device=dev)
+        self.first = torch.empty(b, device=dev)
+        self.penalties = torch.empty(0, device=dev)
+        self.masked = torch.empty(0, device=dev)
+        self.extremes = self.feats[z0 : z0 + 3]  # gold logit, largest other, largest
+        self.argmax = torch.empty(3, b, dtype=torch.long, device=dev)
+        self.pred = self.argmax[2]
+        self.lse = self.feats[z0 + 3]
+        self.logit_block = self.feats[z0 : z0 + 4]
+        self.margin_gold = self.feats[c["margin_sum"] : c["gold_prob_sq_sum"] + 1]  # margin, gold, 2·gold
+        self.probs = self.feats[c["gold_prob_sum"] : c["gold_prob_sq_sum"] + 1]
+        self.loss_feat = self.feats[self.loss]
+        self.lookup_out = self.feats[self.lookup_rows]
+        self.permuted = self.rows[:height, 1:]
+        self.values = self.rows[:k, 1:].t()
+        last = c["last_loss"]
+        tel = slice(self.loss, self.code_rows[-1] + 1, k)
+        self.tel_now, self.tel_before = self.rows[tel, 1:], self.rows[tel, :-1]
+        self.tel_out = self.rows[last : last + 1 + words, 1:]
+        self.prev = torch.empty(1 + words, b, device=dev)
+        self.prev_sign = self.prev[1 + ledger.layout.sign_word]
+        self.threshold_row = self.rows[self.threshold, 1:]
+        self.forget_out = self.rows[self.forget, 1:]
+        self.gathered = torch.empty(b, k, device=dev)
+        g = self.gathered
+        self.g_count, self.g_num, self.g_den = g[:, c["count"]], g[:, c["ema_num"]], g[:, c["ema_den"]]
+        self.g_last = g[:, last : last + 1 + words].t()
+        self.g_ema = g[:, c["ema_num"] : c["ema_den"] + 1].t()
+        e = self.ema_rows
+        self.candidate, self.weight, self.prev_ema = self.rows[e, 1:], self.rows[e + 2, 1:], self.rows[e + 3, 1:]
+        self.ema_now = self.rows[e : e + 2, 1:]  # candidate, 1
+        self.ema_out = self.rows[c["ema_num"] : c["ema_den"] + 1, 1:]
+        self.loss_sorted = self.rows[self.loss, 1:]
+
+    def logit_buffers(self, c: int) -> None:
+        if self.masked.shape[-1] != c:
+            b = self.feats.shape[1]
+            self.penalties = torch.empty(3, b, c, device=self.feats.device)
+            self.masked = torch.empty(3, b, c, device=self.feats.device)
 
 
 class Ledger:
@@ -252,89 +291,77 @@ class Ledger:
         self.process_group = process_group
         self.layout = _CodeLayout(num_classes)
         self._dirty = False  # records since the last sync (host-side flag)
-        self._columns: dict[str, _Column] = {}
-        for name in _ACC:
-            self._add_column(name, "acc", "sum")
-        for name in (*_STATE, *(f"code{w}" for w in range(self.layout.words))):
-            self._add_column(name, "state", "last")
+        self._reduce: dict[str, Reduce] = {}
+        for name in _SUMS:
+            self._add_column(name, "sum")
+        for name in ("last_loss", *(f"code{w}" for w in range(self.layout.words)), "ema_num", "ema_den"):
+            self._add_column(name, "last")
+        self.column = {name: i for i, name in enumerate(self._reduce)}
+        self.width = len(self._reduce)
         self._allocate()
 
-    # -- tables ---------------------------------------------------------------------------
-    def _add_column(self, name: str, table: Literal["acc", "state"], reduce: Reduce) -> None:
-        """Declare a column of the accumulator (``reduce="sum"``) or state (``"last"``) table."""
-        if (table, reduce) not in (("acc", "sum"), ("state", "last")):
-            raise ValueError(f"unknown reduction {reduce!r} for column {name!r} of table {table!r}")
-        index = sum(c.table == table for c in self._columns.values())
-        self._columns[name] = _Column(table, index, reduce)
-
-    def _width(self, table: str) -> int:
-        return sum(c.table == table for c in self._columns.values())
+    # -- table ------------------------------------------------------------------------------
+    def _add_column(self, name: str, reduce: Reduce) -> None:
+        """Declare a column summed across ranks (``"sum"``) or taken from the rank that
+        recorded the row (``"last"``)."""
+        if reduce not in ("sum", "last"):
+            raise ValueError(f"unknown reduction {reduce!r} for column {name!r}")
+        self._reduce[name] = reduce
 
     def _allocate(self) -> None:
-        rows = self.num_samples + 1  # + the scratch row
-        self._acc = torch.zeros(rows, self._width("acc"), device=self.device)
-        self._state = torch.zeros(rows, self._width("state"), device=self.device)
-        self._pending: torch.Tensor | None = None
-        self._constants: dict[int, _BatchConstants] = {}
-        self._word_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
-        self._pack = self.layout.multipliers(("correct", "label", "pred"), self.device).double()
+        self._table = torch.zeros(self.num_samples, self.width, device=self.device)
+        self._table[:, self.column["ema_den"]] = 1.0  # EMA 0/1 = 0 until recorded
+        self._base: torch.Tensor | None = None  # the table at the last sync (distributed only)
+        self._workspaces: dict[int, _Workspace] = {}
+        self._constants: dict[tuple, tuple[torch.Tensor, ...]] = {}
 
     @property
     def bytes_per_sample(self) -> float:
-        """Device memory the tables hold per sample id (pending included when allocated)."""
-        tables = [self._acc, self._state] + ([] if self._pending is None else [self._pending])
+        """Device memory the table holds per sample id (the distributed base copy included
+        when allocated)."""
+        tables = [self._table] + ([] if self._base is None else [self._base])
         total = sum(t.numel() * t.element_size() for t in tables)
         return total / max(self.num_samples, 1)
 
-    def _code_words(self, rows: torch.Tensor | slice = slice(None)) -> torch.Tensor:
-        first = self._columns["code0"].index
-        return self._state[rows, first : first + self.layout.words].view(torch.int32)
+    @property
+    def _sum_width(self) -> int:
+        return len(_SUMS)
+
+    def _code_words(self, table: torch.Tensor | None = None) -> torch.Tensor:
+        first = self.column["code0"]
+        return (self._table if table is None else table)[:, first : first + self.layout.words]
 
     def table(self, name: str, pending: bool = False) -> torch.Tensor:
-        """The folded column ``name`` (or its not yet synced pending part) as a length-N
-        tensor. Integer fields (``label``, ``last_pred``, ``last_correct``, ``last_epoch``)
-        are decoded copies; the others are views. Do not modify."""
-        n = self.num_samples
+        """Column ``name`` as a length-N tensor: sums as folded (or, with ``pending=True``, the
+        records not synced yet: only when distributed), ``ema_loss`` as numerator over
+        denominator, integer fields (``label``, ``last_pred``, ``last_correct``, ``last_epoch``)
+        decoded. Do not modify."""
         if name in _CODE_NAMES:
-            value = self.layout.decode(self._code_words(slice(0, n)), _CODE_NAMES[name])
+            words = self._code_words()
+            value = self.layout.decode(words, _CODE_NAMES[name])
             if name == "last_correct":
-                value = torch.where(self.layout.decode(self._code_words(slice(0, n)), "pred") >= 0, value, -1)
+                value = torch.where(self.layout.decode(words, "pred") >= 0, value, -1)
             return value.to({"label": torch.int64, "last_correct": torch.int8}.get(name, torch.int32))
-        column = self._columns.get(name)
-        if column is None:
+        if name == "ema_loss":
+            return self._table[:, self.column["ema_num"]] / self._table[:, self.column["ema_den"]]
+        if name not in _SUMS and name != "last_loss":
             raise KeyError(f"the ledger has no table {name!r}")
-        if column.table == "state":
-            return self._state[:n, column.index]
+        column = self._table[:, self.column[name]]
+        if name == "last_loss":
+            return column
         if pending:
-            source = self._pending if self._pending is not None else torch.zeros_like(self._acc)
-            return source[:n, column.index]
-        return self._acc[:n, column.index]
+            return column - self._base[:, self.column[name]] if self._base is not None else torch.zeros_like(column)
+        return column if self._base is None else self._base[:, self.column[name]]
 
     @property
     def accumulator_names(self) -> tuple[str, ...]:
-        return tuple(k for k, c in self._columns.items() if c.table == "acc")
+        return _SUMS
 
     @property
     def table_names(self) -> tuple[str, ...]:
-        return (*self.accumulator_names, *_STATE, *_CODE_NAMES)
+        return (*_SUMS, "ema_loss", "last_loss", *_CODE_NAMES)
 
-    def _batch_constants(self, b: int) -> _BatchConstants:
-        constants = self._constants.get(b)
-        if constants is None:
-            constants = self._constants[b] = _BatchConstants(b, self.device)
-        return constants
-
-    def _target(self) -> torch.Tensor:
-        """Where ``record`` accumulates: the table itself on one process, else the pending
-        copy folded in at :meth:`sync`."""
-        self._dirty = True
-        if _world_size(self.process_group) == 1:
-            return self._acc
-        if self._pending is None:
-            self._pending = torch.zeros_like(self._acc)
-        return self._pending
-
-    # -- recording ------------------------------------------------------------------------
+    # -- recording --------------------------------------------------------------------------
     def set_epoch(self, epoch: int) -> None:
         """The epoch that following :meth:`record` calls belong to."""
         limit = self.layout.fields["epoch"].limit
@@ -358,6 +385,45 @@ class Ledger:
         if logits.shape[1] > self.layout.fields["pred"].limit:
             raise ValueError(f"logits have {logits.shape[1]} classes, more than this ledger's layout holds")
 
+    def _workspace(self, b: int, mode: str) -> _Workspace:
+        ws = self._workspaces.get(b)
+        if ws is None:
+            ws = self._workspaces[b] = _Workspace(self, b)
+        if ws.mode != mode:  # rows that one kind of call fills and the other keeps constant
+            c = self.column
+            ws.feats[c["logit_count"]] = 1.0 if mode == "logits" else 0.0
+            if mode != "logits":
+                ws.feats[c["margin_sum"] : c["correct_count"] + 1] = 0.0
+                ws.feats[ws.threshold] = _NEVER  # no logits, no forgetting
+            ws.mode = mode
+        return ws
+
+    def _logit_tables(self, c: int) -> tuple[torch.Tensor, ...]:
+        """Per class count and epoch: the maximum masks ``[3, C, C]`` (only the target, all but
+        the target, all), the logit-block coefficients and (up to 127 classes) the code rows
+        by (target, prediction)."""
+        key = (c, self.epoch)
+        cached = self._constants.get(key)
+        if cached is None:
+            self._constants = {k: v for k, v in self._constants.items() if k[0] != c}
+            eye = torch.eye(c, dtype=torch.bool, device=self.device)
+            masks = torch.stack([~eye, eye, torch.zeros_like(eye)]).float().mul_(-_MASK)
+            # margin = gold - largest other; log p = gold - lse; 2 log p
+            coeff = torch.tensor([[1.0, -1.0, 0.0, 0.0], [1.0, 0.0, 0.0, -1.0], [2.0, 0.0, 0.0, -2.0]], device=self.device)
+            lookup = torch.empty(0, device=self.device)
+            if self.layout.words == 1 and c <= _LOOKUP_MAX_CLASSES:
+                grid = torch.arange(c, device=self.device)
+                lookup = self._logit_rows(grid[:, None], grid[None, :])
+            cached = self._constants[key] = (masks, coeff, lookup)
+        return cached
+
+    def _logit_rows(self, targets: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
+        """``[correct, code words..., forgetting threshold]`` for (target, prediction) pairs."""
+        correct = (pred == targets).float()
+        words = self.layout.encode(targets, pred, correct, self.epoch)
+        threshold = correct * _NEVER  # forgetting: the word before is positive (was correct) and above this
+        return torch.cat([correct[None], words, threshold[None]])
+
     @torch.no_grad()
     def record(
         self,
@@ -380,120 +446,96 @@ class Ledger:
         loss = _flat(loss).to(self.device, torch.float32)
         targets = None if targets is None else _flat(targets).to(self.device, torch.long)
         self._check(b, loss, logits, targets)
-        const = self._batch_constants(b)
-        target = self._target()
-        sorted_ids, order = torch.sort(ids, stable=True)
-        torch.ne(sorted_ids[1:], sorted_ids[:-1], out=const.inner)
-        first, last = const.first.unsqueeze(1), const.last
+        if self._base is None and _world_size(self.process_group) > 1:
+            self._base = self._table.clone()
+        self._dirty = True
+        ws = self._workspace(b, "logits" if logits is not None else "loss")
+        torch.sort(ids, stable=True, out=(ws.sorted_ids, ws.order))
+        torch.ne(ws.sorted_ids, ws.before_ids, out=ws.first)  # first entry of its id
         if logits is not None:
             assert targets is not None
-            lsm = torch.log_softmax(logits.to(self.device, torch.float32), 1)
-            t1 = targets.unsqueeze(1)
-            gold = lsm.gather(1, t1)
-            other = lsm.scatter(1, t1, -torch.finfo(torch.float32).max).amax(1, keepdim=True)
-            feats = torch.cat([loss.unsqueeze(1), gold, gold - other, lsm.argmax(1, keepdim=True), t1], 1)[order]
-        else:
-            columns = [loss.unsqueeze(1)] + ([] if targets is None else [targets.unsqueeze(1)])
-            feats = torch.cat(columns, 1)[order] if targets is not None else loss[order].unsqueeze(1)
-        prev = self._state[sorted_ids]
-        prev_words = prev[:, 2:].view(torch.int32)
-        before = target[sorted_ids, :3]
-        label = pred = correct = None
-        if targets is not None:
-            label = feats[:, -1:]
-        if logits is not None:
-            l_gold_margin, pred = feats[:, :3], feats[:, 3:4]
-            correct = pred == label
-            stored = (prev_words[:, :1] & 1).bool()  # the correct bit
-            previous = torch.where(first, stored, correct.roll(1, 0))
-            lp = torch.cat([l_gold_margin[:, :1], l_gold_margin[:, 1:2].exp()], 1)
-            rows = torch.cat([const.ones, lp, lp * lp, l_gold_margin[:, 2:3], correct, previous > correct], 1)
-        else:
-            l = feats[:, :1]
-            rows = torch.cat([const.ones[:, :1], const.zeros[:, :1], l, const.zeros[:, :1], l * l, const.zeros[:, :4]], 1)
-        target.index_put_((sorted_ids,), rows, accumulate=True)
-        # the EMA takes the mean of this call's losses per id: the growth of count and loss sum
-        grown = target[sorted_ids, :3] - before
-        run_mean = torch.where(grown[:, :1] == 1, feats[:, :1], grown[:, 2:3] / grown[:, :1])
-        seen = prev_words[:, self.layout.fields["epoch"].word : self.layout.fields["epoch"].word + 1] != 0
-        ema = torch.where(seen, torch.lerp(run_mean, prev[:, :1], self.ema), run_mean)
-        words = self._new_words(prev_words, label, pred, correct)
-        state_rows = torch.cat([ema, feats[:, :1], words.view(torch.float32)], 1)
-        rows_to = torch.where(last, sorted_ids, self.num_samples)  # duplicates: only the last entry writes
-        self._state.index_put_((rows_to,), state_rows)
+            self._logit_features(ws, logits.to(self.device, torch.float32), targets)
+        ws.loss_feat.copy_(loss)
+        torch.index_select(ws.feats, 1, ws.order, out=ws.permuted)
+        torch.index_select(self._table, 0, ws.sorted_ids, out=ws.gathered)
+        if logits is None:
+            self._kept_code_words(ws, targets)
+        # the EMA candidate lerp(loss, previous EMA, a) (a = 0 before the first record)
+        torch.clamp(ws.g_count, max=self.ema, out=ws.weight)
+        torch.div(ws.g_num, ws.g_den, out=ws.prev_ema)
+        torch.lerp(ws.loss_sorted, ws.prev_ema, ws.weight, out=ws.candidate)
+        # "last" columns: value minus the value before (the table's for an id's first entry)
+        torch.lerp(ws.tel_before, ws.g_last, ws.first, out=ws.prev)
+        torch.sub(ws.tel_now, ws.prev, out=ws.tel_out)
+        torch.gt(ws.prev_sign, ws.threshold_row, out=ws.forget_out)
+        # EMA numerator and denominator: reset at an id's first entry, then candidate and 1
+        torch.addcmul(ws.ema_now, ws.first, ws.g_ema, value=-1, out=ws.ema_out)
+        self._table.index_put_((ws.sorted_ids,), ws.values, accumulate=True)
 
-    def _word_constants(self, names: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(int32 mask keeping the fields not in ``names``, float64 offsets: the +1 of each
-        written field and the current epoch), cached per (fields, epoch)."""
-        key = (names, self.epoch)
-        cached = self._word_cache.get(key)
-        if cached is None:
-            f = self.layout.fields
-            mask = [-1] * self.layout.words
-            for name in names:
-                mask[f[name].word] &= ~(((1 << f[name].bits) - 1) << f[name].shift)
-            offsets = self.layout.offsets(names)
-            offsets[f["epoch"].word] += self.epoch << f["epoch"].shift
-            cached = self._word_cache[key] = (
-                torch.tensor(mask, dtype=torch.int32, device=self.device),
-                torch.tensor(offsets, dtype=torch.float64, device=self.device),
-            )
-        return cached
-
-    def _new_words(
-        self, prev_words: torch.Tensor, label: torch.Tensor | None, pred: torch.Tensor | None, correct: torch.Tensor | None
-    ) -> torch.Tensor:
-        """The code words after this record: the epoch always, the label with targets, the
-        prediction and its correct bit with logits; other fields kept. Inputs are ``[B, 1]``."""
-        if pred is not None:
-            names: tuple[str, ...] = ("epoch", "label", "pred", "correct")
-            packed = torch.cat([correct, label, pred], 1).double() @ self._pack
-        elif label is not None:
-            names, packed = ("epoch", "label"), label.double() * self._pack[1]
+    def _logit_features(self, ws: _Workspace, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        """Margin, gold probability and its square, correct bit, code words and forgetting
+        threshold of every entry, in call order, into ``ws.feats``."""
+        masks, coeff, lookup = self._logit_tables(logits.shape[1])
+        ws.logit_buffers(logits.shape[1])
+        torch.index_select(masks, 1, targets, out=ws.penalties)
+        torch.add(logits, ws.penalties, out=ws.masked)
+        torch.max(ws.masked, 2, out=(ws.extremes, ws.argmax))
+        torch.logsumexp(logits, 1, out=ws.lse)
+        torch.mm(coeff, ws.logit_block, out=ws.margin_gold)
+        ws.probs.exp_()
+        if lookup.numel():
+            torch.ops.aten.index.Tensor_out(lookup, [None, targets, ws.pred], out=ws.lookup_out)
         else:
-            names, packed = ("epoch",), None
-        mask, offset = self._word_constants(names)
-        new = offset if packed is None else packed + offset
-        return (prev_words & mask) | new.to(torch.int32)
+            rows = self._logit_rows(targets, ws.pred)
+            ws.feats[ws.correct].copy_(rows[0])
+            for row, value in zip(ws.code_rows, rows[1:-1]):
+                ws.feats[row].copy_(value)
+            ws.feats[ws.threshold].copy_(rows[-1])
 
-    # -- cross-rank -----------------------------------------------------------------------
+    def _kept_code_words(self, ws: _Workspace, targets: torch.Tensor | None) -> None:
+        """Code words of a call without logits, in id order: the epoch, the label when given,
+        the table's prediction and correct bit."""
+        words = self._code_words(ws.gathered)
+        label = self.layout.decode(words, "label") if targets is None else targets[ws.order]
+        new = self.layout.encode(label, self.layout.decode(words, "pred"), self.layout.decode(words, "correct"), self.epoch)
+        for row, value in zip(ws.code_rows, new):
+            ws.rows[row, 1:].copy_(value)
+
+    # -- cross-rank -------------------------------------------------------------------------
     @torch.no_grad()
     def sync(self) -> None:
-        """Fold this rank's records in: when distributed, sum the pending accumulators across
-        ranks and merge the state rows each rank recorded (two all-reduces, on every rank,
-        whether or not anything was recorded). Idempotent. A single process has nothing to
-        fold."""
+        """Fold this rank's records in: when distributed, sum the growth of the "sum" columns
+        across ranks and merge the "last" columns of the rows each rank recorded (two
+        all-reduces, on every rank, whether or not anything was recorded). Idempotent. A
+        single process has nothing to fold."""
         self._dirty = False
         if _world_size(self.process_group) == 1:
-            if self._pending is not None:  # records made while distributed, then restored alone
-                self._acc += self._pending
-                self._pending = None
+            self._base = None
             return
-        if self._pending is None:
-            self._pending = torch.zeros_like(self._acc)
-        pending = self._pending
-        bits = self._state.view(torch.int32)
-        touched = pending[:, :1] > 0
-        contribution = torch.where(touched, bits, _INT32_MIN)
-        dist.all_reduce(pending, op=dist.ReduceOp.SUM, group=self.process_group)
+        if self._base is None:
+            self._base = self._table.clone()
+        s = self._sum_width
+        growth = self._table[:, :s] - self._base[:, :s]
+        bits = self._table[:, s:].view(torch.int32)
+        contribution = torch.where(growth[:, :1] > 0, bits, _INT32_MIN)
+        dist.all_reduce(growth, op=dist.ReduceOp.SUM, group=self.process_group)
         dist.all_reduce(contribution, op=dist.ReduceOp.MAX, group=self.process_group)
-        bits.copy_(torch.where(pending[:, :1] > 0, contribution, bits))
-        self._acc += pending
-        pending.zero_()
+        bits.copy_(torch.where(growth[:, :1] > 0, contribution, bits))
+        self._table[:, :s] = self._base[:, :s] + growth
+        self._base.copy_(self._table)
 
-    # -- derived statistics ---------------------------------------------------------------
+    # -- derived statistics -----------------------------------------------------------------
     @torch.no_grad()
     def stats(self, sync: bool = True) -> LedgerStats:
-        """Derived statistics. With ``sync=True`` (default) pending records are synced first
-        (a collective when distributed); with ``sync=False`` records not folded yet (only
-        when distributed) are left out."""
+        """Derived statistics. With ``sync=True`` (default) records are synced first (a
+        collective when distributed); with ``sync=False`` records not folded yet (only when
+        distributed) are left out of the sums."""
         if sync:
             self.sync()
-        col = {name: self.table(name) for name in self.accumulator_names}
+        col = {name: self.table(name) for name in _SUMS}
         count = col["count"]
         inv_n = count.clamp_min(1).reciprocal_()
         inv_nl = col["logit_count"].clamp_min(1).reciprocal_()
-        mean_loss = col["loss_sum"] * inv_n
         confidence = col["gold_prob_sum"] * inv_nl
         seen, has_logits = count > 0, col["logit_count"] > 0
         return LedgerStats(
@@ -503,9 +545,8 @@ class Ledger:
             seen=seen,
             has_logits=has_logits,
             count=count.to(torch.int32),
-            mean_loss=mean_loss,
-            loss_var=_variance(col["loss_sq_sum"] * inv_n, mean_loss),
-            ema_loss=self.table("ema_loss").clone(),
+            mean_loss=col["loss_sum"] * inv_n,
+            ema_loss=self.table("ema_loss"),
             last_loss=self.table("last_loss").clone(),
             aum=col["margin_sum"] * inv_nl,
             confidence=confidence,
@@ -516,80 +557,70 @@ class Ledger:
             labels=self.table("label"),
         )
 
-    # -- persistence ----------------------------------------------------------------------
+    # -- persistence ------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Every column by name (folded, and pending when not synced) plus settings, as
         tensors on the ledger's device. The same keys as the ledger of separate tables."""
-        pending = self._pending is not None and self._dirty
+        pending = self._base is not None and self._dirty
         return {
             "num_samples": self.num_samples,
             "num_classes": self.num_classes,
             "ema": self.ema,
             "epoch": self.epoch,
             "tables": {k: self.table(k).clone() for k in self.table_names},
-            "pending": {k: self.table(k, pending=True).clone() for k in self.accumulator_names} if pending else {},
+            "pending": {k: self.table(k, pending=True).clone() for k in _SUMS} if pending else {},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore from :meth:`state_dict` (or an older checkpoint with the same column
-        names); raises ``KeyError`` naming anything missing. ``pending`` may be empty
-        (nothing unsynced) or must hold every accumulator."""
+        names; columns no longer kept are ignored); raises ``KeyError`` naming anything
+        missing. ``pending`` may be empty (nothing unsynced) or must hold every sum."""
         missing = [k for k in ("num_samples", "epoch", "tables") if k not in state]
         missing += [f"tables.{k}" for k in self.table_names if k not in state.get("tables", {})]
         pending = state.get("pending") or {}
         if pending:
-            missing += [f"pending.{k}" for k in self.accumulator_names if k not in pending]
+            missing += [f"pending.{k}" for k in _SUMS if k not in pending]
         if missing:
             raise KeyError(f"ledger state is missing {', '.join(missing)}")
         if int(state["num_samples"]) != self.num_samples:
-            raise ValueError(
-                f"ledger state has {state['num_samples']} samples, this ledger {self.num_samples}"
-            )
-        n, tables = self.num_samples, state["tables"]
+            raise ValueError(f"ledger state has {state['num_samples']} samples, this ledger {self.num_samples}")
+        tables = state["tables"]
         self._allocate()
-        for name in (*self.accumulator_names, *_STATE):
-            column = self._columns[name]
-            table = self._acc if column.table == "acc" else self._state
-            table[:n, column.index] = tables[name].to(self.device, torch.float32)
+        for name in (*_SUMS, "last_loss"):
+            self._table[:, self.column[name]] = tables[name].to(self.device, torch.float32)
+        self._table[:, self.column["ema_num"]] = tables["ema_loss"].to(self.device, torch.float32)
         last_epoch = tables["last_epoch"].to(self.device, torch.int64)
         if "last_epoch" in pending:  # older checkpoints kept it as a pending maximum
             last_epoch = torch.maximum(last_epoch, pending["last_epoch"].to(self.device, torch.int64))
-        self._code_words(slice(0, n)).copy_(self._encode(tables, last_epoch))
+        self._code_words().copy_(self._encode(tables, last_epoch).t())
         if pending:
-            rows = torch.stack([pending[k].to(self.device, torch.float32) for k in self.accumulator_names], 1)
-            if _world_size(self.process_group) == 1:
-                self._acc[:n] += rows
-            else:
-                self._pending = torch.zeros_like(self._acc)
-                self._pending[:n] = rows
+            rows = torch.stack([pending[k].to(self.device, torch.float32) for k in _SUMS], 1)
+            if _world_size(self.process_group) > 1:
+                self._base = self._table.clone()
+            self._table[:, : self._sum_width] += rows
         self._dirty = bool(pending)
         self.epoch = int(state["epoch"])
         self.ema = float(state.get("ema", self.ema))
 
     def _encode(self, tables: dict[str, torch.Tensor], last_epoch: torch.Tensor) -> torch.Tensor:
-        """int32 code words ``[N, words]`` from label / last_pred / last_correct / last_epoch
-        columns (-1 = unknown)."""
-        words = torch.zeros(self.num_samples, self.layout.words, dtype=torch.int64, device=self.device)
+        """Code words ``[words, N]`` from label / last_pred / last_correct / last_epoch columns
+        (-1 = unknown), checked against the layout."""
         values = {
-            "label": tables["label"].to(self.device, torch.int64) + 1,
-            "pred": tables["last_pred"].to(self.device, torch.int64) + 1,
-            "epoch": last_epoch + 1,
-            "correct": (tables["last_correct"].to(self.device, torch.int64) == 1).long(),
+            "label": tables["label"].to(self.device, torch.int64),
+            "pred": tables["last_pred"].to(self.device, torch.int64),
+            "epoch": last_epoch,
         }
         for name, value in values.items():
-            f = self.layout.fields[name]
-            if bool((value > f.limit).any()):
-                raise ValueError(f"ledger state: {name} exceeds this ledger's layout ({f.bits} bits)")
-            words[:, f.word] |= value.clamp_min(0) << f.shift
-        return words.to(torch.int32)
+            if bool((value + 1 > self.layout.fields[name].limit).any()):
+                raise ValueError(f"ledger state: {name} exceeds this ledger's layout ({self.layout.fields[name].bits} bits)")
+        correct = tables["last_correct"].to(self.device, torch.int64) == 1
+        return self.layout.encode(values["label"], values["pred"], correct, values["epoch"])
 
     def to(self, device: torch.device | str) -> Ledger:
-        """Move every table to ``device`` (in place); returns ``self``."""
+        """Move the table to ``device`` (in place); returns ``self``."""
         self.device = torch.device(device)
-        self._acc = self._acc.to(self.device)
-        self._state = self._state.to(self.device)
-        self._pending = None if self._pending is None else self._pending.to(self.device)
+        self._table = self._table.to(self.device)
+        self._base = None if self._base is None else self._base.to(self.device)
+        self._workspaces.clear()
         self._constants.clear()
-        self._word_cache.clear()
-        self._pack = self._pack.to(self.device)
         return self

@@ -16,7 +16,6 @@ def _reference(calls, n: int, ema: float) -> dict[str, torch.Tensor]:
         for k in (
             "count",
             "loss_sum",
-            "loss_sq_sum",
             "logit_count",
             "margin_sum",
             "gold_prob_sum",
@@ -37,7 +36,6 @@ def _reference(calls, n: int, ema: float) -> dict[str, torch.Tensor]:
             per_id.setdefault(i, []).append(value)
             ref["count"][i] += 1
             ref["loss_sum"][i] += value
-            ref["loss_sq_sum"][i] += value * value
             ref["last_loss"][i] = value
             ref["label"][i] = int(targets[j])
             row, t = logits[j], int(targets[j])
@@ -68,8 +66,9 @@ def _random_calls(n: int, calls: int, batch: int, classes: int, seed: int = 0):
     return out
 
 
-def test_tables_match_entrywise_reference_with_duplicates():
-    n, classes = 20, 4
+@pytest.mark.parametrize("classes", [4, 200])  # one code word (table lookup), two words (arithmetic)
+def test_tables_match_entrywise_reference_with_duplicates(classes):
+    n = 20
     calls = _random_calls(n, calls=12, batch=16, classes=classes)
     ledger = Ledger(n, num_classes=classes, ema=0.8)
     for call in calls:
@@ -87,7 +86,6 @@ def test_duplicates_in_one_call_accumulate():
     stats = ledger.stats()
     assert stats.count.tolist() == [1, 0, 3, 0]
     assert torch.allclose(stats.mean_loss, torch.tensor([5.0, 0.0, 2.0, 0.0]))
-    assert torch.allclose(stats.loss_var[2], torch.tensor(2.0 / 3.0))
     assert stats.ema_loss[2] == 2.0  # first observation: the call's mean
     assert stats.last_loss[2] == 3.0  # call order
     ledger.record(torch.tensor([2, 2]), torch.tensor([4.0, 6.0]))
@@ -163,7 +161,7 @@ def test_to_moves_every_table():
 
 def test_add_column_rejects_unknown_reduction():
     with pytest.raises(ValueError, match="unknown reduction"):
-        Ledger(2)._add_column("x", "acc", "max")  # type: ignore[arg-type]
+        Ledger(2)._add_column("x", "max")  # type: ignore[arg-type]
 
 
 def test_record_runs_on_meta_tensors_so_it_never_reads_values_on_the_host():
