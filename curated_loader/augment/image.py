@@ -28,11 +28,27 @@ def _bchw(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def _box_corners(x0: torch.Tensor, y0: torch.Tensor, x1: torch.Tensor, y1: torch.Tensor) -> torch.Tensor:
-    """``[B, 4, 2]`` corner points (x, y): top-left, top-right, bottom-right, bottom-left."""
-    xs = torch.stack([x0, x1, x1, x0], dim=1)
-    ys = torch.stack([y0, y0, y1, y1], dim=1)
-    return torch.stack([xs, ys], dim=2)
+_PIXEL_CENTRES: dict[tuple, torch.Tensor] = {}
+
+
+def _pixel_centres(height: int, width: int, like: torch.Tensor) -> torch.Tensor:
+    """``[H, W, 2]`` pixel-centre coordinates (x + 0.5, y + 0.5), cached per size and device."""
+    key = (height, width, like.device, like.dtype)
+    grid = _PIXEL_CENTRES.get(key)
+    if grid is None:
+        if len(_PIXEL_CENTRES) > 64:
+            _PIXEL_CENTRES.clear()
+        ys, xs = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+        grid = _PIXEL_CENTRES[key] = torch.stack([xs, ys], -1).to(like.device, like.dtype) + 0.5
+    return grid
+
+
+def _box_mask(corner: torch.Tensor, size: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """bool ``[B, H, W]``: pixels inside the integer boxes ``corner`` (x0, y0) of ``size`` (w, h),
+    both ``[B, 2]``: ``x0 <= x <= x0 + w - 1`` and the same for y."""
+    half = size * 0.5
+    centre = (corner + half).reshape(-1, 1, 1, 2)
+    return (_pixel_centres(height, width, centre) - centre).abs_().lt_(half.reshape(-1, 1, 1, 2)).all(-1)
 
 
 class RandomResizedCrop(Augmentation):
@@ -159,12 +175,10 @@ class RandomErasing(Augmentation):
         return {"erase": erase, "area": area, "x0": x0, "y0": y0, "w": w, "h": h}
 
     def apply(self, x: torch.Tensor, params: Params) -> torch.Tensor:
-        from kornia.geometry.bbox import bbox_to_mask
-
         img = _bchw(x)
         height, width = img.shape[-2:]
-        x0, y0 = params["x0"], params["y0"]
-        boxes = _box_corners(x0, y0, x0 + params["w"] - 1, y0 + params["h"] - 1)
-        mask = bbox_to_mask(boxes, width, height).bool() & params["erase"].reshape(-1, 1, 1)
+        corner = torch.stack([params["x0"], params["y0"]], -1).to(img.dtype)
+        size = torch.stack([params["w"], params["h"]], -1).to(img.dtype)
+        mask = _box_mask(corner, size, height, width) & params["erase"].reshape(-1, 1, 1)
         fill = torch.full((), self.value, dtype=img.dtype, device=img.device)
         return torch.where(mask.unsqueeze(1), fill, img).reshape(x.shape)

@@ -52,7 +52,6 @@ KERNELS = {
     "crop": (kornia.geometry.transform, "warp_affine"),
     "flip": (kornia.geometry.transform, "hflip"),
     "jitter": (kornia.enhance, "adjust_contrast_with_mean_subtraction"),
-    "erase": (kornia.geometry.bbox, "bbox_to_mask"),
 }
 
 
