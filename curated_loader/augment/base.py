@@ -94,7 +94,12 @@ class Augmentation(SeededAugment):
         """Augment a batch with draws made by the caller (a composition draws for all members
         at once). ``strength_ready``: ``strength`` already went through :func:`as_strength`."""
         strength = strength if strength_ready else as_strength(strength, x)
-        return keep_where_zero(self.apply(x, self.params(strength, draws, x.shape)), x, strength)
+        return keep_where_zero(self.transform(x, strength, draws), x, strength)
+
+    def transform(self, x: torch.Tensor, strength: torch.Tensor, draws: Draws) -> torch.Tensor:
+        """``apply(x, params(...))`` for a ready strength, without restoring strength-0 samples
+        (a composition restores them once, after its last member)."""
+        return self.apply(x, self.params(strength, draws, x.shape))
 
     def apply_seeded(self, sample: dict[str, Any], strength: float, seeds: torch.Tensor) -> dict[str, Any]:
         """Per-sample path with an explicit 1-element seed tensor."""

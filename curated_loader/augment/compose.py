@@ -76,12 +76,13 @@ class Compose(SeededAugment):
         seeds = torch.as_tensor(seeds, dtype=torch.int64, device=x.device)
         seeds = seeds if seeds.dim() == 1 else seeds.reshape(-1)
         strength = as_strength(strength, x)
+        out = x
         for i, (aug, draws) in enumerate(zip(self.augs, self._draws(seeds))):
             if draws is None:
-                x = aug.batch(x, strength, fold_in(seeds, i))
+                out = aug.batch(out, strength, fold_in(seeds, i))
             else:
-                x = aug.batch_drawn(x, strength, draws, strength_ready=True)  # type: ignore[attr-defined]
-        return x
+                out = aug.transform(out, strength, draws)  # type: ignore[attr-defined]
+        return keep_where_zero(out, x, strength)  # strength 0: the input, bit for bit
 
     def _draws(self, seeds: torch.Tensor) -> list[Draws | None]:
         """Per member: its slice of one block of draws, or None for wrapped callables."""

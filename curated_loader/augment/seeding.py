@@ -141,23 +141,40 @@ def draw_block(keys: torch.Tensor, members: Sequence[tuple[int, int]]) -> torch.
     return _to_uniform(mix64(keys.unsqueeze(1) ^ _columns(words, keys.device)))
 
 
-def uniform(seeds: torch.Tensor, stream: int | tuple[int, ...], shape: Sequence[int] = ()) -> torch.Tensor:
-    """Float32 uniforms in ``[0, 1)`` of shape ``[B, *shape]``, elementwise in (key, stream,
-    element index)."""
+def _element_bits(seeds: torch.Tensor, stream: int | tuple[int, ...], n: int) -> torch.Tensor:
+    """int64 ``[B, n]`` of mixed bits, elementwise in (key, stream, element index)."""
     stream_words = stream if isinstance(stream, tuple) else (stream,)
+    words = tuple((_TAG_ELEMENT, *stream_words, j) for j in range(n))
+    keys = seeds.reshape(-1, 1).to(torch.int64)
+    return mix64(keys ^ _columns(words, keys.device))
+
+
+def _numel(shape: Sequence[int]) -> int:
     n = 1
     for d in shape:
         n *= int(d)
-    words = tuple((_TAG_ELEMENT, *stream_words, j) for j in range(n))
-    keys = seeds.reshape(-1, 1).to(torch.int64)
-    return _to_uniform(mix64(keys ^ _columns(words, keys.device))).reshape(keys.shape[0], *shape)
+    return n
+
+
+def uniform(seeds: torch.Tensor, stream: int | tuple[int, ...], shape: Sequence[int] = ()) -> torch.Tensor:
+    """Float32 uniforms in ``[0, 1)`` of shape ``[B, *shape]``, elementwise in (key, stream,
+    element index)."""
+    bits = _element_bits(seeds, stream, _numel(shape))
+    return _to_uniform(bits).reshape(bits.shape[0], *shape)
 
 
 def normal(seeds: torch.Tensor, stream: int | tuple[int, ...], shape: Sequence[int] = ()) -> torch.Tensor:
-    """Float32 standard normals of shape ``[B, *shape]`` (Box-Muller over :func:`uniform`)."""
-    u = uniform(seeds, stream, (2, *tuple(shape)))
-    radius = torch.sqrt(-2.0 * torch.log1p(-u[:, 0]))  # log(1 - u), 1 - u in (0, 1]
-    return radius * torch.cos((2.0 * torch.pi) * u[:, 1])
+    """Float32 standard normals of shape ``[B, *shape]``: Box-Muller on two 24-bit uniforms
+    from each 64-bit word, giving elements ``2k`` (cosine) and ``2k + 1`` (sine) from word
+    ``k``."""
+    n = _numel(shape)
+    bits = _element_bits(seeds, stream, (n + 1) // 2)
+    u = _to_uniform(bits)  # bits 40..63
+    v = (bits >> 16).bitwise_and_((1 << 24) - 1).to(torch.float32).mul_(1.0 / (1 << 24))  # bits 16..39
+    radius = torch.log1p(-u).mul_(-2.0).sqrt_()  # log(1 - u), 1 - u in (0, 1]
+    angle = v.mul_(2.0 * torch.pi)
+    pairs = torch.stack([torch.cos(angle), torch.sin(angle)], -1).mul_(radius.unsqueeze(-1))
+    return pairs.reshape(bits.shape[0], -1)[:, :n].reshape(bits.shape[0], *shape)
 
 
 class Draws:

@@ -6,6 +6,8 @@ and one ``torch.gather``; there is no loop over samples.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .base import Augmentation, Params
@@ -15,14 +17,15 @@ from .seeding import Draws
 __all__ = ["Shift", "AmplitudeScale", "TimeStretch", "gather_last"]
 
 
-def gather_last(x: torch.Tensor, idx: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+def gather_last(x: torch.Tensor, idx: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
     """``x[b, ..., idx[b, i]]`` for a per-sample index grid ``idx`` of shape ``[B, L_out]``;
-    positions where ``valid`` is False read 0."""
+    positions where ``valid`` is False read 0 (``None``: every index is valid)."""
     b, length = x.shape[0], x.shape[-1]
     flat = x.reshape(b, -1, length)
-    safe = idx.clamp(0, length - 1).unsqueeze(1).expand(-1, flat.shape[1], -1)
-    out = torch.gather(flat, 2, safe)
-    out = torch.where(valid.unsqueeze(1), out, torch.zeros((), dtype=x.dtype, device=x.device))
+    safe = idx if valid is None else idx.clamp(0, length - 1)
+    out = torch.gather(flat, 2, safe.unsqueeze(1).expand(-1, flat.shape[1], -1))
+    if valid is not None:
+        out = torch.where(valid.unsqueeze(1), out, torch.zeros((), dtype=x.dtype, device=x.device))
     return out.reshape(*x.shape[:-1], idx.shape[-1])
 
 
@@ -49,7 +52,7 @@ class Shift(Augmentation):
         length = x.shape[-1]
         src = torch.arange(length, device=x.device).unsqueeze(0) - params["shift"].unsqueeze(1)
         if self.mode == "circular":
-            return gather_last(x, src.remainder(length), torch.ones_like(src, dtype=torch.bool))
+            return gather_last(x, src.remainder(length))
         return gather_last(x, src, (src >= 0) & (src < length))
 
 
@@ -87,12 +90,14 @@ class TimeStretch(Augmentation):
     def apply(self, x: torch.Tensor, params: Params) -> torch.Tensor:
         length = x.shape[-1]
         centre = (length - 1) / 2.0
-        grid = torch.arange(length, device=x.device, dtype=torch.float32).unsqueeze(0)
-        pos = centre + (grid - centre) / params["factor"].unsqueeze(1)
+        # zeros on both sides wide enough for the strongest stretch: |pos - centre| <= centre / (1 - s_max)
+        pad = int(math.ceil(centre * self.s_max / (1.0 - self.s_max))) + 2
+        grid = torch.arange(pad, length + pad, device=x.device, dtype=torch.float32).unsqueeze(0)
+        pos = (centre + pad) + (grid - (centre + pad)) / params["factor"].unsqueeze(1)  # in padded coordinates
         left = torch.floor(pos)
         frac = (pos - left).unsqueeze(1).to(x.dtype)
         i0 = left.to(torch.int64)
-        i1 = i0 + 1
-        x0 = gather_last(x, i0, (i0 >= 0) & (i0 < length)).reshape(x.shape[0], -1, length)
-        x1 = gather_last(x, i1, (i1 >= 0) & (i1 < length)).reshape(x.shape[0], -1, length)
+        padded = torch.nn.functional.pad(x.reshape(x.shape[0], -1, length), (pad, pad))
+        ends = gather_last(padded, torch.cat([i0, i0 + 1], 1))  # left and right neighbours, one gather
+        x0, x1 = ends[..., :length], ends[..., length:]
         return (x0 + frac * (x1 - x0)).reshape(x.shape)
