@@ -1,7 +1,7 @@
 """The ledger: dense per-sample training statistics, kept on the training device.
 
-Storage is one float32 table ``[N, K]`` (48 bytes per sample with up to 127 classes), one row
-per sample id, whose columns are declared with their cross-rank reduction through
+Storage is one float32 table ``[K, N]`` (48 bytes per sample with up to 127 classes), one
+column per sample id (statistics read contiguous rows at epoch end), whose rows are declared with their cross-rank reduction through
 :meth:`Ledger._add_column`, in the spirit of torchmetrics' ``add_state``:
 
 * ``"sum"`` columns: count, logit count, loss sum, margin sum, gold-probability sum and its
@@ -102,11 +102,19 @@ class _CodeLayout:
     def decode(self, words: torch.Tensor, name: str) -> torch.Tensor:
         """Field ``name`` as int64 (value, -1 where unknown) from float code words
         ``[..., words]``; ``"correct"`` gives 1 or 0 (the sign)."""
-        w = words.to(torch.int64)
         if name == "correct":
-            return (w[..., self.sign_word] > 0).to(torch.int64)
+            return (words[..., self.sign_word] > 0).to(torch.int64)
+        return self.field(self.magnitudes(words), name).to(torch.int64)
+
+    @staticmethod
+    def magnitudes(words: torch.Tensor) -> torch.Tensor:
+        """int32 magnitudes of float code words (exact: below 2**24)."""
+        return words.abs().to(torch.int32)
+
+    def field(self, magnitudes: torch.Tensor, name: str) -> torch.Tensor:
+        """Field ``name`` (int32, -1 where unknown) from :meth:`magnitudes`."""
         f = self.fields[name]
-        return ((w[..., f.word].abs() >> f.shift) & ((1 << f.bits) - 1)) - 1
+        return ((magnitudes[..., f.word] >> f.shift) & ((1 << f.bits) - 1)) - 1
 
 
 def _world_size(group: Any) -> int:
@@ -237,7 +245,8 @@ class _Workspace:
         self.loss_feat = self.feats[self.loss]
         self.lookup_out = self.feats[self.lookup_rows]
         self.permuted = self.rows[:height, 1:]
-        self.values = self.rows[:k, 1:].t()
+        self.values = self.rows[:k, 1:]
+        self.put_index = (torch.arange(k, device=dev).unsqueeze(1), self.sorted_ids.unsqueeze(0))
         last = c["last_loss"]
         tel = slice(self.loss, self.code_rows[-1] + 1, k)
         self.tel_now, self.tel_before = self.rows[tel, 1:], self.rows[tel, :-1]
@@ -246,11 +255,11 @@ class _Workspace:
         self.prev_sign = self.prev[1 + ledger.layout.sign_word]
         self.threshold_row = self.rows[self.threshold, 1:]
         self.forget_out = self.rows[self.forget, 1:]
-        self.gathered = torch.empty(b, k, device=dev)
+        self.gathered = torch.empty(k, b, device=dev)
         g = self.gathered
-        self.g_count, self.g_num, self.g_den = g[:, c["count"]], g[:, c["ema_num"]], g[:, c["ema_den"]]
-        self.g_last = g[:, last : last + 1 + words].t()
-        self.g_ema = g[:, c["ema_num"] : c["ema_den"] + 1].t()
+        self.g_count, self.g_num, self.g_den = g[c["count"]], g[c["ema_num"]], g[c["ema_den"]]
+        self.g_last = g[last : last + 1 + words]
+        self.g_ema = g[c["ema_num"] : c["ema_den"] + 1]
         e = self.ema_rows
         self.candidate, self.weight, self.prev_ema = self.rows[e, 1:], self.rows[e + 2, 1:], self.rows[e + 3, 1:]
         self.ema_now = self.rows[e : e + 2, 1:]  # candidate, 1
@@ -309,8 +318,8 @@ class Ledger:
         self._reduce[name] = reduce
 
     def _allocate(self) -> None:
-        self._table = torch.zeros(self.num_samples, self.width, device=self.device)
-        self._table[:, self.column["ema_den"]] = 1.0  # EMA 0/1 = 0 until recorded
+        self._table = torch.zeros(self.width, self.num_samples, device=self.device)
+        self._table[self.column["ema_den"]] = 1.0  # EMA 0/1 = 0 until recorded
         self._base: torch.Tensor | None = None  # the table at the last sync (distributed only)
         self._workspaces: dict[int, _Workspace] = {}
         self._constants: dict[tuple, tuple[torch.Tensor, ...]] = {}
@@ -328,8 +337,9 @@ class Ledger:
         return len(_SUMS)
 
     def _code_words(self, table: torch.Tensor | None = None) -> torch.Tensor:
+        """The code words of ``table`` (default: the ledger's) as ``[columns, words]``."""
         first = self.column["code0"]
-        return (self._table if table is None else table)[:, first : first + self.layout.words]
+        return (self._table if table is None else table)[first : first + self.layout.words].t()
 
     def table(self, name: str, pending: bool = False) -> torch.Tensor:
         """Column ``name`` as a length-N tensor: sums as folded (or, with ``pending=True``, the
@@ -343,15 +353,15 @@ class Ledger:
                 value = torch.where(self.layout.decode(words, "pred") >= 0, value, -1)
             return value.to({"label": torch.int64, "last_correct": torch.int8}.get(name, torch.int32))
         if name == "ema_loss":
-            return self._table[:, self.column["ema_num"]] / self._table[:, self.column["ema_den"]]
+            return self._table[self.column["ema_num"]] / self._table[self.column["ema_den"]]
         if name not in _SUMS and name != "last_loss":
             raise KeyError(f"the ledger has no table {name!r}")
-        column = self._table[:, self.column[name]]
+        column = self._table[self.column[name]]
         if name == "last_loss":
             return column
         if pending:
-            return column - self._base[:, self.column[name]] if self._base is not None else torch.zeros_like(column)
-        return column if self._base is None else self._base[:, self.column[name]]
+            return column - self._base[self.column[name]] if self._base is not None else torch.zeros_like(column)
+        return column if self._base is None else self._base[self.column[name]]
 
     @property
     def accumulator_names(self) -> tuple[str, ...]:
@@ -457,7 +467,7 @@ class Ledger:
             self._logit_features(ws, logits.to(self.device, torch.float32), targets)
         ws.loss_feat.copy_(loss)
         torch.index_select(ws.feats, 1, ws.order, out=ws.permuted)
-        torch.index_select(self._table, 0, ws.sorted_ids, out=ws.gathered)
+        torch.index_select(self._table, 1, ws.sorted_ids, out=ws.gathered)
         if logits is None:
             self._kept_code_words(ws, targets)
         # the EMA candidate lerp(loss, previous EMA, a) (a = 0 before the first record)
@@ -470,7 +480,7 @@ class Ledger:
         torch.gt(ws.prev_sign, ws.threshold_row, out=ws.forget_out)
         # EMA numerator and denominator: reset at an id's first entry, then candidate and 1
         torch.addcmul(ws.ema_now, ws.first, ws.g_ema, value=-1, out=ws.ema_out)
-        self._table.index_put_((ws.sorted_ids,), ws.values, accumulate=True)
+        self._table.index_put_(ws.put_index, ws.values, accumulate=True)
 
     def _logit_features(self, ws: _Workspace, logits: torch.Tensor, targets: torch.Tensor) -> None:
         """Margin, gold probability and its square, correct bit, code words and forgetting
@@ -515,13 +525,13 @@ class Ledger:
         if self._base is None:
             self._base = self._table.clone()
         s = self._sum_width
-        growth = self._table[:, :s] - self._base[:, :s]
-        bits = self._table[:, s:].view(torch.int32)
-        contribution = torch.where(growth[:, :1] > 0, bits, _INT32_MIN)
+        growth = self._table[:s] - self._base[:s]
+        bits = self._table[s:].view(torch.int32)
+        contribution = torch.where(growth[:1] > 0, bits, _INT32_MIN)
         dist.all_reduce(growth, op=dist.ReduceOp.SUM, group=self.process_group)
         dist.all_reduce(contribution, op=dist.ReduceOp.MAX, group=self.process_group)
-        bits.copy_(torch.where(growth[:, :1] > 0, contribution, bits))
-        self._table[:, :s] = self._base[:, :s] + growth
+        bits.copy_(torch.where(growth[:1] > 0, contribution, bits))
+        self._table[:s] = self._base[:s] + growth
         self._base.copy_(self._table)
 
     # -- derived statistics -----------------------------------------------------------------
@@ -532,12 +542,16 @@ class Ledger:
         distributed) are left out of the sums."""
         if sync:
             self.sync()
-        col = {name: self.table(name) for name in _SUMS}
+        s = self._sum_width
+        columns = self._table if self._base is None else torch.cat([self._base[:s], self._table[s:]])
+        col = {name: columns[i] for name, i in self.column.items()}
         count = col["count"]
         inv_n = count.clamp_min(1).reciprocal_()
         inv_nl = col["logit_count"].clamp_min(1).reciprocal_()
         confidence = col["gold_prob_sum"] * inv_nl
         seen, has_logits = count > 0, col["logit_count"] > 0
+        first = self.column["code0"]
+        magnitudes = self.layout.magnitudes(columns[first : first + self.layout.words].t())
         return LedgerStats(
             epoch=self.epoch,
             num_seen=int(seen.sum()),
@@ -546,15 +560,15 @@ class Ledger:
             has_logits=has_logits,
             count=count.to(torch.int32),
             mean_loss=col["loss_sum"] * inv_n,
-            ema_loss=self.table("ema_loss"),
-            last_loss=self.table("last_loss").clone(),
+            ema_loss=col["ema_num"] / col["ema_den"],
+            last_loss=col["last_loss"].clone(),
             aum=col["margin_sum"] * inv_nl,
             confidence=confidence,
             variability=_variance(col["gold_prob_sq_sum"] * inv_nl, confidence).sqrt_(),
             correct_frac=col["correct_count"] * inv_nl,
             forgetting=col["forget_count"].to(torch.int32),
-            last_epoch=self.table("last_epoch"),
-            labels=self.table("label"),
+            last_epoch=self.layout.field(magnitudes, "epoch"),
+            labels=self.layout.field(magnitudes, "label").to(torch.int64),
         )
 
     # -- persistence ------------------------------------------------------------------------
@@ -587,17 +601,17 @@ class Ledger:
         tables = state["tables"]
         self._allocate()
         for name in (*_SUMS, "last_loss"):
-            self._table[:, self.column[name]] = tables[name].to(self.device, torch.float32)
-        self._table[:, self.column["ema_num"]] = tables["ema_loss"].to(self.device, torch.float32)
+            self._table[self.column[name]] = tables[name].to(self.device, torch.float32)
+        self._table[self.column["ema_num"]] = tables["ema_loss"].to(self.device, torch.float32)
         last_epoch = tables["last_epoch"].to(self.device, torch.int64)
         if "last_epoch" in pending:  # older checkpoints kept it as a pending maximum
             last_epoch = torch.maximum(last_epoch, pending["last_epoch"].to(self.device, torch.int64))
         self._code_words().copy_(self._encode(tables, last_epoch).t())
         if pending:
-            rows = torch.stack([pending[k].to(self.device, torch.float32) for k in _SUMS], 1)
+            rows = torch.stack([pending[k].to(self.device, torch.float32) for k in _SUMS])
             if _world_size(self.process_group) > 1:
                 self._base = self._table.clone()
-            self._table[:, : self._sum_width] += rows
+            self._table[: self._sum_width] += rows
         self._dirty = bool(pending)
         self.epoch = int(state["epoch"])
         self.ema = float(state.get("ema", self.ema))
