@@ -1,8 +1,9 @@
 """Aten ops dispatched per call on the hot path (deterministic on any machine).
 
 Counts every aten op a ``TorchDispatchMode`` sees (views included) for one call of
-``Ledger.record`` with logits and of ``augment_batch`` with ``Compose`` of the four image
-built-ins, both on a 256-batch. Each op is a kernel launch on a GPU.
+``Ledger.record`` with logits, of ``augment_batch`` with ``Compose`` of the four image
+built-ins, and of ``augment_batch`` with the MNIST-1D signal Compose, all on a 256-batch.
+Each op is a kernel launch on a GPU.
 
     python benchmarks/op_counts.py [--out docs/results/op_counts.json]
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -18,8 +20,10 @@ from pathlib import Path
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from curated_loader.augment import ColorJitter, Compose, HorizontalFlip, RandomErasing, RandomResizedCrop, augment_batch
-from curated_loader.curation import Ledger
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from curated_loader.augment import ColorJitter, Compose, HorizontalFlip, RandomErasing, RandomResizedCrop, augment_batch  # noqa: E402
+from curated_loader.curation import Ledger  # noqa: E402
 
 BATCH, NUM_SAMPLES, NUM_CLASSES = 256, 10_000, 10
 
@@ -71,11 +75,21 @@ def augment_call(height: int = 28, width: int = 28) -> Callable[[], torch.Tensor
     return lambda: augment_batch(aug, x, strength, ids, epoch=1, seed=0)
 
 
+def signal_augment_call() -> Callable[[], torch.Tensor]:
+    from augmentation import signal_augment  # the MNIST-1D signal Compose of the benchmarks
+
+    g = torch.Generator().manual_seed(0)
+    x, strength = torch.randn(BATCH, 40, generator=g), torch.rand(BATCH, generator=g)
+    aug = signal_augment("x")
+    return lambda: augment_batch(aug, x, strength, torch.arange(BATCH), epoch=1, seed=0)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    result = {name: count(make()).total for name, make in (("ledger_record", record_call), ("augment_batch", augment_call))}
+    calls = (("ledger_record", record_call), ("augment_batch", augment_call), ("augment_batch_signal", signal_augment_call))
+    result = {name: count(make()).total for name, make in calls}
     print(json.dumps(result, indent=1))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
