@@ -51,6 +51,7 @@ _EPOCH_BITS_MIN = 10  # at least 1023 epochs
 _NEVER = float(2**25)  # above every code word: "no forgetting possible" threshold
 _MASK = 1e30  # added (negated) to logits to leave a class out of a maximum
 _LOOKUP_MAX_CLASSES = 127  # (label, prediction) tables of at most 127**2 entries
+_MAX_WORKSPACES = 4  # batch sizes whose buffers are kept
 
 
 @dataclass(frozen=True)
@@ -398,6 +399,8 @@ class Ledger:
     def _workspace(self, b: int, mode: str) -> _Workspace:
         ws = self._workspaces.get(b)
         if ws is None:
+            if len(self._workspaces) >= _MAX_WORKSPACES:  # e.g. a full and a last partial batch
+                self._workspaces.pop(next(iter(self._workspaces)))
             ws = self._workspaces[b] = _Workspace(self, b)
         if ws.mode != mode:  # rows that one kind of call fills and the other keeps constant
             c = self.column

@@ -210,3 +210,11 @@ def test_replay_gives_the_recorded_stats_and_decision():
         else:
             assert value == expected, name
     assert_same_decision(decision, recorded["decision"])
+
+
+def test_batch_size_buffers_are_bounded_and_reused():
+    ledger = Ledger(50, num_classes=3)
+    for b in (4, 5, 6, 7, 8, 4):
+        ledger.record(torch.arange(b), torch.ones(b), torch.randn(b, 3), torch.zeros(b, dtype=torch.long))
+    assert len(ledger._workspaces) <= 4
+    assert ledger.table("count")[:4].tolist() == [6.0] * 4 and ledger.table("count")[8:].sum() == 0
