@@ -22,8 +22,15 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from curated_loader.augment import ColorJitter, Compose, HorizontalFlip, RandomErasing, RandomResizedCrop, augment_batch  # noqa: E402
-from curated_loader.curation import Ledger  # noqa: E402
+from curated_loader.augment import (
+    ColorJitter,
+    Compose,
+    HorizontalFlip,
+    RandomErasing,
+    RandomResizedCrop,
+    augment_batch,
+)
+from curated_loader.curation import Ledger
 
 BATCH, NUM_SAMPLES, NUM_CLASSES = 256, 10_000, 10
 
@@ -76,7 +83,9 @@ def augment_call(height: int = 28, width: int = 28) -> Callable[[], torch.Tensor
 
 
 def signal_augment_call() -> Callable[[], torch.Tensor]:
-    from augmentation import signal_augment  # the MNIST-1D signal Compose of the benchmarks
+    from augmentation import (
+        signal_augment,  # the MNIST-1D signal Compose of the benchmarks
+    )
 
     g = torch.Generator().manual_seed(0)
     x, strength = torch.randn(BATCH, 40, generator=g), torch.rand(BATCH, generator=g)

@@ -16,15 +16,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import sys
 import statistics
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
 
-from curated_loader.data.snapshot import CurationSnapshot
 from curated_loader.curation import (
     AugmentStrength,
     AUMFilter,
@@ -36,6 +35,7 @@ from curated_loader.curation import (
     Reweight,
     SmallLossFilter,
 )
+from curated_loader.data.snapshot import CurationSnapshot
 
 NUM_CLASSES = 10
 

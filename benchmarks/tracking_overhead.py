@@ -41,12 +41,17 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from augmentation import signal_augment  # noqa: E402
+from augmentation import signal_augment
 
-from curated_loader import CuratedDataModule, CurationCallback, curated_loss  # noqa: E402
-from curated_loader.curation import AugmentStrength, CurationPlan, GMMFilter, InfoBatchPrune  # noqa: E402
-from curated_loader.datasets import write_noisy_mnist1d  # noqa: E402
-from curated_loader.models import Signal1DCNN  # noqa: E402
+from curated_loader import CuratedDataModule, CurationCallback, curated_loss
+from curated_loader.curation import (
+    AugmentStrength,
+    CurationPlan,
+    GMMFilter,
+    InfoBatchPrune,
+)
+from curated_loader.datasets import write_noisy_mnist1d
+from curated_loader.models import Signal1DCNN
 
 
 class Clock:

@@ -91,7 +91,7 @@ class TimeStretch(Augmentation):
         length = x.shape[-1]
         centre = (length - 1) / 2.0
         # zeros on both sides wide enough for the strongest stretch: |pos - centre| <= centre / (1 - s_max)
-        pad = int(math.ceil(centre * self.s_max / (1.0 - self.s_max))) + 2
+        pad = math.ceil(centre * self.s_max / (1.0 - self.s_max)) + 2
         grid = torch.arange(pad, length + pad, device=x.device, dtype=torch.float32).unsqueeze(0)
         pos = (centre + pad) + (grid - (centre + pad)) / params["factor"].unsqueeze(1)  # in padded coordinates
         left = torch.floor(pos)
