@@ -5,7 +5,8 @@ prune, reweight, strength) and one ``Ledger.record`` call, for ledgers of N samp
     python benchmarks/recuration_cost.py --quick
 
 Prints a markdown table of medians: wall-clock time, and the process CPU time (all threads
-together; on a shared machine it is less disturbed by other load than the wall clock).
+together; on a shared machine it is less disturbed by other load than the wall clock), plus
+the ledger's device memory and the snapshot's shared memory per sample (one process).
 On CUDA, ``record`` runs under ``torch.cuda.set_sync_debug_mode("error")``, so any host
 sync in it fails the run.
 """
@@ -14,9 +15,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import statistics
+import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import torch
 
@@ -31,6 +35,7 @@ from curated_loader.curation import (
     Reweight,
     SmallLossFilter,
 )
+from curated_loader.data.snapshot import CurationSnapshot
 
 NUM_CLASSES = 10
 
@@ -120,13 +125,13 @@ def measure(n: int, device: torch.device, repeats: int, batch: int) -> dict[str,
     plan_s, plan_cpu_s = _median_seconds(epoch_end, repeats, device)
     with no_host_sync(device):
         record_s, _ = _median_seconds(lambda: ledger.record(*next(it)), repeats * 10, device)
-    table_bytes = sum(ledger.table(k).element_size() * n for k in ledger.table_names)
-    pending_bytes = sum(ledger.table(k, pending=True).element_size() * n for k in ledger.accumulator_names)
     return {
         "plan_s": plan_s,
         "plan_cpu_s": plan_cpu_s,
         "record_ms": record_s * 1e3,
-        "mem_mb": (table_bytes + pending_bytes) / 2**20,
+        "mem_mb": ledger.bytes_per_sample * n / 2**20,
+        "ledger_bytes": ledger.bytes_per_sample,
+        "snapshot_bytes": CurationSnapshot(n).bytes_per_sample,
     }
 
 
@@ -139,6 +144,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one repeat (for tests)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = parser.parse_args(argv)
     sizes, repeats = ([1e3, 1e4], 1) if args.quick else (args.sizes, args.repeats)
     device = torch.device(args.device)
@@ -147,17 +153,25 @@ def main(argv: list[str] | None = None) -> None:
         f"record batch {args.batch}, median of {repeats} (record: {repeats * 10})\n"
     )
     print(
-        "| N | plan (s) | plan per 1M samples (s) | plan CPU time (s) | record (ms) | ledger memory (MiB) |"
+        "| N | plan (s) | plan per 1M samples (s) | plan CPU time (s) | record (ms) | ledger memory (MiB) "
+        "| ledger B/sample | snapshot B/sample (shared) |"
     )
-    print("|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    rows = []
     for size in sizes:
         n = int(size)
         r = measure(n, device, repeats, args.batch)
+        rows.append({"N": n, **r})
         per_million = r["plan_s"] / n * 1e6
         print(
             f"| {n:,} | {r['plan_s']:.3f} | {per_million:.3f} | {r['plan_cpu_s']:.3f} "
-            f"| {r['record_ms']:.3f} | {r['mem_mb']:.0f} |"
+            f"| {r['record_ms']:.3f} | {r['mem_mb']:.0f} | {r['ledger_bytes']:.1f} | {r['snapshot_bytes']:.3f} |"
         )
+
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        command = " ".join(["python", "benchmarks/recuration_cost.py", *(sys.argv[1:] if argv is None else argv)])
+        args.json.write_text(json.dumps({"command": command, "device": str(device), "rows": rows}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

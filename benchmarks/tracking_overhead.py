@@ -1,128 +1,226 @@
-"""Per-step cost of curation tracking: reducer + callback vs a plain cross-entropy step.
+"""Per-step cost of curation tracking and of device-path augmentation, from one training run.
 
-    python benchmarks/tracking_overhead.py            # MNIST-1D, 16k train samples
+    python benchmarks/tracking_overhead.py [--json docs/results/tracking_overhead.json]
     python benchmarks/tracking_overhead.py --quick    # tiny, for the test suite
     python benchmarks/tracking_overhead.py --device cuda
 
-Same model, data and batch size; the two variants alternate epoch by epoch in one process.
-Step time = on_train_batch_start → on_train_batch_end (forward, loss, backward, optimizer),
-median over all steps. The epoch-end re-curation (ledger sync + plan) is timed separately.
-With ``--device cuda`` the recording runs under ``torch.cuda.set_sync_debug_mode("error")``,
-so any host synchronisation inside the tracked step fails the run.
+One Trainer fits ``--epochs`` curated epochs of noisy MNIST-1D: a ``CurationCallback`` (GMM
+noise filter, InfoBatch pruning, adaptive augmentation strength) re-curates at every epoch end
+and ``CuratedDataModule(augment_on="device")`` augments each batch with the MNIST-1D signal
+Compose at the snapshot's strengths. The LightningModule holds two copies of the MNIST-1D CNN,
+each with its own Adam (manual optimization), and trains both on every batch:
+
+* plain: forward, ``F.cross_entropy`` (mean), backward, Adam step;
+* tracked: forward, ``curated_loss`` (``Ledger.record`` with logits, weighted mean), backward,
+  Adam step. Its records are the ledger's, so they drive the curation.
+
+The arms alternate which goes first from batch to batch, so load on a shared machine hits
+both alike; the device-path augmentation (``_augment_on_device``: strength lookup +
+``augment_batch``) is timed on the same batches. Ratios are of medians over every step after
+the first epoch (warm-up), wall clock and thread CPU time, all from this one run. The
+epoch-end re-curation (ledger sync, plan, publish) is timed separately. With ``--device cuda``
+each timed part runs under ``torch.cuda.set_sync_debug_mode("error")`` (a host sync inside it
+fails the run) and is bracketed by ``torch.cuda.synchronize()``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import platform
 import statistics
+import sys
 import tempfile
 import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from augmentation import signal_augment
+
 from curated_loader import CuratedDataModule, CurationCallback, curated_loss
-from curated_loader.curation import CurationPlan, GMMFilter
+from curated_loader.curation import (
+    AugmentStrength,
+    CurationPlan,
+    GMMFilter,
+    InfoBatchPrune,
+)
 from curated_loader.datasets import write_noisy_mnist1d
 from curated_loader.models import Signal1DCNN
 
 
-class Plain(L.LightningModule):
-    def __init__(self, width: int) -> None:
+class Clock:
+    """Wall and thread-CPU seconds of timed calls, by name; syncs CUDA around each call and
+    forbids host syncs inside it when ``strict``."""
+
+    def __init__(self, cuda: bool) -> None:
+        self.cuda = cuda
+        self.times: dict[str, list[tuple[float, float]]] = {}
+        self.recording = False
+
+    def __call__(self, name: str, fn: Callable[[], Any]) -> Any:
+        if self.cuda:
+            torch.cuda.synchronize()
+            torch.cuda.set_sync_debug_mode("error")
+        wall, cpu = time.perf_counter(), time.thread_time()
+        try:
+            out = fn()
+        finally:
+            if self.cuda:
+                torch.cuda.set_sync_debug_mode(0)
+        if self.cuda:
+            torch.cuda.synchronize()
+        if self.recording:
+            self.times.setdefault(name, []).append((time.perf_counter() - wall, time.thread_time() - cpu))
+        return out
+
+    def median(self, name: str, which: int) -> float:
+        return statistics.median(t[which] for t in self.times[name])
+
+
+class TwoArms(L.LightningModule):
+    """The plain and the tracked copy of one CNN, trained on the same batches."""
+
+    def __init__(self, width: int, clock: Clock) -> None:
         super().__init__()
-        self.net = Signal1DCNN(channels=width)
+        self.automatic_optimization = False
+        self.plain = Signal1DCNN(channels=width)
+        self.tracked = Signal1DCNN(channels=width)
+        self.tracked.load_state_dict(self.plain.state_dict())
+        self.clock = clock
+
+    def _step(self, net: torch.nn.Module, optimizer: Any, loss_fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        loss = loss_fn(net(self._x))
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        optimizer.step()
+
+    def _plain(self) -> None:
+        self._step(self.plain, self.optimizers()[0], lambda logits: F.cross_entropy(logits, self._y))
+
+    def _tracked(self) -> None:
+        def loss(logits: torch.Tensor) -> torch.Tensor:
+            return curated_loss(self, F.cross_entropy(logits, self._y, reduction="none"), logits.detach(), self._y)
+
+        self._step(self.tracked, self.optimizers()[1], loss)
 
     def training_step(self, batch, batch_idx):
-        x, y = batch
-        return F.cross_entropy(self.net(x), y)
+        self._x, self._y = batch
+        arms = [("plain", self._plain), ("tracked", self._tracked)]
+        for name, fn in arms if batch_idx % 2 == 0 else arms[::-1]:
+            self.clock(name, fn)
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=1e-3)
+        return [torch.optim.Adam(self.plain.parameters(), lr=1e-3), torch.optim.Adam(self.tracked.parameters(), lr=1e-3)]
 
 
-class Tracked(Plain):
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        logits = self.net(x)
-        return curated_loss(self, F.cross_entropy(logits, y, reduction="none"), logits, y)
+class TimedDevicePath(CuratedDataModule):
+    """The data module, timing its device-path augmentation."""
 
-
-class StepTimer(L.Callback):
-    def __init__(self, sync_debug: bool) -> None:
-        self.times: list[float] = []
-        self.sync_debug = sync_debug
-
-    def _sync(self, pl_module) -> None:
-        if pl_module.device.type == "cuda":
-            torch.cuda.synchronize()
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        self._sync(pl_module)
-        if self.sync_debug:
-            torch.cuda.set_sync_debug_mode("error")
-        self.start = time.perf_counter()
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if self.sync_debug:
-            torch.cuda.set_sync_debug_mode(0)
-        self._sync(pl_module)
-        self.times.append(time.perf_counter() - self.start)
-
-
-class EpochEndTimer(CurationCallback):
-    """The curation callback, timing its epoch-end work."""
-
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args: Any, clock: Clock, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.clock = clock
+
+    def _augment_on_device(self, x: torch.Tensor, ids: torch.Tensor, epoch: int) -> torch.Tensor:
+        return self.clock("augment", lambda: super(TimedDevicePath, self)._augment_on_device(x, ids, epoch))
+
+
+class Curation(CurationCallback):
+    """The curation callback, timing its epoch-end work, recording what each epoch kept and
+    switching the clock on after the first (warm-up) epoch."""
+
+    def __init__(self, *args: Any, clock: Clock, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.clock = clock
         self.epoch_end: list[float] = []
+        self.epochs: list[dict[str, Any]] = []
 
     def on_train_epoch_end(self, trainer, pl_module):
         start = time.perf_counter()
         super().on_train_epoch_end(trainer, pl_module)
         self.epoch_end.append(time.perf_counter() - start)
-
-
-def run_epoch(model, dm, callbacks, accelerator) -> None:
-    trainer = L.Trainer(max_epochs=1, accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, callbacks=callbacks)
-    trainer.fit(model, dm)
+        d = self.decision
+        self.epochs.append({
+            "epoch": trainer.current_epoch,
+            "steps": trainer.fit_loop.epoch_loop.batch_progress.current.completed,
+            "kept_next": int(d.keep.sum()),
+            "mean_strength_next": round(float(d.strength[d.keep].mean()), 3),
+        })
+        self.clock.recording = True
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--samples", type=int, default=20000)
+    parser.add_argument("--samples", type=int, default=16000)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--width", type=int, default=25, help="conv channels of the 1-D CNN")
-    parser.add_argument("--epochs", type=int, default=3, help="epochs per variant (alternating)")
+    parser.add_argument("--epochs", type=int, default=6, help="curated epochs (the first is warm-up)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     if args.quick:
-        args.samples, args.epochs = 1000, 1
+        args.samples, args.epochs = 1000, 3
     torch.set_num_threads(1)
-    accelerator = "gpu" if args.device == "cuda" else "cpu"
+    clock = Clock(args.device == "cuda")
     with tempfile.TemporaryDirectory() as tmp:
         paths = write_noisy_mnist1d(tmp, num_samples=args.samples, noise_rate=0.4, progress=False)
-        dm_kw = dict(fields=("npy", "cls"), decode=(), batch_size=args.batch)
-        plain, tracked = Plain(args.width), Tracked(args.width)
-        tracked.load_state_dict(plain.state_dict())
-        plain_timer, tracked_timer = StepTimer(False), StepTimer(args.device == "cuda")
-        curation = EpochEndTimer(CurationPlan(noise_filter=GMMFilter(warmup_epochs=0)), num_classes=10)
-        for _ in range(args.epochs):
-            run_epoch(plain, CuratedDataModule(paths.train_index, **dm_kw), [plain_timer], accelerator)
-            run_epoch(tracked, CuratedDataModule(paths.train_index, **dm_kw), [curation, tracked_timer], accelerator)
-    skip = 5 if len(plain_timer.times) > 20 else 0  # first steps include warm-up
-    p = statistics.median(plain_timer.times[skip:])
-    t = statistics.median(tracked_timer.times[skip:])
-    name = torch.cuda.get_device_name() if args.device == "cuda" else "CPU (1 thread)"
-    print(f"device: {name}; {args.samples} MNIST-1D samples, batch {args.batch}, CNN width {args.width}\n")
-    print("| variant | median step ms | steps |")
+        dm = TimedDevicePath(paths.train_index, fields=("npy", "cls"), decode=(), batch_size=args.batch,
+                             augment=signal_augment("npy"), augment_on="device", clock=clock)
+        plan = CurationPlan(noise_filter=GMMFilter(warmup_epochs=2), prune=InfoBatchPrune(ratio=0.3),
+                            augment=AugmentStrength(warmup_epochs=0))
+        curation = Curation(plan, num_classes=10, clock=clock)
+        trainer = L.Trainer(max_epochs=args.epochs, accelerator="gpu" if args.device == "cuda" else "cpu", devices=1,
+                            logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                            enable_model_summary=False, callbacks=[curation])
+        trainer.fit(TwoArms(args.width, clock), dm)
+    result = report(args, clock, curation)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=1) + "\n")
+
+
+def report(args: argparse.Namespace, clock: Clock, curation: Curation) -> dict[str, Any]:
+    """Print the tables and return the figures."""
+    name = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU ({platform.machine()}, 1 torch thread)"
+    med = {part: (clock.median(part, 0), clock.median(part, 1)) for part in ("plain", "tracked", "augment")}
+    steps = len(clock.times["plain"])
+    print(f"device: {name}; {args.samples} noisy MNIST-1D samples, batch {args.batch}, CNN width {args.width}")
+    print(f"{args.epochs} curated epochs in one Trainer; timed: the {steps} steps after epoch 0\n")
+    print("| epoch | steps | kept for next epoch | mean strength next |")
+    print("|---:|---:|---:|---:|")
+    for e in curation.epochs:
+        print(f"| {e['epoch']} | {e['steps']} | {e['kept_next']} | {e['mean_strength_next']} |")
+    print("\n| part (per batch) | median wall ms | median CPU ms |")
     print("|---|---:|---:|")
-    print(f"| plain F.cross_entropy | {p * 1e3:.3f} | {len(plain_timer.times)} |")
-    print(f"| curated_loss + CurationCallback | {t * 1e3:.3f} | {len(tracked_timer.times)} |")
-    print(f"\nstep-time ratio tracked / plain: {t / p:.3f}")
-    print(f"epoch-end re-curation (sync + plan + publish), median: {statistics.median(curation.epoch_end) * 1e3:.1f} ms")
+    labels = {"plain": "plain step", "tracked": "tracked step (curated_loss)", "augment": "device-path augmentation"}
+    for part, (wall, cpu) in med.items():
+        print(f"| {labels[part]} | {wall * 1e3:.3f} | {cpu * 1e3:.3f} |")
+    ratios = {
+        "tracked_over_plain": [med["tracked"][i] / med["plain"][i] for i in (0, 1)],
+        "augment_over_plain_step": [med["augment"][i] / med["plain"][i] for i in (0, 1)],
+    }
+    print(f"\ntracked / plain step: {ratios['tracked_over_plain'][0]:.3f} wall, {ratios['tracked_over_plain'][1]:.3f} CPU")
+    aug = ratios["augment_over_plain_step"]
+    print(f"device augmentation / plain step: {aug[0]:.1%} wall, {aug[1]:.1%} CPU")
+    end = statistics.median(curation.epoch_end)
+    print(f"epoch-end re-curation (sync + plan + publish), median: {end * 1e3:.1f} ms")
+    return {
+        "command": " ".join(["python", "benchmarks/tracking_overhead.py", *sys.argv[1:]]),
+        "device": name,
+        "samples": args.samples,
+        "batch": args.batch,
+        "epochs": curation.epochs,
+        "timed_steps": steps,
+        "median_ms": {part: {"wall": w * 1e3, "cpu": c * 1e3} for part, (w, c) in med.items()},
+        "ratios_wall_cpu": ratios,
+        "epoch_end_ms": end * 1e3,
+    }
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from .base import Augmentation, SampleAugment, SeededAugment
 from .common import GaussianNoise
 from .compose import Compose, FromCallable, augment_batch
 from .image import ColorJitter, HorizontalFlip, RandomErasing, RandomResizedCrop
-from .seeding import fold_in, normal, sample_seed, seed_of_sample, uniform
+from .seeding import Draws, draw_block, fold_in, mix64, normal, sample_seed, seed_of_sample, uniform
 from .signal import AmplitudeScale, Shift, TimeStretch
 
 __all__ = [
@@ -24,6 +24,9 @@ __all__ = [
     "seed_of_sample",
     "uniform",
     "normal",
+    "mix64",
+    "Draws",
+    "draw_block",
     "GaussianNoise",
     "Shift",
     "AmplitudeScale",

@@ -6,7 +6,8 @@ An augmentation is a picklable object with
 * ``batch(x: Tensor[B, ...], strength: Tensor[B], seeds: Tensor[B]) -> Tensor[B, ...]`` —
   vectorized over a batch, on whatever device ``x`` lives.
 
-Subclasses implement only :meth:`Augmentation.params` (draw parameters from the seeds) and
+Subclasses declare ``num_draws`` (per-sample uniforms they use) and implement only
+:meth:`Augmentation.params` (parameters from those draws) and
 :meth:`Augmentation.apply` (apply them to a batch). The per-sample path runs the very same two
 methods on a batch of one, so both paths draw identical parameters for the same sample.
 """
@@ -17,7 +18,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-from .seeding import seed_of_sample
+from .seeding import Draws, seed_of_sample
 
 __all__ = ["Augmentation", "SeededAugment", "SampleAugment", "as_strength", "keep_where_zero"]
 
@@ -71,8 +72,9 @@ class Augmentation(SeededAugment):
     """Base class: strength-scaled, seed-driven, same parameters in both paths."""
 
     field: str = "x"
+    num_draws: int = 0  # per-sample uniforms params() reads as draws.u(0 .. num_draws - 1)
 
-    def params(self, strength: torch.Tensor, seeds: torch.Tensor, shape: torch.Size) -> Params:
+    def params(self, strength: torch.Tensor, draws: Draws, shape: torch.Size) -> Params:
         """Per-sample parameters (tensors with leading dim B) for a batch of ``shape``."""
         raise NotImplementedError
 
@@ -82,18 +84,34 @@ class Augmentation(SeededAugment):
 
     def batch(self, x: torch.Tensor, strength: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
         """Augment a batch; samples with strength 0 come back unchanged bit for bit."""
-        strength = as_strength(strength, x)
-        seeds = torch.as_tensor(seeds, dtype=torch.int64, device=x.device).reshape(-1)
-        out = self.apply(x, self.params(strength, seeds, x.shape))
-        return keep_where_zero(out, x, strength)
+        seeds = torch.as_tensor(seeds, dtype=torch.int64, device=x.device)
+        seeds = seeds if seeds.dim() == 1 else seeds.reshape(-1)
+        return self.batch_drawn(x, strength, Draws.single(seeds, self.num_draws))
+
+    def batch_drawn(
+        self, x: torch.Tensor, strength: torch.Tensor, draws: Draws, strength_ready: bool = False
+    ) -> torch.Tensor:
+        """Augment a batch with draws made by the caller (a composition draws for all members
+        at once). ``strength_ready``: ``strength`` already went through :func:`as_strength`."""
+        strength = strength if strength_ready else as_strength(strength, x)
+        return keep_where_zero(self.transform(x, strength, draws), x, strength)
+
+    def transform(self, x: torch.Tensor, strength: torch.Tensor, draws: Draws) -> torch.Tensor:
+        """``apply(x, params(...))`` for a ready strength, without restoring strength-0 samples
+        (a composition restores them once, after its last member)."""
+        return self.apply(x, self.params(strength, draws, x.shape))
 
     def apply_seeded(self, sample: dict[str, Any], strength: float, seeds: torch.Tensor) -> dict[str, Any]:
         """Per-sample path with an explicit 1-element seed tensor."""
+        return self.apply_drawn(sample, strength, Draws.single(seeds.reshape(-1), self.num_draws))
+
+    def apply_drawn(self, sample: dict[str, Any], strength: float, draws: Draws) -> dict[str, Any]:
+        """Per-sample path with draws for a batch of one."""
         if strength <= 0.0:
             return sample
         if self.field not in sample:
             raise KeyError(f"{type(self).__name__}: sample has no field {self.field!r}")
         x = torch.as_tensor(sample[self.field])
         out = dict(sample)
-        out[self.field] = self.batch(x.unsqueeze(0), torch.tensor([strength]), seeds)[0]
+        out[self.field] = self.batch_drawn(x.unsqueeze(0), torch.tensor([strength]), draws)[0]
         return out

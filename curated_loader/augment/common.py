@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from .base import Augmentation, Params
-from .seeding import normal
+from .seeding import Draws
 
 __all__ = ["GaussianNoise", "signed", "per_sample"]
 
@@ -32,8 +32,8 @@ class GaussianNoise(Augmentation):
         self.sigma_max = float(sigma_max)
         self.field = field
 
-    def params(self, strength: torch.Tensor, seeds: torch.Tensor, shape: torch.Size) -> Params:
-        return {"sigma": strength * self.sigma_max, "noise": normal(seeds, 0, tuple(shape[1:]))}
+    def params(self, strength: torch.Tensor, draws: Draws, shape: torch.Size) -> Params:
+        return {"sigma": strength * self.sigma_max, "noise": draws.normal(0, tuple(shape[1:]))}
 
     def apply(self, x: torch.Tensor, params: Params) -> torch.Tensor:
         return x + per_sample(params["sigma"], x) * params["noise"].to(x.dtype)

@@ -7,8 +7,8 @@ from typing import Any
 
 import torch
 
-from .base import SeededAugment, as_strength, keep_where_zero
-from .seeding import IntLike, fold_in, sample_seed
+from .base import Augmentation, SeededAugment, as_strength, keep_where_zero
+from .seeding import Draws, IntLike, draw_block, fold_in, sample_seed
 
 __all__ = ["Compose", "FromCallable", "augment_batch"]
 
@@ -46,8 +46,10 @@ def _as_member(aug: Any) -> SeededAugment:
 
 
 class Compose(SeededAugment):
-    """Apply augmentations in order with one strength. Member ``i`` draws from child seeds
-    ``fold_in(seeds, i)``, so members' parameters are independent of each other. Plain
+    """Apply augmentations in order with one strength. The parameters of every member are
+    drawn in one ``[B, total]`` block (member ``i``'s columns are hashed with ``i``, so
+    members' parameters are independent); a wrapped callable gets child keys
+    ``fold_in(seeds, i)``. Plain
     callables are wrapped in :class:`FromCallable`. The batched form needs every member to have
     ``batch`` and applies all of them to the one tensor it is given."""
 
@@ -63,15 +65,38 @@ class Compose(SeededAugment):
     def apply_seeded(self, sample: dict[str, Any], strength: float, seeds: torch.Tensor) -> dict[str, Any]:
         if strength <= 0.0:
             return sample
-        for i, aug in enumerate(self.augs):
-            sample = aug.apply_seeded(sample, strength, fold_in(seeds, i))
+        for i, (aug, draws) in enumerate(zip(self.augs, self._draws(seeds))):
+            if draws is None:
+                sample = aug.apply_seeded(sample, strength, fold_in(seeds, i))
+            else:
+                sample = aug.apply_drawn(sample, strength, draws)  # type: ignore[attr-defined]
         return sample
 
     def batch(self, x: torch.Tensor, strength: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
-        seeds = torch.as_tensor(seeds, dtype=torch.int64, device=x.device).reshape(-1)
+        seeds = torch.as_tensor(seeds, dtype=torch.int64, device=x.device)
+        seeds = seeds if seeds.dim() == 1 else seeds.reshape(-1)
+        strength = as_strength(strength, x)
+        out = x
+        for i, (aug, draws) in enumerate(zip(self.augs, self._draws(seeds))):
+            if draws is None:
+                out = aug.batch(out, strength, fold_in(seeds, i))
+            else:
+                out = aug.transform(out, strength, draws)  # type: ignore[attr-defined]
+        return keep_where_zero(out, x, strength)  # strength 0: the input, bit for bit
+
+    def _draws(self, seeds: torch.Tensor) -> list[Draws | None]:
+        """Per member: its slice of one block of draws, or None for wrapped callables."""
+        members = [(i, a.num_draws) for i, a in enumerate(self.augs) if isinstance(a, Augmentation)]
+        block = draw_block(seeds, members)
+        out: list[Draws | None] = []
+        start = 0
         for i, aug in enumerate(self.augs):
-            x = aug.batch(x, strength, fold_in(seeds, i))
-        return x
+            if isinstance(aug, Augmentation):
+                out.append(Draws(seeds, block[:, start : start + aug.num_draws], i))
+                start += aug.num_draws
+            else:
+                out.append(None)
+        return out
 
 
 def augment_batch(
@@ -83,7 +108,9 @@ def augment_batch(
     seed: IntLike,
     repeat: IntLike | None = None,
 ) -> torch.Tensor:
-    """Compute per-sample seeds from ``(seed, epoch, ids, repeat)`` and call ``aug.batch``."""
+    """Compute per-sample keys from ``(seed, epoch, ids, repeat)`` and call ``aug.batch``.
+    ``repeat`` is a host integer or a per-sample tensor like ``ids`` (copies of one id with
+    different repeats are augmented differently, as in the loader workers)."""
     ids = torch.as_tensor(ids, dtype=torch.int64, device=x.device)
     seeds = sample_seed(seed, epoch, ids, 0 if repeat is None else repeat)
-    return aug.batch(x, as_strength(strength, x), seeds)
+    return aug.batch(x, strength, seeds)  # every batch() clamps the strength itself

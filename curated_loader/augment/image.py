@@ -14,7 +14,7 @@ import torch
 
 from .base import Augmentation, Params
 from .common import per_sample, signed
-from .seeding import uniform
+from .seeding import Draws
 
 __all__ = ["RandomResizedCrop", "HorizontalFlip", "ColorJitter", "RandomErasing"]
 
@@ -28,17 +28,35 @@ def _bchw(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def _box_corners(x0: torch.Tensor, y0: torch.Tensor, x1: torch.Tensor, y1: torch.Tensor) -> torch.Tensor:
-    """``[B, 4, 2]`` corner points (x, y): top-left, top-right, bottom-right, bottom-left."""
-    xs = torch.stack([x0, x1, x1, x0], dim=1)
-    ys = torch.stack([y0, y0, y1, y1], dim=1)
-    return torch.stack([xs, ys], dim=2)
+_PIXEL_CENTRES: dict[tuple, torch.Tensor] = {}
+
+
+def _pixel_centres(height: int, width: int, like: torch.Tensor) -> torch.Tensor:
+    """``[H, W, 2]`` pixel-centre coordinates (x + 0.5, y + 0.5), cached per size and device."""
+    key = (height, width, like.device, like.dtype)
+    grid = _PIXEL_CENTRES.get(key)
+    if grid is None:
+        if len(_PIXEL_CENTRES) > 64:
+            _PIXEL_CENTRES.clear()
+        ys, xs = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+        grid = _PIXEL_CENTRES[key] = torch.stack([xs, ys], -1).to(like.device, like.dtype) + 0.5
+    return grid
+
+
+def _box_mask(corner: torch.Tensor, size: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """bool ``[B, H, W]``: pixels inside the integer boxes ``corner`` (x0, y0) of ``size`` (w, h),
+    both ``[B, 2]``: ``x0 <= x <= x0 + w - 1`` and the same for y."""
+    half = size * 0.5
+    centre = (corner + half).reshape(-1, 1, 1, 2)
+    return (_pixel_centres(height, width, centre) - centre).abs_().lt_(half.reshape(-1, 1, 1, 2)).all(-1)
 
 
 class RandomResizedCrop(Augmentation):
     """Crop a box of area fraction ``a ~ U[1 - (1 - scale_min) * strength, 1]`` and aspect ratio
     (relative to the image's) ``r = exp(±strength * log(ratio_max))``, resized back to the input
     size. The ratio is clamped so the box fits, which keeps the area exactly ``a``."""
+
+    num_draws = 4
 
     def __init__(self, scale_min: float = 0.35, ratio_max: float = 4.0 / 3.0, field: str = "png") -> None:
         if not 0.0 < scale_min <= 1.0 or ratio_max < 1.0:
@@ -47,15 +65,15 @@ class RandomResizedCrop(Augmentation):
         self.ratio_max = float(ratio_max)
         self.field = field
 
-    def params(self, strength: torch.Tensor, seeds: torch.Tensor, shape: torch.Size) -> Params:
-        area = 1.0 - strength * (1.0 - self.scale_min) * uniform(seeds, 0)
-        log_r = strength * math.log(self.ratio_max) * signed(uniform(seeds, 1))
+    def params(self, strength: torch.Tensor, draws: Draws, shape: torch.Size) -> Params:
+        area = 1.0 - strength * (1.0 - self.scale_min) * draws.u(0)
+        log_r = strength * math.log(self.ratio_max) * signed(draws.u(1))
         log_area = torch.log(area)
         log_r = torch.maximum(torch.minimum(log_r, -log_area), log_area)
         w = torch.sqrt(area * torch.exp(log_r)).clamp(max=1.0)
         h = torch.sqrt(area * torch.exp(-log_r)).clamp(max=1.0)
-        x0 = uniform(seeds, 2) * (1.0 - w)
-        y0 = uniform(seeds, 3) * (1.0 - h)
+        x0 = draws.u(2) * (1.0 - w)
+        y0 = draws.u(3) * (1.0 - h)
         return {"area": area, "x0": x0, "y0": y0, "w": w, "h": h}
 
     def apply(self, x: torch.Tensor, params: Params) -> torch.Tensor:
@@ -78,12 +96,14 @@ class RandomResizedCrop(Augmentation):
 class HorizontalFlip(Augmentation):
     """Mirror left-right with probability ``p_max * strength``."""
 
+    num_draws = 1
+
     def __init__(self, p_max: float = 0.5, field: str = "png") -> None:
         self.p_max = float(p_max)
         self.field = field
 
-    def params(self, strength: torch.Tensor, seeds: torch.Tensor, shape: torch.Size) -> Params:
-        return {"flip": uniform(seeds, 0) < self.p_max * strength}
+    def params(self, strength: torch.Tensor, draws: Draws, shape: torch.Size) -> Params:
+        return {"flip": draws.u(0) < self.p_max * strength}
 
     def apply(self, x: torch.Tensor, params: Params) -> torch.Tensor:
         from kornia.geometry.transform import hflip
@@ -95,6 +115,8 @@ class ColorJitter(Augmentation):
     """Additive brightness ``± brightness * strength`` then contrast factor
     ``1 ± contrast * strength`` about the image's grey mean; output clipped to [0, 1]."""
 
+    num_draws = 2
+
     def __init__(self, brightness: float = 0.3, contrast: float = 0.3, field: str = "png") -> None:
         if not (0.0 <= brightness and 0.0 <= contrast < 1.0):
             raise ValueError("need brightness >= 0 and 0 <= contrast < 1")
@@ -102,10 +124,10 @@ class ColorJitter(Augmentation):
         self.contrast = float(contrast)
         self.field = field
 
-    def params(self, strength: torch.Tensor, seeds: torch.Tensor, shape: torch.Size) -> Params:
+    def params(self, strength: torch.Tensor, draws: Draws, shape: torch.Size) -> Params:
         return {
-            "brightness": strength * self.brightness * signed(uniform(seeds, 0)),
-            "contrast": 1.0 + strength * self.contrast * signed(uniform(seeds, 1)),
+            "brightness": strength * self.brightness * signed(draws.u(0)),
+            "contrast": 1.0 + strength * self.contrast * signed(draws.u(1)),
         }
 
     def apply(self, x: torch.Tensor, params: Params) -> torch.Tensor:
@@ -120,6 +142,8 @@ class ColorJitter(Augmentation):
 class RandomErasing(Augmentation):
     """Cutout: with probability ``p_max * strength`` fill one box with ``value``; the box's area
     fraction is ``strength * U[area_min, area_max]``, aspect ratio in ``[1/ratio_max, ratio_max]``."""
+
+    num_draws = 5
 
     def __init__(
         self,
@@ -139,24 +163,22 @@ class RandomErasing(Augmentation):
         self.value = float(value)
         self.field = field
 
-    def params(self, strength: torch.Tensor, seeds: torch.Tensor, shape: torch.Size) -> Params:
+    def params(self, strength: torch.Tensor, draws: Draws, shape: torch.Size) -> Params:
         height, width = int(shape[-2]), int(shape[-1])
-        area = strength * (self.area_min + (self.area_max - self.area_min) * uniform(seeds, 1))
-        ratio = torch.exp(math.log(self.ratio_max) * signed(uniform(seeds, 2)))
+        area = strength * (self.area_min + (self.area_max - self.area_min) * draws.u(1))
+        ratio = torch.exp(math.log(self.ratio_max) * signed(draws.u(2)))
         w = torch.round(torch.sqrt(area * ratio) * width).clamp(0, width)
         h = torch.round(torch.sqrt(area / ratio) * height).clamp(0, height)
-        x0 = torch.floor(uniform(seeds, 3) * (width - w + 1)).clamp(max=width - w)
-        y0 = torch.floor(uniform(seeds, 4) * (height - h + 1)).clamp(max=height - h)
-        erase = (uniform(seeds, 0) < self.p_max * strength) & (w > 0) & (h > 0)
+        x0 = torch.floor(draws.u(3) * (width - w + 1)).clamp(max=width - w)
+        y0 = torch.floor(draws.u(4) * (height - h + 1)).clamp(max=height - h)
+        erase = (draws.u(0) < self.p_max * strength) & (w > 0) & (h > 0)
         return {"erase": erase, "area": area, "x0": x0, "y0": y0, "w": w, "h": h}
 
     def apply(self, x: torch.Tensor, params: Params) -> torch.Tensor:
-        from kornia.geometry.bbox import bbox_to_mask
-
         img = _bchw(x)
         height, width = img.shape[-2:]
-        x0, y0 = params["x0"], params["y0"]
-        boxes = _box_corners(x0, y0, x0 + params["w"] - 1, y0 + params["h"] - 1)
-        mask = bbox_to_mask(boxes, width, height).bool() & params["erase"].reshape(-1, 1, 1)
+        corner = torch.stack([params["x0"], params["y0"]], -1).to(img.dtype)
+        size = torch.stack([params["w"], params["h"]], -1).to(img.dtype)
+        mask = _box_mask(corner, size, height, width) & params["erase"].reshape(-1, 1, 1)
         fill = torch.full((), self.value, dtype=img.dtype, device=img.device)
         return torch.where(mask.unsqueeze(1), fill, img).reshape(x.shape)

@@ -1,22 +1,22 @@
 """Counter-based per-sample randomness.
 
-Every random number an augmentation draws is a pure function of
-``(seed, epoch, id, repeat)`` (folded into one int64 *sample seed*), a small
-integer *stream* naming the parameter, and the element index inside the draw.
-Nothing depends on worker count, batch composition or call order, so
+Every random number an augmentation draws is a pure function of ``(seed, epoch, id, repeat)``,
+the member of a composition, a small integer *stream* naming the parameter, and the element
+index inside the draw. Nothing depends on worker count, batch composition or call order, so a
+resumed epoch augments every sample identically, loader workers need no generator, and the
+per-sample path (a batch of one, in a worker) and the batched path (on the training device)
+draw identical bits because both run the same tensor code.
 
-* a resumed or re-run epoch augments every sample identically,
-* loader workers never share (or need) a random generator,
-* the per-sample path (1-element seed tensor, in a worker) and the batched path
-  (B seeds, on the training device) draw *identical* parameters for the same
-  sample, because both call the same :func:`uniform` / :func:`normal`.
+The mixer is SplitMix64's finalizer on int64 tensors (multiplications wrap modulo 2**64;
+right shifts are made logical by masking, since int64 shifts are arithmetic). It is checked
+bit for bit against the pure-Python :func:`mix64_reference`. Costs per batch:
 
-The hash is a 32-bit avalanche mixer (xor-shift / multiply rounds) evaluated
-with int64 torch ops. Values are kept in ``[0, 2**32)`` and every product is
-split into 16-bit halves, so no intermediate ever exceeds 2**49: no signed
-overflow on any device, bit-identical results on CPU and CUDA. For a single
-sample on the CPU the same code runs on Python ints (much cheaper than a chain
-of one-element tensor ops) and gives the same bits.
+* batch-wide words (seed, epoch; member, stream, element for each draw column) are hashed
+  once on the host into Python ints;
+* one 64-bit key per sample: ``mix64(base(seed, epoch) ^ (id + repeat << 40))`` (ids below
+  2**40, repeats below 2**23);
+* a block of draws: ``mix64(key[:, None] ^ column_words[None, :])``, one ``[B, total]`` tensor
+  for every parameter of every member of a :class:`~curated_loader.augment.Compose`.
 """
 
 from __future__ import annotations
@@ -26,109 +26,84 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["sample_seed", "fold_in", "uniform", "normal", "seed_of_sample"]
+__all__ = ["sample_seed", "fold_in", "uniform", "normal", "seed_of_sample", "mix64", "mix64_reference", "Draws", "draw_block"]
 
-_M32 = 0xFFFFFFFF
-_GOLDEN = 0x9E3779B9
-_MUL_A = 0x7FEB352D
-_MUL_B = 0x846CA68B
-# distinct initial values for the independent hash lanes
-_IV_HI, _IV_LO, _IV_KEY_A, _IV_KEY_B, _IV_FOLD = (
-    0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344, 0xA4093822,
-)
+_M64 = (1 << 64) - 1
+_GOLDEN = 0x9E3779B97F4A7C15
+_MUL_A = 0xBF58476D1CE4E5B9
+_MUL_B = 0x94D049BB133111EB
+_REPEAT_SHIFT = 40
+# tags keep the host-side hashes of different purposes apart
+_TAG_BASE, _TAG_FOLD, _TAG_BLOCK, _TAG_ELEMENT = 0x5EED, 0xF01D, 0xB10C, 0xE1E7
 
 IntLike = int | torch.Tensor
-Word = int | torch.Tensor  # the mixing code runs unchanged on Python ints and int64 tensors
 
 
-def _mul32(x: Word, c: int) -> Word:
-    """``(x * c) mod 2**32`` for ``x`` in ``[0, 2**32)`` without int64 overflow."""
-    lo, hi = c & 0xFFFF, c >> 16
-    return (x * lo + (((x * hi) & 0xFFFF) << 16)) & _M32
+def _signed(v: int) -> int:
+    """An unsigned 64-bit value as the int64 with the same bits."""
+    v &= _M64
+    return v - (1 << 64) if v >> 63 else v
 
 
-def _mix32(x: Word) -> Word:
-    """Bijective 32-bit avalanche mix of values in ``[0, 2**32)``."""
-    x = x ^ (x >> 16)
-    x = _mul32(x, _MUL_A)
-    x = x ^ (x >> 15)
-    x = _mul32(x, _MUL_B)
-    return x ^ (x >> 16)
+def mix64_reference(x: int) -> int:
+    """SplitMix64's output function on Python ints (the reference for :func:`mix64`)."""
+    z = (x + _GOLDEN) & _M64
+    z = ((z ^ (z >> 30)) * _MUL_A) & _M64
+    z = ((z ^ (z >> 27)) * _MUL_B) & _M64
+    return z ^ (z >> 31)
 
 
-def _absorb(h: Word, word: Word) -> Word:
-    """Fold one 32-bit word into a 32-bit hash state."""
-    return _mix32(((h + _GOLDEN) & _M32) ^ word)
+def _shr(z: torch.Tensor, k: int) -> torch.Tensor:
+    """Logical right shift of int64 bits."""
+    return (z >> k) & ((1 << (64 - k)) - 1)
 
 
-def _hash(iv: int, values: Sequence[Word]) -> Word:
-    """Hash 64-bit values (two's complement words, low then high) into 32 bits."""
-    h: Word = iv
-    for v in values:
-        h = _absorb(_absorb(h, v & _M32), (v >> 32) & _M32)
-    return h
+def mix64(x: torch.Tensor) -> torch.Tensor:
+    """SplitMix64's output function on int64 tensors: the same bits as
+    :func:`mix64_reference` (as two's complement)."""
+    z = x + _signed(_GOLDEN)
+    z = (z ^ _shr(z, 30)) * _signed(_MUL_A)
+    z = (z ^ _shr(z, 27)) * _signed(_MUL_B)
+    return z ^ _shr(z, 31)
 
 
-def _join(hi: Word, lo: Word) -> Word:
-    """Two 32-bit lanes → one non-negative int64 (63 bits)."""
-    return ((hi & 0x7FFFFFFF) << 32) | lo
+def _host_hash(*words: int) -> int:
+    """Hash Python ints (the batch-wide context) into one signed 64-bit word."""
+    h = 0
+    for w in words:
+        h = mix64_reference(h ^ (int(w) & _M64))
+    return _signed(h)
 
 
-def _scalar(v: IntLike) -> int | None:
-    """``v`` as a Python int when it is one value on the CPU (the per-sample case), else None.
-
-    Python ints run the same arithmetic without tensor overhead; the results are identical
-    because every intermediate stays below 2**63.
-    """
+def _host_int(v: IntLike, name: str) -> int:
     if isinstance(v, torch.Tensor):
-        return int(v.reshape(())) if v.numel() == 1 and v.device.type == "cpu" else None
-    return int(v) if isinstance(v, numbers.Integral) else None
-
-
-def _tensor_args(*vals: IntLike) -> list[torch.Tensor]:
-    return [v for v in vals if isinstance(v, torch.Tensor)]
-
-
-def _as_long(v: IntLike, device: torch.device | None) -> torch.Tensor:
-    return torch.as_tensor(v, dtype=torch.int64, device=device)
-
-
-def _combine(iv_pair: tuple[int, int], vals: Sequence[IntLike]) -> torch.Tensor:
-    """63-bit hash of broadcast int64 inputs; Python-int fast path for single values."""
-    vals = [v if isinstance(v, (torch.Tensor, numbers.Integral)) else _as_long(v, None) for v in vals]
-    tensors = _tensor_args(*vals)
-    shape = torch.broadcast_shapes(*(t.shape for t in tensors)) if tensors else torch.Size()
-    device = tensors[0].device if tensors else None
-    scalars = [_scalar(v) for v in vals]
-    if all(s is not None for s in scalars) and shape.numel() == 1:
-        words = [int(s) for s in scalars]  # type: ignore[arg-type]
-        value = _join(_hash(iv_pair[0], words), _hash(iv_pair[1], words))
-        return torch.full(shape, value, dtype=torch.int64, device=device)
-    args = torch.broadcast_tensors(*(_as_long(v, device) for v in vals))
-    out = _join(_hash(iv_pair[0], args), _hash(iv_pair[1], args))
-    assert isinstance(out, torch.Tensor)
-    return out
+        if v.numel() != 1 or v.device.type != "cpu":
+            raise ValueError(f"{name} must be one value on the host, got a tensor of shape {tuple(v.shape)} on {v.device}")
+        return int(v.reshape(()))
+    if not isinstance(v, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(v).__name__}")
+    return int(v)
 
 
 def sample_seed(seed: IntLike, epoch: IntLike, ids: IntLike, repeat: IntLike = 0) -> torch.Tensor:
-    """Per-sample seeds (non-negative int64) from run seed, epoch, sample id and repeat index.
-
-    All arguments broadcast; the result lives on the device of the first tensor argument
-    (in the order ids, repeat, epoch, seed).
-    """
-    ordered = (ids, repeat, epoch, seed)
-    device = next((v.device for v in ordered if isinstance(v, torch.Tensor)), None)
-    vals = [v.to(device) if isinstance(v, torch.Tensor) else v for v in (seed, epoch, ids, repeat)]
-    return _combine((_IV_HI, _IV_LO), vals)
+    """One int64 key per sample from the run seed, the epoch (host integers), the sample ids
+    and the repeat index (a host integer or a per-sample tensor like ``ids``)."""
+    base = _host_hash(_TAG_BASE, _host_int(seed, "seed"), _host_int(epoch, "epoch"))
+    ids = torch.as_tensor(ids, dtype=torch.int64)
+    if isinstance(repeat, torch.Tensor) and repeat.numel() != 1:
+        counter = ids + (repeat.to(ids.device, torch.int64) << _REPEAT_SHIFT)
+    else:
+        counter = ids + _signed(_host_int(repeat, "repeat") << _REPEAT_SHIFT)
+    return mix64(counter ^ base)
 
 
 def fold_in(seeds: torch.Tensor, key: int) -> torch.Tensor:
-    """Derive independent child seeds (e.g. one per member of a composition)."""
-    return _combine((_IV_FOLD, _IV_FOLD ^ _M32), [seeds, int(key)])
+    """Derive independent child keys (e.g. for a user callable inside a composition)."""
+    return mix64(seeds ^ _host_hash(_TAG_FOLD, key))
 
 
 def seed_of_sample(sample: dict) -> torch.Tensor:
-    """1-element seed tensor for a loader sample dict (reads ``__seed__``, ``__epoch__``,
+    """1-element key tensor for a loader sample dict (reads ``__seed__``, ``__epoch__``,
     ``__id__`` and ``__repeat__``)."""
     return sample_seed(
         int(sample["__seed__"]),
@@ -138,32 +113,90 @@ def seed_of_sample(sample: dict) -> torch.Tensor:
     )
 
 
-def _bits(seeds: torch.Tensor, stream: int, shape: Sequence[int]) -> torch.Tensor:
-    """32-bit random words, shape ``[B, *shape]``, elementwise in (seed, stream, index)."""
-    seeds = seeds.reshape(-1).to(torch.int64)
+_COLUMN_CACHE: dict[tuple, torch.Tensor] = {}
+
+
+def _columns(words: tuple[tuple[int, ...], ...], device: torch.device) -> torch.Tensor:
+    """int64 ``[len(words)]`` of host-hashed column words, cached per device."""
+    key = (words, device)
+    cached = _COLUMN_CACHE.get(key)
+    if cached is None:
+        if len(_COLUMN_CACHE) > 256:
+            _COLUMN_CACHE.clear()
+        cached = _COLUMN_CACHE[key] = torch.tensor([_host_hash(*w) for w in words], dtype=torch.int64, device=device)
+    return cached
+
+
+def _to_uniform(bits: torch.Tensor) -> torch.Tensor:
+    """Float32 uniforms in ``[0, 1)`` from the top 24 bits."""
+    return _shr(bits, 40).to(torch.float32) * (1.0 / (1 << 24))
+
+
+def draw_block(keys: torch.Tensor, members: Sequence[tuple[int, int]]) -> torch.Tensor:
+    """Uniforms ``[B, total]`` for ``members`` = (member index, number of draws) pairs, in
+    that order; column ``(m, s)`` depends only on the key, ``m`` and ``s``."""
+    words = tuple((_TAG_BLOCK, m, s) for m, n in members for s in range(n))
+    if not words:
+        return torch.empty(keys.shape[0], 0, device=keys.device)
+    return _to_uniform(mix64(keys.unsqueeze(1) ^ _columns(words, keys.device)))
+
+
+def _element_bits(seeds: torch.Tensor, stream: int | tuple[int, ...], n: int) -> torch.Tensor:
+    """int64 ``[B, n]`` of mixed bits, elementwise in (key, stream, element index)."""
+    stream_words = stream if isinstance(stream, tuple) else (stream,)
+    words = tuple((_TAG_ELEMENT, *stream_words, j) for j in range(n))
+    keys = seeds.reshape(-1, 1).to(torch.int64)
+    return mix64(keys ^ _columns(words, keys.device))
+
+
+def _numel(shape: Sequence[int]) -> int:
     n = 1
     for d in shape:
         n *= int(d)
-    one = _scalar(seeds) if seeds.numel() == 1 else None
-    key_src: Sequence[Word] = [one, int(stream)] if one is not None else [seeds, _as_long(stream, seeds.device)]
-    key_a, key_b = _hash(_IV_KEY_A, key_src), _hash(_IV_KEY_B, key_src)
-    if isinstance(key_a, int) and n == 1:
-        value = _mix32((_mix32(key_a) + key_b) & _M32)  # element index 0
-        return torch.full((1, *shape), value, dtype=torch.int64)
-    if isinstance(key_a, torch.Tensor):
-        key_a, key_b = key_a.unsqueeze(1), key_b.unsqueeze(1)  # type: ignore[union-attr]
-    j = torch.arange(n, dtype=torch.int64, device=seeds.device).unsqueeze(0)
-    out = _mix32((_mix32(key_a ^ j) + key_b) & _M32)
-    return out.reshape(seeds.shape[0], *shape)
+    return n
 
 
-def uniform(seeds: torch.Tensor, stream: int, shape: Sequence[int] = ()) -> torch.Tensor:
-    """Float32 uniforms in ``[0, 1)`` of shape ``[B, *shape]`` (24-bit resolution)."""
-    return (_bits(seeds, stream, tuple(shape)) >> 8).to(torch.float32) * (1.0 / (1 << 24))
+def uniform(seeds: torch.Tensor, stream: int | tuple[int, ...], shape: Sequence[int] = ()) -> torch.Tensor:
+    """Float32 uniforms in ``[0, 1)`` of shape ``[B, *shape]``, elementwise in (key, stream,
+    element index)."""
+    bits = _element_bits(seeds, stream, _numel(shape))
+    return _to_uniform(bits).reshape(bits.shape[0], *shape)
 
 
-def normal(seeds: torch.Tensor, stream: int, shape: Sequence[int] = ()) -> torch.Tensor:
-    """Float32 standard normals of shape ``[B, *shape]`` (Box-Muller over :func:`uniform`)."""
-    u = uniform(seeds, stream, (2, *tuple(shape)))
-    radius = torch.sqrt(-2.0 * torch.log1p(-u[:, 0]))  # log(1 - u), 1 - u in (0, 1]
-    return radius * torch.cos((2.0 * torch.pi) * u[:, 1])
+def normal(seeds: torch.Tensor, stream: int | tuple[int, ...], shape: Sequence[int] = ()) -> torch.Tensor:
+    """Float32 standard normals of shape ``[B, *shape]``: Box-Muller on two 24-bit uniforms
+    from each 64-bit word, giving elements ``2k`` (cosine) and ``2k + 1`` (sine) from word
+    ``k``."""
+    n = _numel(shape)
+    bits = _element_bits(seeds, stream, (n + 1) // 2)
+    u = _to_uniform(bits)  # bits 40..63
+    v = (bits >> 16).bitwise_and_((1 << 24) - 1).to(torch.float32).mul_(1.0 / (1 << 24))  # bits 16..39
+    radius = torch.log1p(-u).mul_(-2.0).sqrt_()  # log(1 - u), 1 - u in (0, 1]
+    angle = v.mul_(2.0 * torch.pi)
+    pairs = torch.stack([torch.cos(angle), torch.sin(angle)], -1).mul_(radius.unsqueeze(-1))
+    return pairs.reshape(bits.shape[0], -1)[:, :n].reshape(bits.shape[0], *shape)
+
+
+class Draws:
+    """The random numbers one augmentation gets for a batch: ``u(i)`` is its ``i``-th
+    per-sample uniform (a column of the block drawn for the whole composition);
+    ``uniform``/``normal`` draw per-element arrays from the sample keys."""
+
+    def __init__(self, keys: torch.Tensor, block: torch.Tensor, member: int) -> None:
+        self.keys = keys
+        self.block = block
+        self.member = member
+
+    @classmethod
+    def single(cls, keys: torch.Tensor, count: int, member: int = -1) -> Draws:
+        """Draws for one augmentation used on its own."""
+        return cls(keys, draw_block(keys, [(member, count)]), member)
+
+    def u(self, i: int) -> torch.Tensor:
+        return self.block[:, i]
+
+    def uniform(self, stream: int, shape: Sequence[int]) -> torch.Tensor:
+        return uniform(self.keys, (self.member, stream), shape)
+
+    def normal(self, stream: int, shape: Sequence[int]) -> torch.Tensor:
+        return normal(self.keys, (self.member, stream), shape)

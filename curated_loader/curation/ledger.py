@@ -1,59 +1,121 @@
 """The ledger: dense per-sample training statistics, kept on the training device.
 
-Every table is a tensor of length N (one slot per sample id) declared with its cross-rank
-reduction through :meth:`Ledger._add_table`, in the spirit of torchmetrics' ``add_state``.
-Two kinds of tables exist:
+Storage is one float32 table ``[K, N]`` (48 bytes per sample with up to 127 classes), one
+column per sample id (statistics read contiguous rows at epoch end), whose rows are declared with their cross-rank reduction through
+:meth:`Ledger._add_column`, in the spirit of torchmetrics' ``add_state``:
 
-* **accumulators** (``reduce="sum" | "max" | "min"``). :meth:`Ledger.record` writes into a
-  *pending* copy (allocated on first use); :meth:`Ledger.sync` reduces the pending copy across
-  ranks when distributed, folds it into the total with the same operation and resets it to the
-  identity, so a second ``sync`` with nothing recorded in between changes nothing. The single
-  process takes the same path, so a run on one rank and the same records spread over several
-  ranks give bit-identical tables (when each id is recorded by one rank per epoch).
-* **states** (``reduce="masked_max"``): sequential quantities (EMA loss, last loss, last
-  correctness, label) that cannot be summed. Each rank updates them in place for the ids it
-  records. At ``sync`` every rank contributes its value only where it recorded the id since
-  the last sync (elsewhere the dtype's lowest value) and the element-wise max wins. This is
-  exact whenever, between two syncs, each id is recorded by a single rank — which holds when
-  the loader splits the samples of an epoch disjointly across ranks. If two ranks record the
-  same id in one epoch the larger value is kept (an approximation, never a hang).
+* ``"sum"`` columns: count, logit count, loss sum, margin sum, gold-probability sum and its
+  square, correct count, forgetting events;
+* ``"last"`` columns: the last loss; one (two with more than 127 classes) *code word* holding
+  the label, the last prediction and the last epoch as unsigned bit fields of a float-valued
+  integer (exact below 2**24), whose sign says whether that prediction was correct; and the
+  EMA loss as a numerator and a denominator (the EMA is their ratio).
 
-``record`` never leaves the device: no ``.item()``, ``.cpu()``, ``.tolist()``, no boolean
-indexing, no ``torch.unique``. Duplicate ids inside one call are resolved with a stable sort,
-so every accumulation goes through ``index_put_(accumulate=True)`` (deterministic on CUDA) and
-every state write stores identical values for duplicate ids.
+``record`` is one accumulating scatter. Sums add every entry; "last" columns are updated by
+*telescoping* deltas: in id order (one stable sort), each entry adds its value minus the value
+before it (the previous entry of the same id in call order, or the table's value for the first
+entry), so the deltas of one id sum to its last value. The EMA numerator and denominator are
+reset the same way and then take the EMA candidate of every entry and a count, so their ratio
+updates the EMA once per id with the mean of that id's losses in the call. Duplicate ids
+therefore need no second scatter and no write conflicts (``index_put_(accumulate=True)`` is
+deterministic on CUDA too).
+
+Recording and folding are separate steps. ``record`` writes into the table itself; when
+``torch.distributed`` runs with more than one rank the ledger also keeps a ``base`` copy taken
+at the last :meth:`Ledger.sync`, and ``sync`` folds: it sums the "sum" columns' growth across
+ranks (one all-reduce) and merges the "last" columns of the rows each rank recorded (one
+all-reduce of their int32 bit patterns with ``MAX``; rows a rank did not record carry the
+lowest int32) — two collectives whatever K is. Between two syncs each id is expected to be
+recorded by one rank (the loader splits an epoch's samples disjointly); if two ranks record the
+same id, the "last" columns keep one of them (an approximation, never a hang). A sharded
+ledger (each rank owning an id range) would replace only the fold.
+
+``record`` never leaves the device (no ``.item()``, ``.cpu()``, ``.tolist()``, boolean
+indexing or ``torch.unique``) and, with logits, dispatches 20 aten ops per call whatever the
+batch size: every intermediate lives in a per-batch-size workspace whose views are made once
+(see ``benchmarks/op_counts.py``).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 import torch.distributed as dist
 
-Reduce = Literal["sum", "max", "min", "masked_max"]
-_ACCUMULATORS = ("sum", "max", "min")
+Reduce = Literal["sum", "last"]
+_INT32_MIN = torch.iinfo(torch.int32).min
+_WORD_BITS = 24  # float32 holds every integer of magnitude below 2**24 exactly
+_EPOCH_BITS_MIN = 10  # at least 1023 epochs
+_NEVER = float(2**25)  # above every code word: "no forgetting possible" threshold
+_MASK = 1e30  # added (negated) to logits to leave a class out of a maximum
+_LOOKUP_MAX_CLASSES = 127  # (label, prediction) tables of at most 127**2 entries
+_MAX_WORKSPACES = 4  # batch sizes whose buffers are kept
 
 
 @dataclass(frozen=True)
-class _TableSpec:
-    dtype: torch.dtype
-    reduce: Reduce
-    default: float
+class _Field:
+    """An unsigned bit field ``[shift, shift + bits)`` of code word ``word``; stores value + 1
+    (0 means "unknown")."""
+
+    word: int
+    shift: int
+    bits: int
+
+    @property
+    def limit(self) -> int:
+        return (1 << self.bits) - 1  # largest storable value + 1
 
 
-def _lowest(dtype: torch.dtype) -> float:
-    return -math.inf if dtype.is_floating_point else torch.iinfo(dtype).min
+class _CodeLayout:
+    """Where ``label``, ``pred`` and ``epoch`` live in the float-valued code words.
 
+    With ``num_classes <= 127`` one word holds all three (2·b bits for the classes, at least
+    10 for the epoch); otherwise (or with unknown classes) two words: the label (up to
+    2**24 - 2 classes), and prediction (up to 16383 classes) + epoch. The word holding the
+    epoch is never 0 once written; its sign is the correct bit of the last prediction.
+    """
 
-def _highest(dtype: torch.dtype) -> float:
-    return math.inf if dtype.is_floating_point else torch.iinfo(dtype).max
+    def __init__(self, num_classes: int | None) -> None:
+        b = None if num_classes is None else max(1, int(num_classes).bit_length())
+        if b is not None and 2 * b + _EPOCH_BITS_MIN <= _WORD_BITS:
+            self.words = 1
+            self.fields = {"label": _Field(0, 0, b), "pred": _Field(0, b, b), "epoch": _Field(0, 2 * b, _WORD_BITS - 2 * b)}
+        else:
+            p = _WORD_BITS - _EPOCH_BITS_MIN
+            self.words = 2
+            self.fields = {"label": _Field(0, 0, _WORD_BITS), "pred": _Field(1, 0, p), "epoch": _Field(1, p, _EPOCH_BITS_MIN)}
+        self.sign_word = self.fields["epoch"].word
 
+    def encode(self, label: torch.Tensor, pred: torch.Tensor, correct: torch.Tensor, epoch: torch.Tensor | int) -> torch.Tensor:
+        """Float code words ``[words, *shape]`` from int64 ``label``/``pred``/``epoch`` (-1:
+        unknown) and ``correct`` (nonzero: the prediction was right)."""
+        shape = torch.broadcast_shapes(label.shape, pred.shape, correct.shape)
+        words = [torch.zeros(shape, dtype=torch.int64, device=label.device) for _ in range(self.words)]
+        for name, value in (("label", label), ("pred", pred), ("epoch", epoch)):
+            f = self.fields[name]
+            words[f.word] = words[f.word] + ((value + 1) << f.shift)
+        s = self.sign_word
+        words[s] = torch.where(correct != 0, words[s], -words[s])
+        return torch.stack(words).to(torch.float32)
 
-def _identity(spec: _TableSpec) -> float:
-    return {"sum": 0, "max": _lowest(spec.dtype), "min": _highest(spec.dtype)}[spec.reduce]
+    def decode(self, words: torch.Tensor, name: str) -> torch.Tensor:
+        """Field ``name`` as int64 (value, -1 where unknown) from float code words
+        ``[..., words]``; ``"correct"`` gives 1 or 0 (the sign)."""
+        if name == "correct":
+            return (words[..., self.sign_word] > 0).to(torch.int64)
+        return self.field(self.magnitudes(words), name).to(torch.int64)
+
+    @staticmethod
+    def magnitudes(words: torch.Tensor) -> torch.Tensor:
+        """int32 magnitudes of float code words (exact: below 2**24)."""
+        return words.abs().to(torch.int32)
+
+    def field(self, magnitudes: torch.Tensor, name: str) -> torch.Tensor:
+        """Field ``name`` (int32, -1 where unknown) from :meth:`magnitudes`."""
+        f = self.fields[name]
+        return ((magnitudes[..., f.word] >> f.shift) & ((1 << f.bits) - 1)) - 1
 
 
 def _world_size(group: Any) -> int:
@@ -62,39 +124,23 @@ def _world_size(group: Any) -> int:
     return dist.get_world_size(group)
 
 
-class _Runs:
-    """Groups the entries of one ``record`` call by id (stable, so call order is kept)."""
+def _flat(x: torch.Tensor) -> torch.Tensor:
+    return x if x.dim() == 1 else x.reshape(-1)
 
-    def __init__(self, ids: torch.Tensor) -> None:
-        b = ids.numel()
-        sorted_ids, self.order = torch.sort(ids, stable=True)
-        self.first = torch.ones(b, dtype=torch.bool, device=ids.device)
-        self.first[1:] = sorted_ids[1:] != sorted_ids[:-1]
-        self.run = torch.cumsum(self.first, 0) - 1
-        last = torch.ones_like(self.first)
-        last[:-1] = self.first[1:]
-        pos = torch.arange(b, device=ids.device)
-        tail = torch.where(last, pos, torch.full_like(pos, b)).flip(0)
-        self.last_pos = torch.cummin(tail, 0).values.flip(0)
-        self.inverse = torch.empty_like(self.order)
-        self.inverse[self.order] = pos
 
-    def mean(self, values: torch.Tensor) -> torch.Tensor:
-        """Per entry: the mean of all values of the same id in this call."""
-        v = values[self.order]
-        sums = torch.zeros_like(v).index_put_((self.run,), v, accumulate=True)
-        counts = torch.zeros_like(v).index_put_((self.run,), torch.ones_like(v), accumulate=True)
-        return (sums / counts.clamp_min(1))[self.run][self.inverse]
-
-    def last(self, values: torch.Tensor) -> torch.Tensor:
-        """Per entry: the value of the last entry of the same id in this call."""
-        return values[self.order][self.last_pos][self.inverse]
-
-    def previous(self, values: torch.Tensor, before: torch.Tensor) -> torch.Tensor:
-        """Per entry: the value of the previous entry of the same id, else ``before``."""
-        v = values[self.order]
-        shifted = torch.roll(v, 1)
-        return torch.where(self.first, before[self.order], shifted)[self.inverse]
+# Column order matters to the workspace: margin, gold, gold² adjacent; last loss, code words,
+# EMA numerator, EMA denominator adjacent, in this order.
+_SUMS = (
+    "count",
+    "logit_count",
+    "loss_sum",
+    "margin_sum",
+    "gold_prob_sum",
+    "gold_prob_sq_sum",
+    "correct_count",
+    "forget_count",
+)
+_CODE_NAMES = {"label": "label", "last_pred": "pred", "last_epoch": "epoch", "last_correct": "correct"}
 
 
 @dataclass(frozen=True)
@@ -112,7 +158,6 @@ class LedgerStats:
     has_logits: torch.Tensor  # bool: recorded at least once with logits
     count: torch.Tensor  # int32
     mean_loss: torch.Tensor
-    loss_var: torch.Tensor
     ema_loss: torch.Tensor
     last_loss: torch.Tensor
     aum: torch.Tensor  # mean margin: assigned-label logit minus largest other logit
@@ -161,6 +206,74 @@ def _variance(mean_square: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
     return mean_square.addcmul_(mean, mean, value=-1).clamp_min_(0)
 
 
+class _Workspace:
+    """Buffers and views for one batch size, made once and reused by every ``record``.
+
+    ``feats`` holds per-entry rows in call order, ``rows`` the same rows in id order with one
+    leading column, so that ``rows[:, :-1]`` is "the entry before" of ``rows[:, 1:]``. The first
+    ``K`` rows of ``rows`` are, in table column order, what the scatter adds (``values``).
+    """
+
+    def __init__(self, ledger: Ledger, b: int) -> None:
+        dev, k, words = ledger.device, ledger.width, ledger.layout.words
+        c = ledger.column
+        self.mode: str | None = None
+        self.loss, self.correct, self.forget = c["loss_sum"], c["correct_count"], c["forget_count"]
+        self.code_rows = [self.loss + k * (i + 1) for i in range(words)]  # telescoped with the loss row
+        step = self.code_rows[0] - self.correct
+        self.lookup_rows = slice(self.correct, self.correct + 2 * step + 1, step)  # correct, code, threshold
+        self.threshold = self.correct + 2 * step
+        z0 = max(self.threshold, self.code_rows[-1]) + 1
+        height = z0 + 4
+        self.ema_rows = height  # EMA candidate, ones, EMA weight, previous EMA
+        self.feats = torch.zeros(height, b, device=dev)
+        self.rows = torch.zeros(height + 4, b + 1, device=dev)
+        self.feats[[c["count"], c["logit_count"]]] = 1.0
+        self.rows[self.ema_rows + 1] = 1.0
+        self.keys = torch.full((b + 1,), -1, dtype=torch.long, device=dev)
+        self.sorted_ids, self.before_ids = self.keys[1:], self.keys[:-1]
+        self.order = torch.empty(b, dtype=torch.long, device=dev)
+        self.first = torch.empty(b, device=dev)
+        self.penalties = torch.empty(0, device=dev)
+        self.masked = torch.empty(0, device=dev)
+        self.extremes = self.feats[z0 : z0 + 3]  # gold logit, largest other, largest
+        self.argmax = torch.empty(3, b, dtype=torch.long, device=dev)
+        self.pred = self.argmax[2]
+        self.lse = self.feats[z0 + 3]
+        self.logit_block = self.feats[z0 : z0 + 4]
+        self.margin_gold = self.feats[c["margin_sum"] : c["gold_prob_sq_sum"] + 1]  # margin, gold, 2·gold
+        self.probs = self.feats[c["gold_prob_sum"] : c["gold_prob_sq_sum"] + 1]
+        self.loss_feat = self.feats[self.loss]
+        self.lookup_out = self.feats[self.lookup_rows]
+        self.permuted = self.rows[:height, 1:]
+        self.values = self.rows[:k, 1:]
+        self.put_index = (torch.arange(k, device=dev).unsqueeze(1), self.sorted_ids.unsqueeze(0))
+        last = c["last_loss"]
+        tel = slice(self.loss, self.code_rows[-1] + 1, k)
+        self.tel_now, self.tel_before = self.rows[tel, 1:], self.rows[tel, :-1]
+        self.tel_out = self.rows[last : last + 1 + words, 1:]
+        self.prev = torch.empty(1 + words, b, device=dev)
+        self.prev_sign = self.prev[1 + ledger.layout.sign_word]
+        self.threshold_row = self.rows[self.threshold, 1:]
+        self.forget_out = self.rows[self.forget, 1:]
+        self.gathered = torch.empty(k, b, device=dev)
+        g = self.gathered
+        self.g_count, self.g_num, self.g_den = g[c["count"]], g[c["ema_num"]], g[c["ema_den"]]
+        self.g_last = g[last : last + 1 + words]
+        self.g_ema = g[c["ema_num"] : c["ema_den"] + 1]
+        e = self.ema_rows
+        self.candidate, self.weight, self.prev_ema = self.rows[e, 1:], self.rows[e + 2, 1:], self.rows[e + 3, 1:]
+        self.ema_now = self.rows[e : e + 2, 1:]  # candidate, 1
+        self.ema_out = self.rows[c["ema_num"] : c["ema_den"] + 1, 1:]
+        self.loss_sorted = self.rows[self.loss, 1:]
+
+    def logit_buffers(self, c: int) -> None:
+        if self.masked.shape[-1] != c:
+            b = self.feats.shape[1]
+            self.penalties = torch.empty(3, b, c, device=self.feats.device)
+            self.masked = torch.empty(3, b, c, device=self.feats.device)
+
+
 class Ledger:
     """Per-sample loss, margin and correctness history for ``num_samples`` ids.
 
@@ -174,7 +287,6 @@ class Ledger:
         num_classes: int | None = None,
         device: torch.device | str = "cpu",
         ema: float = 0.9,
-        float_dtype: torch.dtype = torch.float32,
         process_group: Any = None,
     ) -> None:
         if num_samples < 0:
@@ -187,64 +299,143 @@ class Ledger:
         self.ema = float(ema)
         self.epoch = 0
         self.process_group = process_group
-        self._dirty = False  # pending holds records not folded yet (host-side flag)
-        self._specs: dict[str, _TableSpec] = {}
-        self._tables: dict[str, torch.Tensor] = {}
-        self._pending: dict[str, torch.Tensor] = {}  # accumulators only, allocated lazily
-        f, i32 = float_dtype, torch.int32
-        for name in ("count", "logit_count", "correct_count", "forget_count"):
-            self._add_table(name, i32, "sum")
-        for name in ("loss_sum", "loss_sq_sum", "margin_sum", "gold_prob_sum", "gold_prob_sq_sum"):
-            self._add_table(name, f, "sum")
-        self._add_table("last_epoch", i32, "max", default=-1)
-        self._add_table("ema_loss", f, "masked_max")
-        self._add_table("last_loss", f, "masked_max")
-        self._add_table("last_correct", torch.int8, "masked_max", default=-1)
-        self._add_table("label", torch.int64, "masked_max", default=-1)
-        self._add_table("last_pred", torch.int32, "masked_max", default=-1)
+        self.layout = _CodeLayout(num_classes)
+        self._dirty = False  # records since the last sync (host-side flag)
+        self._reduce: dict[str, Reduce] = {}
+        for name in _SUMS:
+            self._add_column(name, "sum")
+        for name in ("last_loss", *(f"code{w}" for w in range(self.layout.words)), "ema_num", "ema_den"):
+            self._add_column(name, "last")
+        self.column = {name: i for i, name in enumerate(self._reduce)}
+        self.width = len(self._reduce)
+        self._allocate()
 
-    # -- tables ---------------------------------------------------------------------------
-    def _add_table(self, name: str, dtype: torch.dtype, reduce: Reduce, default: float = 0) -> None:
-        """Declare a length-N table and how it is reduced across ranks."""
-        if reduce not in (*_ACCUMULATORS, "masked_max"):
-            raise ValueError(f"unknown reduction {reduce!r} for table {name!r}")
-        spec = _TableSpec(dtype, reduce, default)
-        self._specs[name] = spec
-        self._tables[name] = torch.full((self.num_samples,), default, dtype=dtype, device=self.device)
-        self._pending.clear()
+    # -- table ------------------------------------------------------------------------------
+    def _add_column(self, name: str, reduce: Reduce) -> None:
+        """Declare a column summed across ranks (``"sum"``) or taken from the rank that
+        recorded the row (``"last"``)."""
+        if reduce not in ("sum", "last"):
+            raise ValueError(f"unknown reduction {reduce!r} for column {name!r}")
+        self._reduce[name] = reduce
 
-    def _ensure_pending(self) -> dict[str, torch.Tensor]:
-        if not self._pending:
-            for name, spec in self._specs.items():
-                if spec.reduce in _ACCUMULATORS:
-                    self._pending[name] = torch.full_like(self._tables[name], _identity(spec))
-        return self._pending
+    def _allocate(self) -> None:
+        self._table = torch.zeros(self.width, self.num_samples, device=self.device)
+        self._table[self.column["ema_den"]] = 1.0  # EMA 0/1 = 0 until recorded
+        self._base: torch.Tensor | None = None  # the table at the last sync (distributed only)
+        self._workspaces: dict[int, _Workspace] = {}
+        self._constants: dict[tuple, tuple[torch.Tensor, ...]] = {}
+
+    @property
+    def bytes_per_sample(self) -> float:
+        """Device memory the table holds per sample id (the distributed base copy included
+        when allocated)."""
+        tables = [self._table] + ([] if self._base is None else [self._base])
+        total = sum(t.numel() * t.element_size() for t in tables)
+        return total / max(self.num_samples, 1)
+
+    @property
+    def _sum_width(self) -> int:
+        return len(_SUMS)
+
+    def _code_words(self, table: torch.Tensor | None = None) -> torch.Tensor:
+        """The code words of ``table`` (default: the ledger's) as ``[columns, words]``."""
+        first = self.column["code0"]
+        return (self._table if table is None else table)[first : first + self.layout.words].t()
 
     def table(self, name: str, pending: bool = False) -> torch.Tensor:
-        """The folded table ``name`` (or its not yet synced pending part). Do not modify."""
-        return (self._ensure_pending() if pending else self._tables)[name]
+        """Column ``name`` as a length-N tensor: sums as folded (or, with ``pending=True``, the
+        records not synced yet: only when distributed), ``ema_loss`` as numerator over
+        denominator, integer fields (``label``, ``last_pred``, ``last_correct``, ``last_epoch``)
+        decoded. Do not modify."""
+        if name in _CODE_NAMES:
+            words = self._code_words()
+            value = self.layout.decode(words, _CODE_NAMES[name])
+            if name == "last_correct":
+                value = torch.where(self.layout.decode(words, "pred") >= 0, value, -1)
+            return value.to({"label": torch.int64, "last_correct": torch.int8}.get(name, torch.int32))
+        if name == "ema_loss":
+            return self._table[self.column["ema_num"]] / self._table[self.column["ema_den"]]
+        if name not in _SUMS and name != "last_loss":
+            raise KeyError(f"the ledger has no table {name!r}")
+        column = self._table[self.column[name]]
+        if name == "last_loss":
+            return column
+        if pending:
+            return column - self._base[self.column[name]] if self._base is not None else torch.zeros_like(column)
+        return column if self._base is None else self._base[self.column[name]]
 
     @property
     def accumulator_names(self) -> tuple[str, ...]:
-        return tuple(k for k, spec in self._specs.items() if spec.reduce in _ACCUMULATORS)
+        return _SUMS
 
     @property
     def table_names(self) -> tuple[str, ...]:
-        return tuple(self._specs)
+        return (*_SUMS, "ema_loss", "last_loss", *_CODE_NAMES)
 
-    def _accumulators(self) -> dict[str, torch.Tensor]:
-        """Where ``record`` accumulates: the pending copies, folded in at :meth:`sync`."""
-        self._dirty = True
-        return self._ensure_pending()
-
-    @staticmethod
-    def _accumulate(target: torch.Tensor, ids: torch.Tensor, values: torch.Tensor) -> None:
-        target.index_put_((ids,), values.to(target.dtype), accumulate=True)
-
-    # -- recording ------------------------------------------------------------------------
+    # -- recording --------------------------------------------------------------------------
     def set_epoch(self, epoch: int) -> None:
         """The epoch that following :meth:`record` calls belong to."""
+        limit = self.layout.fields["epoch"].limit
+        if not 0 <= int(epoch) < limit:
+            raise ValueError(f"epoch must lie in [0, {limit}) for this ledger's layout, got {epoch}")
         self.epoch = int(epoch)
+
+    def _check(self, b: int, loss: torch.Tensor, logits: torch.Tensor | None, targets: torch.Tensor | None) -> None:
+        if loss.numel() != b:
+            raise ValueError(f"loss has {loss.numel()} entries for {b} ids")
+        if targets is not None and targets.numel() != b:
+            raise ValueError(f"targets has {targets.numel()} entries for {b} ids")
+        if logits is None:
+            return
+        if targets is None:
+            raise ValueError("logits need targets")
+        if logits.dim() != 2 or logits.shape[0] != b:
+            raise ValueError(f"logits must have shape ({b}, C), got {tuple(logits.shape)}")
+        if self.num_classes is not None and logits.shape[1] != self.num_classes:
+            raise ValueError(f"logits have {logits.shape[1]} classes, ledger has {self.num_classes}")
+        if logits.shape[1] > self.layout.fields["pred"].limit:
+            raise ValueError(f"logits have {logits.shape[1]} classes, more than this ledger's layout holds")
+
+    def _workspace(self, b: int, mode: str) -> _Workspace:
+        ws = self._workspaces.get(b)
+        if ws is None:
+            if len(self._workspaces) >= _MAX_WORKSPACES:  # e.g. a full and a last partial batch
+                self._workspaces.pop(next(iter(self._workspaces)))
+            ws = self._workspaces[b] = _Workspace(self, b)
+        if ws.mode != mode:  # rows that one kind of call fills and the other keeps constant
+            c = self.column
+            ws.feats[c["logit_count"]] = 1.0 if mode == "logits" else 0.0
+            if mode != "logits":
+                ws.feats[c["margin_sum"] : c["correct_count"] + 1] = 0.0
+                ws.feats[ws.threshold] = _NEVER  # no logits, no forgetting
+            ws.mode = mode
+        return ws
+
+    def _logit_tables(self, c: int) -> tuple[torch.Tensor, ...]:
+        """Per class count and epoch: the maximum masks ``[3, C, C]`` (only the target, all but
+        the target, all), the logit-block coefficients and (up to 127 classes) the code rows
+        by (target, prediction)."""
+        key = (c, self.epoch)
+        cached = self._constants.get(key)
+        if cached is None:
+            self._constants = {k: v for k, v in self._constants.items() if k[0] != c}
+            eye = torch.eye(c, dtype=torch.bool, device=self.device)
+            masks = torch.stack([~eye, eye, torch.zeros_like(eye)]).float().mul_(-_MASK)
+            # margin = gold - largest other; log p = gold - lse; 2 log p
+            coeff = torch.tensor([[1.0, -1.0, 0.0, 0.0], [1.0, 0.0, 0.0, -1.0], [2.0, 0.0, 0.0, -2.0]], device=self.device)
+            lookup = torch.empty(0, device=self.device)
+            if self.layout.words == 1 and c <= _LOOKUP_MAX_CLASSES:
+                grid = torch.arange(c, device=self.device)
+                lookup = self._logit_rows(grid[:, None], grid[None, :])
+            cached = self._constants[key] = (masks, coeff, lookup)
+        return cached
+
+    def _logit_rows(self, targets: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
+        """``[correct, code words..., forgetting threshold]`` for (target, prediction) pairs."""
+        correct = (pred == targets).float()
+        words = self.layout.encode(targets, pred, correct, self.epoch)
+        threshold = correct * _NEVER  # forgetting: the word before is positive (was correct) and above this
+        return torch.cat([correct[None], words, threshold[None]])
 
     @torch.no_grad()
     def record(
@@ -261,184 +452,192 @@ class Ledger:
         per id with the mean of that id's losses in the call; "last" values and forgetting
         transitions follow call order. Never synchronizes with the host.
         """
-        ids = ids.to(self.device, torch.long).reshape(-1)
+        ids = _flat(ids).to(self.device, torch.long)
         b = ids.numel()
         if b == 0:
             return
-        loss = loss.detach().reshape(-1).to(self.device, self._tables["ema_loss"].dtype)
-        if loss.numel() != b:
-            raise ValueError(f"loss has {loss.numel()} entries for {b} ids")
-        runs = _Runs(ids)
-        acc = self._accumulators()
-        seen_before = (self._tables["count"][ids] + acc["count"][ids]) > 0
-        self._accumulate(acc["count"], ids, torch.ones_like(ids))
-        self._accumulate(acc["loss_sum"], ids, loss)
-        self._accumulate(acc["loss_sq_sum"], ids, loss * loss)
-        acc["last_epoch"].index_fill_(0, ids, self.epoch)
-        call_mean = runs.mean(loss)
-        ema = self._tables["ema_loss"]
-        smoothed = self.ema * ema[ids] + (1.0 - self.ema) * call_mean
-        ema[ids] = torch.where(seen_before, smoothed, call_mean)
-        self._tables["last_loss"][ids] = runs.last(loss)
-        if targets is not None:
-            targets = targets.to(self.device, torch.long).reshape(-1)
-            if targets.numel() != b:
-                raise ValueError(f"targets has {targets.numel()} entries for {b} ids")
-            self._tables["label"][ids] = runs.last(targets)
+        loss = _flat(loss).to(self.device, torch.float32)
+        targets = None if targets is None else _flat(targets).to(self.device, torch.long)
+        self._check(b, loss, logits, targets)
+        if self._base is None and _world_size(self.process_group) > 1:
+            self._base = self._table.clone()
+        self._dirty = True
+        ws = self._workspace(b, "logits" if logits is not None else "loss")
+        torch.sort(ids, stable=True, out=(ws.sorted_ids, ws.order))
+        torch.ne(ws.sorted_ids, ws.before_ids, out=ws.first)  # first entry of its id
         if logits is not None:
-            if targets is None:
-                raise ValueError("logits need targets")
-            self._record_logits(acc, ids, runs, logits, targets)
+            assert targets is not None
+            self._logit_features(ws, logits.to(self.device, torch.float32), targets)
+        ws.loss_feat.copy_(loss)
+        torch.index_select(ws.feats, 1, ws.order, out=ws.permuted)
+        torch.index_select(self._table, 1, ws.sorted_ids, out=ws.gathered)
+        if logits is None:
+            self._kept_code_words(ws, targets)
+        # the EMA candidate lerp(loss, previous EMA, a) (a = 0 before the first record)
+        torch.clamp(ws.g_count, max=self.ema, out=ws.weight)
+        torch.div(ws.g_num, ws.g_den, out=ws.prev_ema)
+        torch.lerp(ws.loss_sorted, ws.prev_ema, ws.weight, out=ws.candidate)
+        # "last" columns: value minus the value before (the table's for an id's first entry)
+        torch.lerp(ws.tel_before, ws.g_last, ws.first, out=ws.prev)
+        torch.sub(ws.tel_now, ws.prev, out=ws.tel_out)
+        torch.gt(ws.prev_sign, ws.threshold_row, out=ws.forget_out)
+        # EMA numerator and denominator: reset at an id's first entry, then candidate and 1
+        torch.addcmul(ws.ema_now, ws.first, ws.g_ema, value=-1, out=ws.ema_out)
+        self._table.index_put_(ws.put_index, ws.values, accumulate=True)
 
-    def _record_logits(
-        self,
-        acc: dict[str, torch.Tensor],
-        ids: torch.Tensor,
-        runs: _Runs,
-        logits: torch.Tensor,
-        targets: torch.Tensor,
-    ) -> None:
-        logits = logits.detach().to(self.device, torch.float32)
-        if logits.dim() != 2 or logits.shape[0] != ids.numel():
-            raise ValueError(f"logits must have shape ({ids.numel()}, C), got {tuple(logits.shape)}")
-        if self.num_classes is not None and logits.shape[1] != self.num_classes:
-            raise ValueError(f"logits have {logits.shape[1]} classes, ledger has {self.num_classes}")
-        index = targets[:, None]
-        gold = logits.gather(1, index).squeeze(1)
-        is_gold = torch.zeros_like(logits, dtype=torch.bool).scatter_(1, index, True)
-        other = logits.masked_fill(is_gold, -math.inf).amax(1)
-        prob = torch.log_softmax(logits, 1).gather(1, index).squeeze(1).exp()
-        predicted = logits.argmax(1)
-        correct = (predicted == targets).to(torch.int8)
-        self._tables["last_pred"][ids] = runs.last(predicted.to(torch.int32))
-        self._accumulate(acc["logit_count"], ids, torch.ones_like(ids))
-        self._accumulate(acc["margin_sum"], ids, gold - other)
-        self._accumulate(acc["gold_prob_sum"], ids, prob)
-        self._accumulate(acc["gold_prob_sq_sum"], ids, prob * prob)
-        self._accumulate(acc["correct_count"], ids, correct)
-        last_correct = self._tables["last_correct"]
-        previous = runs.previous(correct, last_correct[ids])
-        self._accumulate(acc["forget_count"], ids, (previous == 1) & (correct == 0))
-        last_correct[ids] = runs.last(correct)
+    def _logit_features(self, ws: _Workspace, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        """Margin, gold probability and its square, correct bit, code words and forgetting
+        threshold of every entry, in call order, into ``ws.feats``."""
+        masks, coeff, lookup = self._logit_tables(logits.shape[1])
+        ws.logit_buffers(logits.shape[1])
+        torch.index_select(masks, 1, targets, out=ws.penalties)
+        torch.add(logits, ws.penalties, out=ws.masked)
+        torch.max(ws.masked, 2, out=(ws.extremes, ws.argmax))
+        torch.logsumexp(logits, 1, out=ws.lse)
+        torch.mm(coeff, ws.logit_block, out=ws.margin_gold)
+        ws.probs.exp_()
+        if lookup.numel():
+            torch.ops.aten.index.Tensor_out(lookup, [None, targets, ws.pred], out=ws.lookup_out)
+        else:
+            rows = self._logit_rows(targets, ws.pred)
+            ws.feats[ws.correct].copy_(rows[0])
+            for row, value in zip(ws.code_rows, rows[1:-1]):
+                ws.feats[row].copy_(value)
+            ws.feats[ws.threshold].copy_(rows[-1])
 
-    # -- cross-rank -----------------------------------------------------------------------
+    def _kept_code_words(self, ws: _Workspace, targets: torch.Tensor | None) -> None:
+        """Code words of a call without logits, in id order: the epoch, the label when given,
+        the table's prediction and correct bit."""
+        words = self._code_words(ws.gathered)
+        label = self.layout.decode(words, "label") if targets is None else targets[ws.order]
+        new = self.layout.encode(label, self.layout.decode(words, "pred"), self.layout.decode(words, "correct"), self.epoch)
+        for row, value in zip(ws.code_rows, new):
+            ws.rows[row, 1:].copy_(value)
+
+    # -- cross-rank -------------------------------------------------------------------------
     @torch.no_grad()
     def sync(self) -> None:
-        """Reduce pending records across ranks (if distributed) and fold them in.
-
-        A collective when ``torch.distributed`` runs with world size > 1: call it on every
-        rank. Idempotent: a second call without new records on any rank changes nothing and
-        costs one 1-element all-reduce.
-        """
-        distributed = _world_size(self.process_group) > 1
-        if not (self._dirty_anywhere() if distributed else self._dirty):
-            return
-        touched = self._ensure_pending()["count"] > 0
-        if distributed:
-            self._reduce_across_ranks(touched)
+        """Fold this rank's records in: when distributed, sum the growth of the "sum" columns
+        across ranks and merge the "last" columns of the rows each rank recorded (two
+        all-reduces, on every rank, whether or not anything was recorded). Idempotent. A
+        single process has nothing to fold."""
         self._dirty = False
-        for name, pending in self._pending.items():
-            spec, total = self._specs[name], self._tables[name]
-            if spec.reduce == "sum":
-                total += pending
-            elif spec.reduce == "max":
-                torch.maximum(total, pending, out=total)
-            else:
-                torch.minimum(total, pending, out=total)
-            pending.fill_(_identity(spec))
+        if _world_size(self.process_group) == 1:
+            self._base = None
+            return
+        if self._base is None:
+            self._base = self._table.clone()
+        s = self._sum_width
+        growth = self._table[:s] - self._base[:s]
+        bits = self._table[s:].view(torch.int32)
+        contribution = torch.where(growth[:1] > 0, bits, _INT32_MIN)
+        dist.all_reduce(growth, op=dist.ReduceOp.SUM, group=self.process_group)
+        dist.all_reduce(contribution, op=dist.ReduceOp.MAX, group=self.process_group)
+        bits.copy_(torch.where(growth[:1] > 0, contribution, bits))
+        self._table[:s] = self._base[:s] + growth
+        self._base.copy_(self._table)
 
-    def _dirty_anywhere(self) -> bool:
-        """Whether any rank recorded since the last sync (one 1-element all-reduce)."""
-        flag = torch.tensor([int(self._dirty)], dtype=torch.int32, device=self.device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self.process_group)
-        return bool(flag[0])
-
-    def _reduce_across_ranks(self, touched: torch.Tensor) -> None:
-        ops = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}
-        for name, pending in self._pending.items():
-            dist.all_reduce(pending, op=ops[self._specs[name].reduce], group=self.process_group)
-        touched_anywhere = self._pending["count"] > 0
-        for name, spec in self._specs.items():
-            if spec.reduce != "masked_max":
-                continue
-            table = self._tables[name]
-            contribution = torch.where(touched, table, torch.full_like(table, _lowest(spec.dtype)))
-            dist.all_reduce(contribution, op=dist.ReduceOp.MAX, group=self.process_group)
-            table.copy_(torch.where(touched_anywhere, contribution, table))
-
-    # -- derived statistics ---------------------------------------------------------------
+    # -- derived statistics -----------------------------------------------------------------
     @torch.no_grad()
     def stats(self, sync: bool = True) -> LedgerStats:
-        """Derived statistics. With ``sync=True`` (default) pending records are synced first
-        (a collective when distributed); with ``sync=False`` records since the last sync are
-        left out."""
+        """Derived statistics. With ``sync=True`` (default) records are synced first (a
+        collective when distributed); with ``sync=False`` records not folded yet (only when
+        distributed) are left out of the sums."""
         if sync:
             self.sync()
-        t = self._tables
-        count = t["count"].clone()
-        inv_n = count.to(torch.float32).clamp_min_(1).reciprocal_()
-        inv_nl = t["logit_count"].to(torch.float32).clamp_min_(1).reciprocal_()
-        mean_loss = t["loss_sum"] * inv_n
-        confidence = t["gold_prob_sum"] * inv_nl
-        seen, has_logits = count > 0, t["logit_count"] > 0
+        s = self._sum_width
+        columns = self._table if self._base is None else torch.cat([self._base[:s], self._table[s:]])
+        col = {name: columns[i] for name, i in self.column.items()}
+        count = col["count"]
+        inv_n = count.clamp_min(1).reciprocal_()
+        inv_nl = col["logit_count"].clamp_min(1).reciprocal_()
+        confidence = col["gold_prob_sum"] * inv_nl
+        seen, has_logits = count > 0, col["logit_count"] > 0
+        first = self.column["code0"]
+        magnitudes = self.layout.magnitudes(columns[first : first + self.layout.words].t())
         return LedgerStats(
             epoch=self.epoch,
             num_seen=int(seen.sum()),
             num_with_logits=int(has_logits.sum()),
             seen=seen,
             has_logits=has_logits,
-            count=count,
-            mean_loss=mean_loss.float(),
-            loss_var=_variance(t["loss_sq_sum"] * inv_n, mean_loss).float(),
-            ema_loss=t["ema_loss"].to(torch.float32, copy=True),
-            last_loss=t["last_loss"].to(torch.float32, copy=True),
-            aum=(t["margin_sum"] * inv_nl).float(),
-            confidence=confidence.float(),
-            variability=_variance(t["gold_prob_sq_sum"] * inv_nl, confidence).sqrt_().float(),
-            correct_frac=t["correct_count"] * inv_nl,
-            forgetting=t["forget_count"].clone(),
-            last_epoch=t["last_epoch"].clone(),
-            labels=t["label"].clone(),
+            count=count.to(torch.int32),
+            mean_loss=col["loss_sum"] * inv_n,
+            ema_loss=col["ema_num"] / col["ema_den"],
+            last_loss=col["last_loss"].clone(),
+            aum=col["margin_sum"] * inv_nl,
+            confidence=confidence,
+            variability=_variance(col["gold_prob_sq_sum"] * inv_nl, confidence).sqrt_(),
+            correct_frac=col["correct_count"] * inv_nl,
+            forgetting=col["forget_count"].to(torch.int32),
+            last_epoch=self.layout.field(magnitudes, "epoch"),
+            labels=self.layout.field(magnitudes, "label").to(torch.int64),
         )
 
-    # -- persistence ----------------------------------------------------------------------
+    # -- persistence ------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """Tables (folded and pending) plus settings, as tensors on the ledger's device."""
+        """Every column by name (folded, and pending when not synced) plus settings, as
+        tensors on the ledger's device. The same keys as the ledger of separate tables."""
+        pending = self._base is not None and self._dirty
         return {
             "num_samples": self.num_samples,
             "num_classes": self.num_classes,
             "ema": self.ema,
             "epoch": self.epoch,
-            "tables": {k: v.clone() for k, v in self._tables.items()},
-            "pending": {k: v.clone() for k, v in self._pending.items()} if self._dirty else {},
+            "tables": {k: self.table(k).clone() for k in self.table_names},
+            "pending": {k: self.table(k, pending=True).clone() for k in _SUMS} if pending else {},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore from :meth:`state_dict`; raises ``KeyError`` naming anything missing.
-        ``pending`` may be empty (nothing unsynced) or must hold every accumulator."""
+        """Restore from :meth:`state_dict` (or an older checkpoint with the same column
+        names; columns no longer kept are ignored); raises ``KeyError`` naming anything
+        missing. ``pending`` may be empty (nothing unsynced) or must hold every sum."""
         missing = [k for k in ("num_samples", "epoch", "tables") if k not in state]
-        missing += [f"tables.{k}" for k in self._tables if k not in state.get("tables", {})]
+        missing += [f"tables.{k}" for k in self.table_names if k not in state.get("tables", {})]
         pending = state.get("pending") or {}
         if pending:
-            missing += [f"pending.{k}" for k in self.accumulator_names if k not in pending]
+            missing += [f"pending.{k}" for k in _SUMS if k not in pending]
         if missing:
             raise KeyError(f"ledger state is missing {', '.join(missing)}")
         if int(state["num_samples"]) != self.num_samples:
-            raise ValueError(
-                f"ledger state has {state['num_samples']} samples, this ledger {self.num_samples}"
-            )
-        for name, tensor in self._tables.items():
-            tensor.copy_(state["tables"][name].to(self.device, tensor.dtype))
-        self._pending.clear()
-        for name, tensor in (self._ensure_pending() if pending else {}).items():
-            tensor.copy_(pending[name].to(self.device, tensor.dtype))
+            raise ValueError(f"ledger state has {state['num_samples']} samples, this ledger {self.num_samples}")
+        tables = state["tables"]
+        self._allocate()
+        for name in (*_SUMS, "last_loss"):
+            self._table[self.column[name]] = tables[name].to(self.device, torch.float32)
+        self._table[self.column["ema_num"]] = tables["ema_loss"].to(self.device, torch.float32)
+        last_epoch = tables["last_epoch"].to(self.device, torch.int64)
+        if "last_epoch" in pending:  # older checkpoints kept it as a pending maximum
+            last_epoch = torch.maximum(last_epoch, pending["last_epoch"].to(self.device, torch.int64))
+        self._code_words().copy_(self._encode(tables, last_epoch).t())
+        if pending:
+            rows = torch.stack([pending[k].to(self.device, torch.float32) for k in _SUMS])
+            if _world_size(self.process_group) > 1:
+                self._base = self._table.clone()
+            self._table[: self._sum_width] += rows
         self._dirty = bool(pending)
         self.epoch = int(state["epoch"])
         self.ema = float(state.get("ema", self.ema))
 
+    def _encode(self, tables: dict[str, torch.Tensor], last_epoch: torch.Tensor) -> torch.Tensor:
+        """Code words ``[words, N]`` from label / last_pred / last_correct / last_epoch columns
+        (-1 = unknown), checked against the layout."""
+        values = {
+            "label": tables["label"].to(self.device, torch.int64),
+            "pred": tables["last_pred"].to(self.device, torch.int64),
+            "epoch": last_epoch,
+        }
+        for name, value in values.items():
+            if bool((value + 1 > self.layout.fields[name].limit).any()):
+                raise ValueError(f"ledger state: {name} exceeds this ledger's layout ({self.layout.fields[name].bits} bits)")
+        correct = tables["last_correct"].to(self.device, torch.int64) == 1
+        return self.layout.encode(values["label"], values["pred"], correct, values["epoch"])
+
     def to(self, device: torch.device | str) -> Ledger:
-        """Move every table to ``device`` (in place); returns ``self``."""
+        """Move the table to ``device`` (in place); returns ``self``."""
         self.device = torch.device(device)
-        self._tables = {k: v.to(self.device) for k, v in self._tables.items()}
-        self._pending = {k: v.to(self.device) for k, v in self._pending.items()}
+        self._table = self._table.to(self.device)
+        self._base = None if self._base is None else self._base.to(self.device)
+        self._workspaces.clear()
+        self._constants.clear()
         return self

@@ -20,6 +20,7 @@ from aug_checks import (
     make_sample,
 )
 from curated_loader.augment import (
+    Draws,
     ColorJitter,
     GaussianNoise,
     HorizontalFlip,
@@ -51,12 +52,11 @@ KERNELS = {
     "crop": (kornia.geometry.transform, "warp_affine"),
     "flip": (kornia.geometry.transform, "hflip"),
     "jitter": (kornia.enhance, "adjust_contrast_with_mean_subtraction"),
-    "erase": (kornia.geometry.bbox, "bbox_to_mask"),
 }
 
 
 def _draw(aug, n=1024, strength=1.0):
-    return aug.params(torch.full((n,), strength), sample_seed(5, 0, torch.arange(n)), torch.Size([n, 3, H, W]))
+    return aug.params(torch.full((n,), strength), Draws.single(sample_seed(5, 0, torch.arange(n)), aug.num_draws), torch.Size([n, 3, H, W]))
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -105,7 +105,7 @@ def test_crop_resamples_the_box():
     x = torch.arange(W, dtype=torch.float32).expand(1, H, W).clone()  # value = column
     n = 8
     seeds = sample_seed(5, 0, torch.arange(n))
-    p = aug.params(torch.ones(n), seeds, torch.Size([n, 1, H, W]))
+    p = aug.params(torch.ones(n), Draws.single(seeds, aug.num_draws), torch.Size([n, 1, H, W]))
     y = aug.batch(batch_of(x, n), torch.ones(n), seeds)
     for i in range(n):
         left = float(p["x0"][i]) * (W - 1)
@@ -121,7 +121,7 @@ def test_flip_probability_and_exactness():
         assert abs(rate - p) < 4 * math.sqrt(p * (1 - p) / 4000)
     n = 16
     seeds = sample_seed(5, 0, torch.arange(n))
-    flip = aug.params(torch.ones(n), seeds, torch.Size([n, 3, H, W]))["flip"]
+    flip = aug.params(torch.ones(n), Draws.single(seeds, aug.num_draws), torch.Size([n, 3, H, W]))["flip"]
     y = aug.batch(batch_of(_image(), n), torch.ones(n), seeds)
     for i in range(n):
         assert torch.equal(y[i], _image().flip(-1) if flip[i] else _image())
@@ -142,7 +142,7 @@ def test_erasing_box_matches_params():
     n = 64
     for s in (0.5, 1.0):
         seeds = sample_seed(5, 0, torch.arange(n))
-        p = aug.params(torch.full((n,), s), seeds, torch.Size([n, 3, H, W]))
+        p = aug.params(torch.full((n,), s), Draws.single(seeds, aug.num_draws), torch.Size([n, 3, H, W]))
         y = aug.batch(batch_of(_image(), n), torch.full((n,), s), seeds)
         erased = (y == -1.0).all(dim=1)  # [n, H, W]
         assert 0 < int(p["erase"].sum()) < n

@@ -12,32 +12,42 @@ from aug_checks import ks_critical, ks_statistic
 from curated_loader.augment import fold_in, normal, sample_seed, seed_of_sample, uniform
 from curated_loader.augment import seeding
 
-M32 = 0xFFFFFFFF
+M64 = (1 << 64) - 1
 
 
-def _py_mix32(x: int) -> int:
-    x ^= x >> 16
-    x = (x * 0x7FEB352D) & M32
-    x ^= x >> 15
-    x = (x * 0x846CA68B) & M32
-    return x ^ (x >> 16)
+def _splitmix64_output(x: int) -> int:
+    """SplitMix64's output function, written out from its definition."""
+    z = (x + 0x9E3779B97F4A7C15) & M64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M64
+    return z ^ (z >> 31)
 
 
-def test_mix_matches_exact_integer_arithmetic():
+def _signed(v: int) -> int:
+    return v - (1 << 64) if v >> 63 else v
+
+
+def test_mix64_matches_the_python_reference_bit_for_bit():
     rng = random.Random(0)
-    values = [0, 1, M32, M32 - 1, 1 << 31] + [rng.getrandbits(32) for _ in range(2000)]
-    got = seeding._mix32(torch.tensor(values, dtype=torch.int64)).tolist()
-    assert got == [_py_mix32(v) for v in values]
+    values = [0, 1, M64, M64 - 1, 1 << 63, (1 << 63) - 1] + [rng.getrandbits(64) for _ in range(5000)]
+    got = seeding.mix64(torch.tensor([_signed(v) for v in values], dtype=torch.int64)).tolist()
+    assert got == [_signed(_splitmix64_output(v)) for v in values]
+    assert [seeding.mix64_reference(v) for v in values[:50]] == [_splitmix64_output(v) for v in values[:50]]
 
 
-def test_sample_seed_deterministic_and_broadcasting():
+def test_sample_seed_deterministic_and_per_sample_repeats():
     ids = torch.arange(10)
     a = sample_seed(3, 1, ids)
     assert a.dtype == torch.int64 and a.shape == (10,)
     assert torch.equal(a, sample_seed(3, 1, ids, 0))
     assert torch.equal(a, sample_seed(torch.tensor(3), torch.tensor(1), ids, torch.zeros(10, dtype=torch.long)))
     assert int(a[4]) == int(sample_seed(3, 1, torch.tensor([4]))[0])
-    assert (a >= 0).all()
+    repeats = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2, 3])
+    per_sample = sample_seed(3, 1, ids, repeats)
+    for i, r in enumerate(repeats.tolist()):
+        assert int(per_sample[i]) == int(sample_seed(3, 1, ids[i : i + 1], r)[0])
+    with pytest.raises(ValueError, match="epoch must be one value on the host"):
+        sample_seed(3, torch.tensor([1, 2]), ids)
 
 
 @pytest.mark.parametrize("change", ["seed", "epoch", "id", "repeat"])
@@ -53,10 +63,10 @@ def test_every_input_changes_the_seed(change):
 def test_no_collisions_and_extreme_inputs():
     ids = torch.arange(200_000)
     assert torch.unique(sample_seed(0, 0, ids)).numel() == ids.numel()
-    big = torch.tensor([0, 2**40, 2**62, -1, -(2**63)])
-    s = sample_seed(-(2**63), 2**31 + 5, big, 2**33)
-    assert (s >= 0).all() and torch.unique(s).numel() == 5
-    assert torch.equal(s, sample_seed(-(2**63), 2**31 + 5, big, 2**33))
+    big = torch.tensor([0, 2**39, 2**40 - 1, 12345])
+    s = sample_seed(-(2**63), 2**31 + 5, big, 2**22)
+    assert torch.unique(s).numel() == 4
+    assert torch.equal(s, sample_seed(-(2**63), 2**31 + 5, big, 2**22))
 
 
 def test_seed_of_sample_matches_vectorized_form():

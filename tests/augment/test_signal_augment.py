@@ -17,7 +17,7 @@ from aug_checks import (
     check_params_agree,
     check_picklable,
 )
-from curated_loader.augment import AmplitudeScale, GaussianNoise, Shift, TimeStretch, sample_seed
+from curated_loader.augment import AmplitudeScale, Draws, GaussianNoise, Shift, TimeStretch, sample_seed
 
 L = 40
 
@@ -68,7 +68,7 @@ def test_vectorized_single_gather_pass(name, monkeypatch):
 
 
 def _draw(aug, n=512, strength=1.0):
-    return aug.params(torch.full((n,), strength), sample_seed(3, 0, torch.arange(n)), torch.Size([n, L]))
+    return aug.params(torch.full((n,), strength), Draws.single(sample_seed(3, 0, torch.arange(n)), aug.num_draws), torch.Size([n, L]))
 
 
 def test_shift_bounds_and_semantics():
@@ -80,7 +80,7 @@ def test_shift_bounds_and_semantics():
     x = torch.arange(L, dtype=torch.float32)
     n = 16
     seeds = sample_seed(3, 0, torch.arange(n))
-    k = aug.params(torch.ones(n), seeds, torch.Size([n, L]))["shift"]
+    k = aug.params(torch.ones(n), Draws.single(seeds, aug.num_draws), torch.Size([n, L]))["shift"]
     y = aug.batch(batch_of(x, n), torch.ones(n), seeds)
     yz = Shift(max_shift=5, mode="zero").batch(batch_of(x, n), torch.ones(n), seeds)
     for i in range(n):
@@ -115,7 +115,7 @@ def test_time_stretch_is_linear_interpolation():
     aug = TimeStretch(s_max=0.5)
     x = torch.arange(L, dtype=torch.float64)  # a ramp stays a ramp about the centre
     seeds = sample_seed(3, 0, torch.arange(4))
-    f = aug.params(torch.ones(4), seeds, torch.Size([4, L]))["factor"].double()
+    f = aug.params(torch.ones(4), Draws.single(seeds, aug.num_draws), torch.Size([4, L]))["factor"].double()
     y = aug.batch(batch_of(x, 4), torch.ones(4), seeds)
     c = (L - 1) / 2
     for i in range(4):

@@ -62,9 +62,13 @@ def test_parsers_read_the_sub_benchmark_tables():
     assert [r[0] for r in rows] == ["re-curation, N = 100,000", "re-curation, N = 10,000,000"]
     assert "plan 0.350 s; record 0.250 ms" in rows[1][2] and "925 MiB" in rows[1][2]
     tracking = (
-        "device: H100\n\n| variant | median step ms | steps |\n|---|---:|---:|\n"
-        "| plain F.cross_entropy | 1.100 | 189 |\n| curated_loss + CurationCallback | 1.300 | 189 |\n\n"
-        "step-time ratio tracked / plain: 1.182\nepoch-end re-curation (sync + plan + publish), median: 9.0 ms\n"
+        "device: H100\n\n| part (per batch) | median wall ms | median CPU ms |\n|---|---:|---:|\n"
+        "| plain step | 1.100 | 1.000 |\n| tracked step (curated_loss) | 1.105 | 1.002 |\n"
+        "| device-path augmentation | 0.080 | 0.070 |\n\n"
+        "tracked / plain step: 1.005 wall, 1.002 CPU\ndevice augmentation / plain step: 7.3% wall, 7.0% CPU\n"
     )
-    (row,) = gpu_check.parse_tracking(tracking)
-    assert row[1] == "ok" and "plain 1.100 ms, tracked 1.300 ms" in row[2] and "1.182" in row[2]
+    tracked, augment = gpu_check.parse_tracking(tracking)
+    assert tracked[1] == "ok" and "1.005 (goal <= 1.01)" in tracked[2] and "plain 1.100 ms, tracked 1.105 ms" in tracked[2]
+    assert augment[1] == "missed goal" and "7.3% (goal <= 5%)" in augment[2]
+    assert all(r[1] == "ok" and "dry run" in r[2] for r in gpu_check.parse_tracking(tracking, judge=False))
+    assert gpu_check.parse_tracking("no table")[0][1] == "FAILED"

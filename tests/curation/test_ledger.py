@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import inspect
-import re
-
 import pytest
 import torch
 
 from curated_loader.curation import Ledger
-from curated_loader.curation import ledger as ledger_module
+from ledger_replay import FIXTURE, assert_same_decision, replay, stats_dict
 
 
 def _reference(calls, n: int, ema: float) -> dict[str, torch.Tensor]:
@@ -19,7 +16,6 @@ def _reference(calls, n: int, ema: float) -> dict[str, torch.Tensor]:
         for k in (
             "count",
             "loss_sum",
-            "loss_sq_sum",
             "logit_count",
             "margin_sum",
             "gold_prob_sum",
@@ -40,7 +36,6 @@ def _reference(calls, n: int, ema: float) -> dict[str, torch.Tensor]:
             per_id.setdefault(i, []).append(value)
             ref["count"][i] += 1
             ref["loss_sum"][i] += value
-            ref["loss_sq_sum"][i] += value * value
             ref["last_loss"][i] = value
             ref["label"][i] = int(targets[j])
             row, t = logits[j], int(targets[j])
@@ -71,8 +66,9 @@ def _random_calls(n: int, calls: int, batch: int, classes: int, seed: int = 0):
     return out
 
 
-def test_tables_match_entrywise_reference_with_duplicates():
-    n, classes = 20, 4
+@pytest.mark.parametrize("classes", [4, 200])  # one code word (table lookup), two words (arithmetic)
+def test_tables_match_entrywise_reference_with_duplicates(classes):
+    n = 20
     calls = _random_calls(n, calls=12, batch=16, classes=classes)
     ledger = Ledger(n, num_classes=classes, ema=0.8)
     for call in calls:
@@ -90,7 +86,6 @@ def test_duplicates_in_one_call_accumulate():
     stats = ledger.stats()
     assert stats.count.tolist() == [1, 0, 3, 0]
     assert torch.allclose(stats.mean_loss, torch.tensor([5.0, 0.0, 2.0, 0.0]))
-    assert torch.allclose(stats.loss_var[2], torch.tensor(2.0 / 3.0))
     assert stats.ema_loss[2] == 2.0  # first observation: the call's mean
     assert stats.last_loss[2] == 3.0  # call order
     ledger.record(torch.tensor([2, 2]), torch.tensor([4.0, 6.0]))
@@ -122,12 +117,12 @@ def test_margin_confidence_and_seen_masks():
     assert stats.num_seen == 3
 
 
-def test_sync_is_idempotent_and_pending_is_separate():
+def test_sync_is_idempotent_and_one_process_folds_at_record():
     ledger = Ledger(5)
     ledger.set_epoch(3)
     ledger.record(torch.tensor([1, 4]), torch.tensor([1.0, 2.0]))
-    assert ledger.stats(sync=False).num_seen == 0
-    assert ledger.table("count", pending=True).tolist() == [0, 1, 0, 0, 1]
+    assert ledger.stats(sync=False).num_seen == 2  # nothing to fold on one process
+    assert ledger.table("count", pending=True).tolist() == [0, 0, 0, 0, 0]
     ledger.sync()
     first = {k: ledger.table(k).clone() for k in ledger.table_names}
     ledger.sync()
@@ -164,18 +159,62 @@ def test_to_moves_every_table():
     assert all(ledger.table(k).device.type == "meta" for k in ledger.table_names)
 
 
-def test_add_table_rejects_unknown_reduction():
+def test_add_column_rejects_unknown_reduction():
     with pytest.raises(ValueError, match="unknown reduction"):
-        Ledger(2)._add_table("x", torch.float32, "mean")  # type: ignore[arg-type]
+        Ledger(2)._add_column("x", "max")  # type: ignore[arg-type]
 
 
-def test_record_code_never_synchronizes_with_the_host():
-    """``record`` must stay free of host syncs; CPU cannot detect them, so guard the source."""
-    sources = [inspect.getsource(obj) for obj in (Ledger.record, Ledger._record_logits, Ledger._accumulate)]
-    sources.append(inspect.getsource(ledger_module._Runs))
-    forbidden = re.compile(
-        r"\.item\(|\.cpu\(|\.tolist\(|\.numpy\(|torch\.unique|nonzero|\bint\(|\bfloat\(|\bbool\("
-    )
-    for source in sources:
-        body = re.sub(r'"""[\s\S]*?"""', "", source)  # docstrings may mention them
-        assert not forbidden.search(body), forbidden.search(body)
+def test_record_runs_on_meta_tensors_so_it_never_reads_values_on_the_host():
+    """A host sync needs a value; meta tensors have none, so any ``.item()``, ``.tolist()``,
+    boolean indexing or data-dependent shape inside ``record`` raises here."""
+    ledger = Ledger(100, num_classes=10).to("meta")
+    ids = torch.randint(100, (64,)).to("meta")
+    logits = torch.randn(64, 10, device="meta")
+    targets = torch.randint(10, (64,)).to("meta")
+    ledger.record(ids, torch.randn(64, device="meta"), logits, targets)
+    ledger.record(ids, torch.randn(64, device="meta"))
+    assert ledger.table("loss_sum").device.type == "meta"
+
+
+def test_layout_fits_48_bytes_per_sample_with_ten_classes():
+    ledger = Ledger(1000, num_classes=10)
+    ledger.record(torch.arange(8), torch.ones(8), torch.randn(8, 10), torch.arange(8))
+    assert ledger.bytes_per_sample <= 48.1
+    assert Ledger(1000, num_classes=5000).layout.words == 2  # wider labels: one more word
+
+
+def test_labels_predictions_and_epochs_round_trip_through_the_code_words():
+    for classes in (2, 10, 1023, 5000):
+        ledger = Ledger(4, num_classes=classes)
+        ledger.set_epoch(7)
+        logits = torch.full((3, classes), -5.0)
+        logits[0, classes - 1] = logits[1, 0] = logits[2, 0] = 5.0
+        ledger.record(torch.tensor([0, 1, 2]), torch.ones(3), logits, torch.tensor([classes - 1, 1, 0]))
+        ledger.record(torch.tensor([3]), torch.ones(1), targets=torch.tensor([classes - 1]))
+        assert ledger.table("label").tolist() == [classes - 1, 1, 0, classes - 1], classes
+        assert ledger.table("last_pred").tolist() == [classes - 1, 0, 0, -1], classes
+        assert ledger.table("last_correct").tolist() == [1, 0, 1, -1], classes
+        assert ledger.table("last_epoch").tolist() == [7, 7, 7, 7], classes
+
+
+def test_replay_gives_the_recorded_stats_and_decision():
+    """The stream in ``ledger_replay`` gives the statistics and the decision recorded in the
+    fixture (made with the ledger of separate length-N tables, before it was packed)."""
+    recorded = torch.load(FIXTURE)
+    ledger, decision = replay()
+    for name, value in stats_dict(ledger).items():
+        expected = recorded["stats"][name]
+        if isinstance(value, torch.Tensor):
+            assert value.dtype == expected.dtype and value.shape == expected.shape, name
+            assert torch.allclose(value.double(), expected.double(), rtol=1e-5, atol=1e-6), name
+        else:
+            assert value == expected, name
+    assert_same_decision(decision, recorded["decision"])
+
+
+def test_batch_size_buffers_are_bounded_and_reused():
+    ledger = Ledger(50, num_classes=3)
+    for b in (4, 5, 6, 7, 8, 4):
+        ledger.record(torch.arange(b), torch.ones(b), torch.randn(b, 3), torch.zeros(b, dtype=torch.long))
+    assert len(ledger._workspaces) <= 4
+    assert ledger.table("count")[:4].tolist() == [6.0] * 4 and ledger.table("count")[8:].sum() == 0

@@ -1,0 +1,33 @@
+"""The tracking-overhead benchmark in its quick mode: one Trainer trains curated epochs (the
+epoch counter advances and the decisions prune), and the timed parts and ratios are reported."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.timeout(300)
+def test_quick_run_trains_curated_epochs_and_reports_ratios(tmp_path):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    out = tmp_path / "tracking.json"
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "tracking_overhead.py"), "--quick", "--json", str(out)],
+                            capture_output=True, text=True, timeout=280, check=False, cwd=ROOT, env=env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    epochs = figures["epochs"]
+    assert [e["epoch"] for e in epochs] == [0, 1, 2]  # one Trainer: the epoch counter advances
+    train_samples = 800  # --quick: 1000 samples, 80% of them for training
+    assert epochs[0]["kept_next"] < train_samples  # InfoBatch prunes epoch 1 (the last epoch is full)
+    assert epochs[1]["steps"] < epochs[0]["steps"]  # and epoch 1 trains on the curated set
+    assert figures["timed_steps"] == epochs[1]["steps"] + epochs[2]["steps"]  # every step after epoch 0
+    for part in ("plain", "tracked", "augment"):
+        assert figures["median_ms"][part]["cpu"] > 0
+    assert "tracked / plain step:" in result.stdout and "device augmentation / plain step:" in result.stdout
