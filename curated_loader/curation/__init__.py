@@ -14,6 +14,7 @@ from .policies import (
     SmallLossFilter,
 )
 from .schedule import Policy, Scheduled, cooldown_start, is_active
+from .sharded import OwnedStats, ShardedLedger, make_ledger
 
 __all__ = [
     "AUMFilter",
@@ -26,15 +27,18 @@ __all__ = [
     "Ledger",
     "LedgerStats",
     "NoisePart",
+    "OwnedStats",
     "Policy",
     "PrunePart",
     "Reason",
     "Reweight",
     "Scheduled",
+    "ShardedLedger",
     "SmallLossFilter",
     "StrengthPart",
     "WeightPart",
     "cooldown_start",
     "derive_seed",
     "is_active",
+    "make_ledger",
 ]
