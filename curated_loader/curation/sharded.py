@@ -96,7 +96,14 @@ class ShardedLedger:
         self._chunk = max(1, math.ceil(self.num_samples / self.world))
         self._owned = _OwnedTable(self.hi - self.lo + 1, num_classes, device, ema)  # + scratch row
         self._scratch = self.hi - self.lo
-        self._buffer = torch.empty(0, device=self.device)
+        ws = _Workspace(self._owned, 1)
+        c = self._owned.column
+        # the feature rows the fold reads: the sums it adds, the code words, the forgetting threshold
+        carried = [*range(c["forget_count"]), *ws.code_rows, ws.threshold]
+        self._carried = torch.tensor(carried, device=self.device)
+        self._target_column = _FEATS + carried.index(ws.code_rows[0])  # calls without logits: the target
+        self._width = _FEATS + len(carried)
+        self._buffer = torch.empty(0, self._width, device=self.device)
         self._used = 0
 
     @property
@@ -119,8 +126,13 @@ class ShardedLedger:
 
     @property
     def buffer_bytes(self) -> int:
-        """Bytes of this rank's record buffer (its allocated capacity)."""
+        """Bytes of this rank's record buffer (its allocated capacity; kept across epochs)."""
         return self._buffer.numel() * self._buffer.element_size()
+
+    @property
+    def entry_bytes(self) -> int:
+        """Bytes of one buffered record (id, kind and the feature rows the fold reads)."""
+        return self._width * self._buffer.element_size()
 
     @property
     def buffered(self) -> int:
@@ -158,23 +170,25 @@ class ShardedLedger:
         in_range = (local >= 0) & (local < self.num_owned)
         owned._fold(ws, torch.where(in_range, local, self._scratch), targets)
 
-    def _append(self, ids: torch.Tensor, kind: int, ws: _Workspace, targets: torch.Tensor | None) -> None:
-        b, height = ids.numel(), ws.feats.shape[0]
-        width = _FEATS + height
-        if self._buffer.shape[-1:] != (width,) or self._used + b > self._buffer.shape[0]:
-            grown = torch.empty(max(2 * self._buffer.shape[0], self._used + b), width, device=self.device)
-            if self._used:
-                if self._buffer.shape[1] != width:
-                    raise RuntimeError("record rows changed width within an epoch")
-                grown[: self._used] = self._buffer[: self._used]
+    def reserve(self, entries: int) -> None:
+        """Make room for ``entries`` buffered records (e.g. this rank's records of one epoch),
+        so the buffer is not grown by doubling while recording."""
+        if entries > self._buffer.shape[0]:
+            grown = torch.empty(entries, self._width, device=self.device)
+            grown[: self._used] = self._buffer[: self._used]
             self._buffer = grown
+
+    def _append(self, ids: torch.Tensor, kind: int, ws: _Workspace, targets: torch.Tensor | None) -> None:
+        b = ids.numel()
+        if self._used + b > self._buffer.shape[0]:
+            self.reserve(max(2 * self._buffer.shape[0], self._used + b))
         rows = self._buffer[self._used : self._used + b]
         rows[:, :_ID_COLUMNS] = ids.view(torch.float32).view(b, _ID_COLUMNS)
         rows[:, _KIND] = kind
-        rows[:, _FEATS:] = ws.feats.t()
+        rows[:, _FEATS:] = torch.index_select(ws.feats, 0, self._carried).t()
         if kind == _LOSS_TARGETS:  # calls without logits fill their code words at the fold
             assert targets is not None
-            rows[:, _FEATS + ws.code_rows[0]] = targets
+            rows[:, self._target_column] = targets
         self._used += b
 
     # -- the exchange -----------------------------------------------------------------------
@@ -221,11 +235,11 @@ class ShardedLedger:
                 continue
             ws = _Workspace(owned, b)  # one-off size: not kept among the record workspaces
             ws.mode = "logits" if kind == _LOGITS else "loss"
-            ws.feats.copy_(part[:, _FEATS:].t())
+            ws.feats.index_copy_(0, self._carried, part[:, _FEATS:].t())
             ids = part[:, :_ID_COLUMNS].contiguous().view(torch.int64).reshape(-1) - self.lo
             targets = None
             if kind == _LOSS_TARGETS:
-                targets = part[:, _FEATS + ws.code_rows[0]].to(torch.long)
+                targets = ws.feats[ws.code_rows[0]].to(torch.long)
             owned._fold(ws, ids, targets)
 
     # -- statistics -------------------------------------------------------------------------

@@ -153,3 +153,14 @@ def test_owned_ranges_cover_every_id_once():
     for n, world in ((101, 2), (10, 3), (2, 4), (0, 2)):
         ranges = [owned_range(n, r, world) for r in range(world)]
         assert [i for lo, hi in ranges for i in range(lo, hi)] == list(range(n)), (n, world)
+
+
+def test_sharded_record_runs_on_meta_tensors_so_it_never_reads_values_on_the_host():
+    """Meta tensors have no values: any host sync in ``record`` (or its buffering) raises."""
+    ledger = ShardedLedger(100, num_classes=10, device="meta")
+    ids = torch.randint(100, (64,)).to("meta")
+    loss = torch.rand(64, device="meta")
+    ledger.record(ids, loss, torch.randn(64, 10, device="meta"), torch.randint(10, (64,)).to("meta"))
+    ledger.record(ids, loss, None, torch.randint(10, (64,)).to("meta"))
+    ledger.record(ids, loss)
+    assert ledger.buffered == 3 * 64
