@@ -220,10 +220,11 @@ class ShardedLedger:
             received, send, received_counts.tolist(), counts.tolist(), group=self.process_group
         )
         del send
-        self._fold_received(received)
+        for sender_rows in received.split(received_counts.tolist()):
+            self._fold_received(sender_rows)
 
     def _fold_received(self, received: torch.Tensor) -> None:
-        """Fold exchanged rows (grouped by sender, call order within) by kind, one call each."""
+        """Fold one sender's exchanged rows (call order) by kind, one call each."""
         if not received.shape[0]:
             return
         owned = self._owned

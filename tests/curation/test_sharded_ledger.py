@@ -1,5 +1,5 @@
-"""The sharded ledger: two real gloo ranks record overlapping random batches (duplicates
-included); the union of the owners' slices equals a dense single-process Ledger fed the same
+"""The sharded ledger: real gloo ranks (two, and three) record overlapping random batches
+(duplicates included); the union of the owners' slices equals a dense single-process Ledger fed the same
 records in the documented order, with at most two collectives per epoch."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch.multiprocessing as mp
 from curated_loader.curation import Ledger, ShardedLedger, make_ledger
 from curated_loader.curation.sharded import AUTO_SHARD_MIN_SAMPLES, owned_range
 
-N, CLASSES, EPOCHS, CALLS, BATCH, WORLD = 101, 4, 3, 4, 24, 2
+N, CLASSES, EPOCHS, CALLS, BATCH = 101, 4, 3, 4, 24
 MAX_COLLECTIVES_PER_EPOCH = 2
 
 
@@ -46,17 +46,17 @@ def restrict(call: tuple, lo: int, hi: int) -> tuple:
     return tuple(None if t is None else t[inside] for t in call)
 
 
-def dense_reference() -> Ledger:
+def dense_reference(world: int) -> Ledger:
     """A single-process Ledger fed in the sharded ledger's order: per epoch and owner, the
     owner's calls restricted to its ids, then each other rank's entries (by kind) as one call."""
     dense = Ledger(N, CLASSES)
     for epoch in range(EPOCHS):
         dense.set_epoch(epoch)
-        for owner in range(WORLD):
-            lo, hi = owned_range(N, owner, WORLD)
+        for owner in range(world):
+            lo, hi = owned_range(N, owner, world)
             for call in calls(owner, epoch):
                 dense.record(*restrict(call, lo, hi))
-            for sender in (r for r in range(WORLD) if r != owner):
+            for sender in (r for r in range(world) if r != owner):
                 parts = [restrict(c, lo, hi) for c in calls(sender, epoch)]
                 for k in range(3):
                     group = [p for p in parts if kind(p) == k]
@@ -64,8 +64,8 @@ def dense_reference() -> Ledger:
     return dense
 
 
-def _worker(rank: int, port: int, out: str) -> None:
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
+def _worker(rank: int, world: int, port: int, out: str) -> None:
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     counted: list[str] = []
     real = {name: getattr(dist, name) for name in ("all_to_all_single", "all_reduce", "all_gather", "broadcast")}
 
@@ -103,12 +103,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.timeout(180)
-def test_owner_slices_of_two_gloo_ranks_equal_the_dense_ledger(tmp_path):
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("world", [2, 3])  # 3: uneven ranges, two senders per owner
+def test_owner_slices_of_gloo_ranks_equal_the_dense_ledger(tmp_path, world):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
-    dense = dense_reference()
-    got = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+    mp.spawn(_worker, args=(world, _free_port(), str(tmp_path)), nprocs=world, join=True)
+    dense = dense_reference(world)
+    got = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(world)]
     for name in dense.table_names:
         union = torch.cat([g["tables"][name] for g in got])
         expected = dense.table(name)
@@ -117,14 +118,14 @@ def test_owner_slices_of_two_gloo_ranks_equal_the_dense_ledger(tmp_path):
     dense_stats = dense.stats()
     assert sum(g["stats"].num_seen for g in got) == dense_stats.num_seen
     for r, g in enumerate(got):
-        lo, hi = owned_range(N, r, WORLD)
+        lo, hi = owned_range(N, r, world)
         assert (g["stats"].offset, g["stats"].total_samples, g["stats"].num_samples) == (lo, N, hi - lo)
         assert torch.allclose(g["stats"].mean_loss, dense_stats.mean_loss[lo:hi], rtol=1e-5, atol=1e-6)
         assert all(c == ["all_to_all_single"] * MAX_COLLECTIVES_PER_EPOCH for c in g["collectives"]), g["collectives"]
     # the stream did exercise what the equality is about
-    assert int(dense.table("count").sum()) == WORLD * EPOCHS * CALLS * BATCH
+    assert int(dense.table("count").sum()) == world * EPOCHS * CALLS * BATCH
     assert int(dense.table("forget_count").sum()) > 0
-    assert int((dense.table("count") > WORLD * EPOCHS).sum()) > 0  # duplicates
+    assert int((dense.table("count") > world * EPOCHS).sum()) > 0  # duplicates
 
 
 def test_one_process_sharded_ledger_matches_dense_and_checks_ids():
