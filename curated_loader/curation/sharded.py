@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -39,6 +40,8 @@ from .ledger import Ledger, LedgerStats, _flat, _Workspace, _world_size
 
 # Dense below this many samples (and always on one process); see make_ledger.
 AUTO_SHARD_MIN_SAMPLES = 10_000_000
+# Received records are folded in chunks of about this many entries (~330 B of workspace each).
+DEFAULT_FOLD_CHUNK = 1 << 19
 LedgerMode = Literal["dense", "sharded", "auto"]
 
 _ID_COLUMNS = 2  # the int64 id as two float32 bit patterns
@@ -70,12 +73,27 @@ def owned_range(num_samples: int, rank: int, world: int) -> tuple[int, int]:
     return lo, min(num_samples, lo + chunk)
 
 
+def _id_runs(sorted_ids: torch.Tensor, size: int) -> Iterator[tuple[int, int]]:
+    """``[start, end)`` chunks of about ``size`` entries of ``sorted_ids`` that never split the
+    entries of one id (a chunk is longer when one id has more than ``size`` entries)."""
+    n, start = sorted_ids.numel(), 0
+    while start < n:
+        end = min(n, start + size)
+        if end < n:
+            at = sorted_ids[end : end + 1]
+            cut = int(torch.searchsorted(sorted_ids, at))
+            end = cut if cut > start else int(torch.searchsorted(sorted_ids, at, right=True))
+        yield start, end
+        start = end
+
+
 class ShardedLedger:
     """Per-sample statistics for ``num_samples`` ids, each rank holding the rows it owns.
 
     Same recording API as :class:`Ledger` (``record``, ``set_epoch``, ``sync``, ``stats``);
     ``stats`` returns this rank's slice. ``sync`` (and ``stats``, which syncs) is a collective:
-    call it on every rank at epoch end.
+    call it on every rank at epoch end. ``fold_chunk`` bounds the entries folded in one step at
+    the exchange (each id's entries stay in one step), and so the fold's working memory.
     """
 
     def __init__(
@@ -85,10 +103,14 @@ class ShardedLedger:
         device: torch.device | str = "cpu",
         ema: float = 0.9,
         process_group: Any = None,
+        fold_chunk: int = DEFAULT_FOLD_CHUNK,
     ) -> None:
         if num_samples < 0:
             raise ValueError(f"num_samples must be >= 0, got {num_samples}")
+        if fold_chunk < 1:
+            raise ValueError(f"fold_chunk must be >= 1, got {fold_chunk}")
         self.num_samples = int(num_samples)
+        self.fold_chunk = int(fold_chunk)
         self.process_group = process_group
         self.world = _world_size(process_group)
         self.rank = dist.get_rank(process_group) if self.world > 1 else 0
@@ -231,17 +253,14 @@ class ShardedLedger:
         kinds = received[:, _KIND]
         for kind in (_LOGITS, _LOSS_TARGETS, _LOSS_ONLY):
             part = received[kinds == kind]
-            b = part.shape[0]
-            if not b:
-                continue
-            ws = _Workspace(owned, b)  # one-off size: not kept among the record workspaces
-            ws.mode = "logits" if kind == _LOGITS else "loss"
-            ws.feats.index_copy_(0, self._carried, part[:, _FEATS:].t())
-            ids = part[:, :_ID_COLUMNS].contiguous().view(torch.int64).reshape(-1) - self.lo
-            targets = None
-            if kind == _LOSS_TARGETS:
-                targets = ws.feats[ws.code_rows[0]].to(torch.long)
-            owned._fold(ws, ids, targets)
+            ids, order = torch.sort(part[:, :_ID_COLUMNS].contiguous().view(torch.int64).reshape(-1), stable=True)
+            for start, end in _id_runs(ids, self.fold_chunk):  # a call's workspace per chunk, not per epoch
+                rows = part.index_select(0, order[start:end])
+                ws = _Workspace(owned, end - start)  # one-off size: not kept among the record workspaces
+                ws.mode = "logits" if kind == _LOGITS else "loss"
+                ws.feats.index_copy_(0, self._carried, rows[:, _FEATS:].t())
+                targets = ws.feats[ws.code_rows[0]].to(torch.long) if kind == _LOSS_TARGETS else None
+                owned._fold(ws, ids[start:end] - self.lo, targets)
 
     # -- statistics -------------------------------------------------------------------------
     @torch.no_grad()

@@ -4,6 +4,7 @@ records in the documented order, with at most two collectives per epoch."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 from pathlib import Path
@@ -14,7 +15,11 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from curated_loader.curation import Ledger, ShardedLedger, make_ledger
-from curated_loader.curation.sharded import AUTO_SHARD_MIN_SAMPLES, owned_range
+from curated_loader.curation.sharded import (
+    AUTO_SHARD_MIN_SAMPLES,
+    _id_runs,
+    owned_range,
+)
 
 N, CLASSES, EPOCHS, CALLS, BATCH = 101, 4, 3, 4, 24
 MAX_COLLECTIVES_PER_EPOCH = 2
@@ -79,7 +84,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
     try:
         for name in real:
             setattr(dist, name, counting(name))
-        ledger = ShardedLedger(N, CLASSES)
+        ledger = ShardedLedger(N, CLASSES, fold_chunk=5)  # several fold steps, some ids above 5 entries
         per_epoch = []
         for epoch in range(EPOCHS):
             ledger.set_epoch(epoch)
@@ -148,6 +153,16 @@ def test_make_ledger_modes():
     assert type(make_ledger(AUTO_SHARD_MIN_SAMPLES, mode="dense")) is Ledger
     with pytest.raises(ValueError, match="'striped'"):
         make_ledger(10, mode="striped")  # type: ignore[arg-type]
+
+
+def test_id_runs_cover_everything_and_never_split_an_id():
+    ids = torch.tensor([0, 0, 1, 2, 2, 2, 2, 2, 3, 4, 4, 5])
+    for size in (1, 2, 3, 5, 100):
+        runs = list(_id_runs(ids, size))
+        assert runs[0][0] == 0 and runs[-1][1] == ids.numel(), size
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(runs)), size
+        assert all(ids[e - 1] != ids[e] for _, e in runs[:-1]), (size, runs)
+        assert all(e - s <= size or bool((ids[s:e] == ids[s]).all()) for s, e in runs), (size, runs)  # longer: one id
 
 
 def test_owned_ranges_cover_every_id_once():
