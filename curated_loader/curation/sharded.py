@@ -252,7 +252,8 @@ class ShardedLedger:
         owned = self._owned
         kinds = received[:, _KIND]
         for kind in (_LOGITS, _LOSS_TARGETS, _LOSS_ONLY):
-            part = received[kinds == kind]
+            mask = kinds == kind
+            part = received if bool(mask.all()) else received[mask]  # one kind (usual): no copy
             ids, order = torch.sort(part[:, :_ID_COLUMNS].contiguous().view(torch.int64).reshape(-1), stable=True)
             for start, end in _id_runs(ids, self.fold_chunk):  # a call's workspace per chunk, not per epoch
                 rows = part.index_select(0, order[start:end])
