@@ -218,31 +218,37 @@ class ShardedLedger:
     def sync(self) -> None:
         """Hand every owner the records of its ids (two ``all_to_all_single`` calls, on every
         rank, when distributed) and fold them in. Raises ``ValueError`` naming an id outside
-        ``[0, num_samples)``."""
+        ``[0, num_samples)``, on every rank (the others after the counts exchange)."""
         rows = self._buffer[: self._used]
         self._used = 0
         ids = rows[:, :_ID_COLUMNS].contiguous().view(torch.int64).reshape(-1)
-        if ids.numel():
-            bad = (ids < 0) | (ids >= self.num_samples)
-            if bool(bad.any()):
-                raise ValueError(f"ledger record has id {int(ids[bad][0])} outside [0, {self.num_samples})")
+        bad = (ids < 0) | (ids >= self.num_samples)
+        error = None
+        if bool(bad.any()):
+            error = f"ledger record has id {int(ids[bad][0])} outside [0, {self.num_samples})"
         if self.world == 1:
+            if error:
+                raise ValueError(error)
             return
-        dest = ids // self._chunk
+        dest = ids.clamp(0, max(self.num_samples - 1, 0)) // self._chunk
         order = torch.sort(dest, stable=True).indices
-        counts = torch.bincount(dest, minlength=self.world).cpu()
-        start = int(counts[: self.rank].sum())
-        keep = torch.cat([order[:start], order[start + int(counts[self.rank]) :]])
-        send = rows.index_select(0, keep)
-        counts[self.rank] = 0
+        counts = torch.bincount(dest, minlength=self.world)  # on the device: NCCL needs it there
+        sizes = counts.tolist()
+        start = sum(sizes[: self.rank])
+        send = rows.index_select(0, torch.cat([order[:start], order[start + sizes[self.rank] :]]))
+        counts[self.rank] = 0  # owned records were folded at record time
+        sizes[self.rank] = 0
+        if error:  # every rank learns of it from the counts and raises: no rank is left waiting
+            counts.fill_(-1)
         received_counts = torch.empty_like(counts)
         dist.all_to_all_single(received_counts, counts, group=self.process_group)
-        received = torch.empty(int(received_counts.sum()), rows.shape[1], device=self.device)
-        dist.all_to_all_single(
-            received, send, received_counts.tolist(), counts.tolist(), group=self.process_group
-        )
+        received_sizes = received_counts.tolist()
+        if error or min(received_sizes) < 0:
+            raise ValueError(error or f"another rank's ledger record has an id outside [0, {self.num_samples})")
+        received = torch.empty(sum(received_sizes), rows.shape[1], device=self.device)
+        dist.all_to_all_single(received, send, received_sizes, sizes, group=self.process_group)
         del send
-        for sender_rows in received.split(received_counts.tolist()):
+        for sender_rows in received.split(received_sizes):
             self._fold_received(sender_rows)
 
     def _fold_received(self, received: torch.Tensor) -> None:

@@ -133,6 +133,29 @@ def test_owner_slices_of_gloo_ranks_equal_the_dense_ledger(tmp_path, world):
     assert int((dense.table("count") > world * EPOCHS).sum()) > 0  # duplicates
 
 
+def _bad_id_worker(rank: int, port: int, out: str) -> None:
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        ledger = ShardedLedger(N, CLASSES)
+        ledger.record(torch.tensor([1, N - 1, N + rank]) if rank == 1 else torch.tensor([1, N - 1]), torch.ones(3 if rank else 2))
+        try:
+            ledger.sync()
+            message = "no error"
+        except ValueError as e:
+            message = str(e)
+        Path(out, f"rank{rank}.txt").write_text(message)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.timeout(120)
+def test_an_id_out_of_range_on_one_rank_raises_on_every_rank_without_a_hang(tmp_path):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    mp.spawn(_bad_id_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    assert (tmp_path / "rank1.txt").read_text() == f"ledger record has id {N + 1} outside [0, {N})"
+    assert (tmp_path / "rank0.txt").read_text() == f"another rank's ledger record has an id outside [0, {N})"
+
+
 def test_one_process_sharded_ledger_matches_dense_and_checks_ids():
     sharded, dense = ShardedLedger(N, CLASSES), Ledger(N, CLASSES)
     for call in calls(0, 0):
