@@ -16,6 +16,7 @@ from .policies import (
 )
 from .reduction import DEFAULT_REDUCTION, REDUCTIONS, weighted_loss
 from .schedule import Policy, Scheduled, cooldown_start, is_active
+from .sharded import OwnedStats, ShardedLedger, make_ledger
 
 __all__ = [
     "DEFAULT_REDUCTION",
@@ -31,16 +32,19 @@ __all__ = [
     "LedgerStats",
     "LossMarginFilter",
     "NoisePart",
+    "OwnedStats",
     "Policy",
     "PrunePart",
     "Reason",
     "Reweight",
     "Scheduled",
+    "ShardedLedger",
     "SmallLossFilter",
     "StrengthPart",
     "WeightPart",
     "cooldown_start",
     "derive_seed",
     "is_active",
+    "make_ledger",
     "weighted_loss",
 ]

@@ -333,6 +333,10 @@ class Ledger:
         total = sum(t.numel() * t.element_size() for t in tables)
         return total / max(self.num_samples, 1)
 
+    def _distributed(self) -> bool:
+        """Whether records are folded across ranks by :meth:`sync` (a ``base`` copy is kept)."""
+        return _world_size(self.process_group) > 1
+
     @property
     def _sum_width(self) -> int:
         return len(_SUMS)
@@ -459,19 +463,28 @@ class Ledger:
         loss = _flat(loss).to(self.device, torch.float32)
         targets = None if targets is None else _flat(targets).to(self.device, torch.long)
         self._check(b, loss, logits, targets)
-        if self._base is None and _world_size(self.process_group) > 1:
-            self._base = self._table.clone()
-        self._dirty = True
         ws = self._workspace(b, "logits" if logits is not None else "loss")
-        torch.sort(ids, stable=True, out=(ws.sorted_ids, ws.order))
-        torch.ne(ws.sorted_ids, ws.before_ids, out=ws.first)  # first entry of its id
+        self._entry_features(ws, loss, logits, targets)
+        self._fold(ws, ids, targets)
+
+    def _entry_features(self, ws: _Workspace, loss: torch.Tensor, logits: torch.Tensor | None, targets: torch.Tensor | None) -> None:
+        """Per-entry rows in call order into ``ws.feats`` (they do not read the table)."""
         if logits is not None:
             assert targets is not None
             self._logit_features(ws, logits.to(self.device, torch.float32), targets)
         ws.loss_feat.copy_(loss)
+
+    def _fold(self, ws: _Workspace, ids: torch.Tensor, targets: torch.Tensor | None) -> None:
+        """Fold the entries of ``ws.feats`` (call order, ids ``ids``) into the table: one
+        accumulating scatter. ``targets`` is only read by calls without logits."""
+        if self._base is None and self._distributed():
+            self._base = self._table.clone()
+        self._dirty = True
+        torch.sort(ids, stable=True, out=(ws.sorted_ids, ws.order))
+        torch.ne(ws.sorted_ids, ws.before_ids, out=ws.first)  # first entry of its id
         torch.index_select(ws.feats, 1, ws.order, out=ws.permuted)
         torch.index_select(self._table, 1, ws.sorted_ids, out=ws.gathered)
-        if logits is None:
+        if ws.mode != "logits":
             self._kept_code_words(ws, targets)
         # the EMA candidate lerp(loss, previous EMA, a) (a = 0 before the first record)
         torch.clamp(ws.g_count, max=self.ema, out=ws.weight)
@@ -522,7 +535,7 @@ class Ledger:
         all-reduces, on every rank, whether or not anything was recorded). Idempotent. A
         single process has nothing to fold."""
         self._dirty = False
-        if _world_size(self.process_group) == 1:
+        if not self._distributed():
             self._base = None
             return
         if self._base is None:
@@ -612,7 +625,7 @@ class Ledger:
         self._code_words().copy_(self._encode(tables, last_epoch).t())
         if pending:
             rows = torch.stack([pending[k].to(self.device, torch.float32) for k in _SUMS])
-            if _world_size(self.process_group) > 1:
+            if self._distributed():
                 self._base = self._table.clone()
             self._table[: self._sum_width] += rows
         self._dirty = bool(pending)
