@@ -63,7 +63,8 @@ def _decoder(decode: Sequence[str | Callable], fields: list[tuple[str, ...]]) ->
 
 
 class CuratedStream(IterableDataset):
-    """An IterableDataset yielding ready batches ``(field_1, ..., field_k, ids, weights)``.
+    """An IterableDataset yielding ready batches ``(field_1, ..., field_k, ids, weights)``
+    (``with_repeats=True``: ``(..., ids, weights, repeats)``).
 
     Args:
         shards: brace pattern, glob, list of URLs, or an index JSON (see :func:`load_index`).
@@ -90,6 +91,9 @@ class CuratedStream(IterableDataset):
             ``CURATED_LOADER_ALLOW_PIPE`` environment variable; see :func:`load_index`).
         max_member_bytes: largest tar member read from a stream or compressed shard; a
             larger one is a ShardError (local tar files are checked against their size).
+        with_repeats: also deliver each sample's copy number (int64, 0 for its first copy in
+            the epoch; padding and resampling make more), which seeds augmentation on the
+            training device exactly as ``__repeat__`` seeds it in the workers.
     """
 
     def __init__(
@@ -115,6 +119,7 @@ class CuratedStream(IterableDataset):
         collate: Callable[[list], Any] = default_collate,
         allow_pipe: bool | None = None,
         max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES,
+        with_repeats: bool = False,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -140,6 +145,7 @@ class CuratedStream(IterableDataset):
         self.transform = transform
         self.augment = augment
         self.collate = collate
+        self.with_repeats = with_repeats
         if snapshot is not None and snapshot.num_samples != self.index.num_samples:
             raise ValueError(f"snapshot holds {snapshot.num_samples} samples, the shards {self.index.num_samples}")
         self.snapshot = snapshot or CurationSnapshot(self.index.num_samples)
@@ -199,10 +205,11 @@ class CuratedStream(IterableDataset):
             if not chunk:
                 return
             columns = list(zip(*chunk))
-            fields = tuple(self.collate(list(col)) for col in columns[:-2])
-            ids = torch.tensor(columns[-2], dtype=torch.int64)
-            weights = torch.tensor(columns[-1], dtype=torch.float32)
-            yield fields + (ids, weights)
+            fields = tuple(self.collate(list(col)) for col in columns[:-3])
+            ids = torch.tensor(columns[-3], dtype=torch.int64)
+            weights = torch.tensor(columns[-2], dtype=torch.float32)
+            repeats = (torch.tensor(columns[-1], dtype=torch.int64),) if self.with_repeats else ()
+            yield fields + (ids, weights) + repeats
 
 
 class _WorkerEpoch:

@@ -218,11 +218,11 @@ def field(sample: dict, alternatives: tuple[str, ...]) -> Any:
 
 
 def to_fields(data: Iterator[dict], fields: Sequence[tuple[str, ...]], skips: SkipAccount) -> Iterator[tuple]:
-    """``(*fields, id, weight)`` per sample, the batch's columns."""
+    """``(*fields, id, weight, repeat)`` per sample, the batch's columns."""
     for sample in data:
         try:
             values = tuple(field(sample, alts) for alts in fields)
         except ShardError as error:
             skips(SkipKind.SAMPLE, error, [sample["__id__"]])
             continue
-        yield values + (sample["__id__"], sample["__weight__"])
+        yield values + (sample["__id__"], sample["__weight__"], sample.get("__repeat__", 0))

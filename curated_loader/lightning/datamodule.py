@@ -160,6 +160,7 @@ class CuratedDataModule(L.LightningDataModule):
                 augment=self.augment if train and self.augment_on == "worker" else None,
                 on_error=self.on_error, rank=rank, world_size=world,
                 cache_dir=self.cache_dir, allow_pipe=self.allow_pipe, max_member_bytes=self.max_member_bytes,
+                with_repeats=train and self._augments_on_device,
             )
             stream.num_workers = self.num_workers  # its loader's; epoch lengths are planned per worker
             self.streams[split] = stream
@@ -214,28 +215,34 @@ class CuratedDataModule(L.LightningDataModule):
         return self._stream("train").skip_counts()
 
     # -- the batch on its way to training_step -----------------------------------------
+    @property
+    def _augments_on_device(self) -> bool:
+        return self.augment is not None and self.augment_on == "device"
+
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        if not (isinstance(batch, (tuple, list)) and len(batch) == len(self.fields) + 2):
+        if not (isinstance(batch, (tuple, list)) and len(batch) - len(self.fields) in (2, 3)):
             return batch
-        *fields, ids, weights = batch
+        n = len(self.fields)
+        fields, (ids, weights), repeats = list(batch[:n]), batch[n : n + 2], batch[n + 2] if len(batch) > n + 2 else None
         trainer = self.trainer
         if trainer is None or trainer.training:
             self.batch = BatchContext(ids=ids, weights=weights)
             epoch = self._train_loader.epoch if self._train_loader is not None else self._current_epoch()
             done = self._position[1] if self._position[0] == epoch else 0
             self._position = (epoch, done + 1)
-            if self.augment is not None and self.augment_on == "device":
+            if self._augments_on_device:
                 position = self.fields.index(self.augment.field)
-                fields[position] = self._augment_on_device(fields[position], ids, epoch)
+                fields[position] = self._augment_on_device(fields[position], ids, epoch, repeats)
         return fields[0] if len(fields) == 1 else tuple(fields)
 
-    def _augment_on_device(self, x: torch.Tensor, ids: torch.Tensor, epoch: int) -> torch.Tensor:
-        """The batched augmentation, each sample at its snapshot strength (no host sync)."""
+    def _augment_on_device(self, x: torch.Tensor, ids: torch.Tensor, epoch: int, repeats: torch.Tensor | None) -> torch.Tensor:
+        """The batched augmentation, each sample at its snapshot strength and seeded by its copy
+        number as in the workers (no host sync)."""
         snapshot = self.snapshot
         if self._strength is None or self._strength[0] != snapshot.version or self._strength[1].device != ids.device:
             self._strength = (snapshot.version, snapshot.strength.to(ids.device))
         strength = self._strength[1][ids]
-        return augment_batch(self.augment, x, strength, ids, epoch, self.seed)
+        return augment_batch(self.augment, x, strength, ids, epoch, self.seed, repeat=repeats)
 
     # -- checkpoints -------------------------------------------------------------------
     @property

@@ -108,7 +108,7 @@ def test_attach_curation_reads_weight_and_strength_from_the_snapshot(resample):
     snapshot.publish(torch.ones(4, dtype=torch.bool), torch.tensor([1.0, 2.0, 0.5, 1.0]), torch.tensor([0.0, 0.3, 0.6, 1.0]), version=2)
     out = list(stages.attach_curation(iter([{"__id__": 1}, {"__id__": 2}]), snapshot.view(), epoch=2, seed=9, resample=resample))
     assert [s["__weight__"] for s in out] == ([1.0, 1.0] if resample else [2.0, 0.5])
-    assert [s["__strength__"] for s in out] == pytest.approx([0.3, 0.6])
+    assert [s["__strength__"] for s in out] == pytest.approx([0.3, 0.6], abs=1 / 510)  # strength is stored as uint8
     assert all(s["__epoch__"] == 2 and s["__seed__"] == 9 for s in out)
 
 
@@ -131,5 +131,5 @@ def test_to_fields_takes_the_first_alternative_and_skips_samples_without_one(sou
     with pytest.raises(ShardError, match=r"u\.tar \(sample 'b'\): missing field 'png;jpg'"):
         list(stages.to_fields(iter(samples), fields, source("stream", "raise").skips))
     skips = source("stream", "skip").skips
-    assert list(stages.to_fields(iter(samples), fields, skips)) == [("J", 3, 0, 1.5)]
+    assert list(stages.to_fields(iter(samples), fields, skips)) == [("J", 3, 0, 1.5, 0)]  # id, weight, copy number
     assert skips.bad_ids == {1}

@@ -65,3 +65,36 @@ def test_device_path_needs_a_batched_augmentation(signals):
         CuratedDataModule(signals, fields=("npy", "cls"), augment=lambda s, k: s, augment_on="device")
     with pytest.raises(ValueError, match="field 'x' is not one of fields"):
         CuratedDataModule(signals, fields=("npy", "cls"), augment=Shift(), augment_on="device")
+
+
+def augmented_copies(index, augment_on, workers):
+    """``{(id, copy number): augmented row}`` with ids 0..9 read three times each (resampling)."""
+    dm = CuratedDataModule(index, fields=("npy", "cls"), decode=(), batch_size=64, num_workers=workers,
+                           augment=signal_augment(), augment_on=augment_on, seed=11, resample=True)
+    dm.setup("fit")
+    dm.train_stream.with_repeats = True  # the device path asks for them itself; here both paths report them
+    n = dm.train_stream.num_samples
+    weight = torch.ones(n)
+    weight[:10] = 3.0
+    dm.snapshot.publish(torch.ones(n, dtype=torch.bool), weight, torch.full((n,), 0.8), version=0)
+    loader = dm.train_dataloader()
+    loader.epoch_fn = None
+    loader.set_epoch(0)
+    out = {}
+    for batch in loader:
+        repeats = batch[-1]
+        x, _ = dm.on_after_batch_transfer(batch, 0)
+        for i, r, row in zip(dm.batch.ids.tolist(), repeats.tolist(), x):
+            out[(i, r)] = row
+    return out
+
+
+def test_copies_of_one_sample_differ_and_agree_across_paths(signals):
+    device = augmented_copies(signals, "device", 0)
+    worker = augmented_copies(signals, "worker", 2)
+    for i in range(10):
+        assert {r for j, r in device if j == i} == {0, 1, 2}
+        copies = [device[(i, r)] for r in range(3)]
+        assert not torch.equal(copies[0], copies[1]) and not torch.equal(copies[1], copies[2])
+        for r in range(3):
+            torch.testing.assert_close(device[(i, r)], worker[(i, r)], atol=1e-5, rtol=1e-5)
