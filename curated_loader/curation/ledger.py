@@ -456,16 +456,25 @@ class Ledger:
         per id with the mean of that id's losses in the call; "last" values and forgetting
         transitions follow call order. Never synchronizes with the host.
         """
+        entries = self._entries(ids, loss, logits, targets)
+        if entries is not None:
+            self._fold(*entries)
+
+    def _entries(
+        self, ids: torch.Tensor, loss: torch.Tensor, logits: torch.Tensor | None, targets: torch.Tensor | None,
+    ) -> tuple[_Workspace, torch.Tensor, torch.Tensor | None] | None:
+        """Check one call's arguments and compute its per-entry rows (``None`` for no entries):
+        the workspace holding them, the ids and the targets, on the ledger's device."""
         ids = _flat(ids).to(self.device, torch.long)
         b = ids.numel()
         if b == 0:
-            return
+            return None
         loss = _flat(loss).to(self.device, torch.float32)
         targets = None if targets is None else _flat(targets).to(self.device, torch.long)
         self._check(b, loss, logits, targets)
         ws = self._workspace(b, "logits" if logits is not None else "loss")
         self._entry_features(ws, loss, logits, targets)
-        self._fold(ws, ids, targets)
+        return ws, ids, targets
 
     def _entry_features(self, ws: _Workspace, loss: torch.Tensor, logits: torch.Tensor | None, targets: torch.Tensor | None) -> None:
         """Per-entry rows in call order into ``ws.feats`` (they do not read the table)."""

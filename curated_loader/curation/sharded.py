@@ -36,7 +36,7 @@ from typing import Any, Literal
 import torch
 import torch.distributed as dist
 
-from .ledger import Ledger, LedgerStats, _flat, _Workspace, _world_size
+from .ledger import Ledger, LedgerStats, _Workspace, _world_size
 
 # Dense below this many samples (and always on one process); see make_ledger.
 AUTO_SHARD_MIN_SAMPLES = 10_000_000
@@ -177,15 +177,10 @@ class ShardedLedger:
         """Add one batch (global ``ids``; arguments as :meth:`Ledger.record`): entries of owned
         ids are folded now, every entry is buffered for the exchange. No host sync."""
         owned = self._owned
-        ids = _flat(ids).to(self.device, torch.long)
-        b = ids.numel()
-        if b == 0:
+        entries = owned._entries(ids, loss, logits, targets)
+        if entries is None:
             return
-        loss = _flat(loss).to(self.device, torch.float32)
-        targets = None if targets is None else _flat(targets).to(self.device, torch.long)
-        owned._check(b, loss, logits, targets)
-        ws = owned._workspace(b, "logits" if logits is not None else "loss")
-        owned._entry_features(ws, loss, logits, targets)
+        ws, ids, targets = entries
         kind = _LOGITS if logits is not None else (_LOSS_ONLY if targets is None else _LOSS_TARGETS)
         self._append(ids, kind, ws, targets)
         local = ids - self.lo
