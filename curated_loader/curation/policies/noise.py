@@ -321,7 +321,7 @@ class GMMFilter(Policy):
 
 @dataclass(frozen=True, kw_only=True)
 class LossMarginFilter(Policy):
-    """Policy class of :func:`loss_margin`, the plan's default noise filter. Its defaults were
+    """Policy class of :func:`loss_margin`, the filter that needs neither the noise rate nor its kind. Its defaults were
     chosen on tuning seeds of the noisy-label benchmark (see ``docs/benchmarks.md``)."""
 
     tau: float = 0.1
