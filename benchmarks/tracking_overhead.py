@@ -126,8 +126,8 @@ class TimedDevicePath(CuratedDataModule):
         super().__init__(*args, **kwargs)
         self.clock = clock
 
-    def _augment_on_device(self, x: torch.Tensor, ids: torch.Tensor, epoch: int) -> torch.Tensor:
-        return self.clock("augment", lambda: super(TimedDevicePath, self)._augment_on_device(x, ids, epoch))
+    def _augment_on_device(self, x: torch.Tensor, ids: torch.Tensor, epoch: int, repeats: torch.Tensor | None) -> torch.Tensor:
+        return self.clock("augment", lambda: super(TimedDevicePath, self)._augment_on_device(x, ids, epoch, repeats))
 
 
 class Curation(CurationCallback):
