@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import socket
 import tarfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -83,3 +84,10 @@ def _index_cache_in_tmp(tmp_path_factory):
         os.environ.pop("CURATED_LOADER_CACHE", None)
     else:
         os.environ["CURATED_LOADER_CACHE"] = old
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (for gloo/torchrun rendezvous)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

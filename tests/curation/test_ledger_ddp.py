@@ -5,7 +5,6 @@ exactly the single-process tables and reach the same decision, with at most 3 co
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ import torch.multiprocessing as mp
 from ledger_replay import BATCH, EPOCHS, FIXTURE, N, assert_same_decision, replay
 
 from curated_loader.curation import Ledger
+from tests.conftest import free_port
 
 MAX_COLLECTIVES_PER_SYNC = 3
 
@@ -50,16 +50,10 @@ def _worker(rank: int, port: int, out: str) -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.timeout(120)
 def test_two_gloo_ranks_sync_to_the_single_process_tables(tmp_path):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
     single, expected = replay(None)
     recorded = torch.load(FIXTURE)["decision"]  # made before the ledger was packed
     tables = single.state_dict()["tables"]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from curated_loader.curation.sharded import (
     _id_runs,
     owned_range,
 )
+from tests.conftest import free_port
 
 N, CLASSES, EPOCHS, CALLS, BATCH = 101, 4, 3, 4, 24
 MAX_COLLECTIVES_PER_EPOCH = 2
@@ -102,17 +102,11 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("world", [2, 3])  # 3: uneven ranges, two senders per owner
 def test_owner_slices_of_gloo_ranks_equal_the_dense_ledger(tmp_path, world):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    mp.spawn(_worker, args=(world, _free_port(), str(tmp_path)), nprocs=world, join=True)
+    mp.spawn(_worker, args=(world, free_port(), str(tmp_path)), nprocs=world, join=True)
     dense = dense_reference(world)
     got = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(world)]
     for name in dense.table_names:
@@ -151,7 +145,7 @@ def _bad_id_worker(rank: int, port: int, out: str) -> None:
 @pytest.mark.timeout(120)
 def test_an_id_out_of_range_on_one_rank_raises_on_every_rank_without_a_hang(tmp_path):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    mp.spawn(_bad_id_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_bad_id_worker, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
     assert (tmp_path / "rank1.txt").read_text() == f"ledger record has id {N + 1} outside [0, {N})"
     assert (tmp_path / "rank0.txt").read_text() == f"another rank's ledger record has an id outside [0, {N})"
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from curated_loader.data.writer import write_samples
-from tests.conftest import id_samples
+from tests.conftest import free_port, id_samples
 
 SCRIPT = Path(__file__).with_name("multinode_train.py")
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,15 +27,9 @@ MODES = ("stream", "indexed")
 SHARD_SIZES = [40] * 5  # 5 shards over 2 ranks x 2 workers: uneven shares, so padding is exercised
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _launch_nodes(index: str, out: Path, timeout: float) -> list[str]:
     """Start both torchrun "nodes", wait for both; returns their logs. Kills both on failure."""
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     procs, logs = [], []
     for node in range(2):
