@@ -153,6 +153,21 @@ class Decision:
         return replace(self, keep=keep, weight=weight, strength=strength, counts=counts, offset=reducer.offset,
                        reason_counts=reason_counts)
 
+    def whole(self, reducer: Reducer) -> Decision:
+        """This decision with ``reason`` and ``score`` over all N ids too (identity unless
+        :attr:`owner_local`): two ``all_gather`` calls (int8 reason, float32 score: 5 B per
+        sample), for what reports read — checkpoints and the final state, not every epoch."""
+        if not self.owner_local or not isinstance(reducer, GroupReducer):
+            return self
+        size = max(hi - lo for lo, hi in reducer.ranges)
+
+        def gather(local: torch.Tensor) -> torch.Tensor:
+            parts = reducer.all_gather(torch.cat([local, local.new_zeros(size - local.shape[0])]))
+            return torch.cat([part[: hi - lo] for part, (lo, hi) in zip(parts, reducer.ranges)])
+
+        reason, score = gather(self.reason), gather(self.score.float())
+        return replace(self, reason=reason, score=score, offset=0)
+
     def publish_to(self, snapshot: Any) -> None:
         """Write keep/weight/strength into a ``CurationSnapshot`` as version ``epoch``."""
         snapshot.publish(self.keep, self.weight, self.strength, version=self.epoch)

@@ -174,6 +174,14 @@ class ShardedLedger:
         return self._owned.epoch
 
     @property
+    def reducer(self) -> Reducer:
+        """Collectives over this ledger's process group and owned ranges."""
+        if self.world == 1:
+            return Reducer(self.num_samples)
+        ranges = [owned_range(self.num_samples, r, self.world) for r in range(self.world)]
+        return GroupReducer(self.num_samples, self.lo, ranges, self.process_group)
+
+    @property
     def num_owned(self) -> int:
         return self.hi - self.lo
 

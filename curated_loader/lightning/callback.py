@@ -157,14 +157,17 @@ class CurationCallback(Callback):
             checkpoints = getattr(trainer.checkpoint_callback, "dirpath", None)
             base = Path(checkpoints).parent if checkpoints else Path(trainer.log_dir or trainer.default_root_dir)
             path = base / path
+        state = self.state_dict()  # on every rank: a sharded ledger gathers its slices (a collective)
         if trainer.is_global_zero:
-            save_final_state(path, self.state_dict(), epoch=trainer.current_epoch, global_step=trainer.global_step)
+            save_final_state(path, state, epoch=trainer.current_epoch, global_step=trainer.global_step)
 
     # -- checkpoints -------------------------------------------------------------------
     @override
     def state_dict(self) -> dict[str, Any]:
         if self.ledger is None:
             return {}
+        if self.decision is not None and self.decision.owner_local:  # sharded: reports need every id's reason
+            self.decision = self.decision.whole(self.ledger.reducer)
         return {
             "ledger": self.ledger.state_dict(),
             "decision": None if self.decision is None else self.decision.to("cpu").state_dict(),

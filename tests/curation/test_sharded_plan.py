@@ -96,8 +96,10 @@ def _worker(rank: int, port: int, out: str) -> None:
                 got = plan.decide(sharded.stats(), EPOCHS)
             finally:
                 dist.all_gather = real_gather
+            whole = got.whole(sharded.reducer)
             result[name] = {"dense": expected.state_dict(), "sharded": got.state_dict(),
-                            "dense_summary": expected.summary(), "sharded_summary": got.summary()}
+                            "dense_summary": expected.summary(), "sharded_summary": got.summary(),
+                            "whole_reason": whole.reason, "whole_score": whole.score}
         result["gathered_bytes"] = gathers
         torch.save(result, Path(out) / f"rank{rank}.pt")
     finally:
@@ -141,6 +143,9 @@ def test_sharded_plan_decides_as_the_dense_plan(tmp_path):
             lo, hi = sharded["offset"], sharded["offset"] + sharded["reason"].numel()
             assert torch.equal(sharded["reason"], dense["reason"][lo:hi]), name
             assert torch.allclose(sharded["score"], dense["score"][lo:hi], rtol=1e-5, atol=1e-6), name
+            # what checkpoints and reports get: every id's reason and score, on every rank
+            assert torch.equal(result[name]["whole_reason"], dense["reason"]), name
+            assert torch.allclose(result[name]["whole_score"], dense["score"], rtol=1e-5, atol=1e-6), name
         # one all_gather per decision, of 3.125 bytes per (padded) sample
         padded = 16 * -(-owned_range(N, 0, WORLD)[1] // 16)
         assert result["gathered_bytes"] == [padded * 25 // 8] * len(plans())
