@@ -255,6 +255,13 @@ class ShardedLedger:
         while self._block * len(self._blocks) < entries:
             self._blocks.append(torch.empty(self._block, self._width, device=self.device))
 
+    def release_buffer(self) -> None:
+        """Free the buffer blocks after a :meth:`sync` (e.g. while the plan and the publish
+        need the memory); the next records allocate them again, a block at a time."""
+        if self._used:
+            raise RuntimeError(f"{self._used} records are buffered: sync before releasing the buffer")
+        self._blocks = []
+
     def _append(self, ids: torch.Tensor, kind: int, ws: _Workspace, targets: torch.Tensor | None) -> None:
         b = ids.numel()
         self.reserve(self._used + b)
@@ -302,7 +309,7 @@ class ShardedLedger:
         if error or bool((table < 0).any()):
             raise ValueError(error or f"another rank's ledger record has an id outside [0, {self.num_samples})")
         bounds = _round_bounds(table.sum(0), self.exchange_round)
-        self.last_exchange_rounds = len(bounds) - 1
+        self.last_exchange_rounds = max(len(bounds) - 1, 0)
         for first, last in itertools.pairwise(bounds):
             sizes = table[:, :, first:last].sum(-1)  # [sender, owner] entries this round
             received = self._exchange_round(parts, codes, first, last, sizes)

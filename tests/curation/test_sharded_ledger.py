@@ -203,3 +203,17 @@ def test_sharded_record_runs_on_meta_tensors_so_it_never_reads_values_on_the_hos
     ledger.record(ids, loss, None, torch.randint(10, (64,)).to("meta"))
     ledger.record(ids, loss)
     assert ledger.buffered == 3 * 64
+
+
+def test_buffer_grows_a_block_at_a_time_and_is_released_after_sync():
+    ledger = ShardedLedger(N, CLASSES, buffer_block=10)
+    ledger.reserve(25)
+    assert ledger.buffer_bytes == 3 * 10 * ledger.entry_bytes  # whole blocks, no doubling
+    for call in calls(0, 0):  # 4 calls of 24 entries: 96 entries in 10 blocks
+        ledger.record(*call)
+    assert (ledger.buffered, ledger.buffer_bytes) == (96, 10 * 10 * ledger.entry_bytes)
+    with pytest.raises(RuntimeError, match="96 records are buffered"):
+        ledger.release_buffer()
+    ledger.sync()
+    ledger.release_buffer()
+    assert (ledger.buffered, ledger.buffer_bytes) == (0, 0)
