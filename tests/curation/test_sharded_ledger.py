@@ -18,6 +18,7 @@ from curated_loader.curation import Ledger, ShardedLedger, make_ledger
 from curated_loader.curation.sharded import (
     AUTO_SHARD_MIN_SAMPLES,
     _id_runs,
+    _round_bounds,
     owned_range,
 )
 from tests.conftest import free_port
@@ -217,3 +218,20 @@ def test_buffer_grows_a_block_at_a_time_and_is_released_after_sync():
     ledger.sync()
     ledger.release_buffer()
     assert (ledger.buffered, ledger.buffer_bytes) == (0, 0)
+
+
+def test_exchange_rounds_stay_under_the_limit_unless_one_bucket_exceeds_it():
+    g = torch.Generator().manual_seed(3)
+    received = torch.randint(0, 9, (3, 40), generator=g)  # [owner, bucket]
+    received[1, 17] = 50  # one bucket above the limit: a round alone
+    received[:, 30:] = 0
+    limit = 20
+    bounds = _round_bounds(received, limit)
+    assert bounds[0] == 0 and bounds[-1] == received.shape[1] and bounds == sorted(set(bounds))
+    for first, last in itertools.pairwise(bounds):
+        load = received[:, first:last].sum(1)
+        assert bool((load <= limit).all()) or last - first == 1, (first, last, load)
+        if last < received.shape[1] and bool(received[:, last].any()):  # greedy: the next bucket did not fit
+            assert bool((load + received[:, last] > limit).any()), (first, last)
+    assert [17, 18] == [b for b in bounds if b in (17, 18)]
+    assert _round_bounds(torch.zeros(2, 8, dtype=torch.long), limit) == []  # nothing to send: no round
