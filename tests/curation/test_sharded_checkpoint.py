@@ -75,9 +75,9 @@ def _restore(rank: int, world: int, port: int, out: str) -> None:
 
 def assert_tables_equal(got: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], what: str) -> None:
     assert got.keys() == expected.keys(), what
-    for name in expected:
-        assert got[name].dtype == expected[name].dtype, (what, name)
-        assert torch.equal(got[name].cpu(), expected[name].cpu()), (what, name)
+    for name, value in expected.items():
+        assert got[name].dtype == value.dtype, (what, name)
+        assert torch.equal(got[name].cpu(), value.cpu()), (what, name)
 
 
 def union(parts: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
