@@ -216,7 +216,7 @@ class ShardedLedger:
     @property
     def entry_bytes(self) -> int:
         """Bytes of one buffered record (id, kind and the feature rows the fold reads)."""
-        return self._width * 4
+        return self._width * torch.finfo(torch.float32).bits // 8
 
     @property
     def buffered(self) -> int:
@@ -253,7 +253,7 @@ class ShardedLedger:
         """Allocate the buffer blocks for ``entries`` records (e.g. this rank's records of one
         epoch) now rather than while recording."""
         while self._block * len(self._blocks) < entries:
-            self._blocks.append(torch.empty(self._block, self._width, device=self.device))
+            self._blocks.append(torch.empty(self._block, self._width, dtype=torch.float32, device=self.device))
 
     def release_buffer(self) -> None:
         """Free the buffer blocks after a :meth:`sync` (e.g. while the plan and the publish
@@ -344,7 +344,7 @@ class ShardedLedger:
         range (call order within each owner), receive this rank's; the received rows by sender."""
         send_sizes = sizes[self.rank].tolist()
         received_sizes = sizes[:, self.rank].tolist()
-        send = torch.empty(sum(send_sizes), self._width, device=self.device)
+        send = torch.empty(sum(send_sizes), self._width, dtype=torch.float32, device=self.device)
         cursor = [0, *itertools.accumulate(send_sizes)][:-1]
         for part, code in zip(parts, codes):
             picked = ((code >= first) & (code < last)).nonzero().squeeze(1)
@@ -359,7 +359,7 @@ class ShardedLedger:
                     torch.index_select(part, 0, picked[start : start + count], out=send[cursor[dest] : cursor[dest] + count])
                     cursor[dest] += count
                     start += count
-        received = torch.empty(sum(received_sizes), self._width, device=self.device)
+        received = torch.empty(sum(received_sizes), self._width, dtype=torch.float32, device=self.device)
         dist.all_to_all_single(received, send, received_sizes, send_sizes, group=self.process_group)
         return received
 
