@@ -1,16 +1,27 @@
-"""Scale of the sharded ledger: per-rank memory and the epoch-end exchange, 2 gloo CPU ranks.
+"""Scale of the sharded ledger: per-rank memory and the epoch-end phases, 2 gloo CPU ranks.
 
-    nice -n 10 python benchmarks/scale.py --sizes 1e7 --json docs/results/scale.json
+    nice -n 10 python benchmarks/scale.py --sizes 1e7 1e8 --json docs/results/scale.json
     python benchmarks/scale.py --quick
 
-For each N, two processes build a ``ShardedLedger(N, 10 classes)`` and record one epoch in
-bulk ``record`` calls: rank r gets the ids ``i ≡ r + epoch (mod 2)`` in shuffled batches (one
-record per id per epoch, as the loader splits an epoch; half of each rank's ids belong to the
-other rank). Then ``sync`` runs the exchange (two ``all_to_all_single``) and the owners fold.
-Prints per rank: table bytes per sample (of N), buffered bytes per sample, the process's peak
-RSS before the ledger was made and at the end, record and exchange (``sync``) wall time. Then the equality check: at ``--check-size`` the two ranks record two
-epochs, and the union of their slices is compared column by column with a dense single-process
-``Ledger`` fed the same records.
+For each N, two processes build a ``ShardedLedger(N, 10 classes)``, reserve its buffer and
+record one epoch in bulk ``record`` calls: rank r gets the ids ``i ≡ r + epoch (mod 2)`` in
+shuffled batches (one record per id per epoch, as the loader splits an epoch; half of each
+rank's ids belong to the other rank). Then the epoch-end phases, each timed on its own:
+
+* **sync**: the exchange (one ``all_gather`` of bucket counts, one ``all_to_all_single`` per
+  round) and the owners' fold; the buffer is released afterwards (``release_buffer``);
+* **plan**: :func:`plan_phase` — today only ``ledger.stats()``; the plan over the owned slice
+  plugs in there;
+* **publish**: :func:`publish_phase` — a stand-in decision for the owned slice (keep what was
+  seen, weight 1, strength 0) gathered from every rank (1 + 2 + 1 bytes per sample: keep,
+  float16 weight, uint8 strength) and written into the compact ``CurationSnapshot``.
+
+Prints per rank: table and buffered bytes per sample of N, the process's RSS before the ledger,
+its peak RSS (VmHWM) after recording, after sync (also per owned sample) and at the end, exchange rounds, wall time per
+phase; per N the slowest rank's sync + plan + publish and its ratio to the smallest N. Then the
+equality check: at ``--check-size`` the two ranks record two epochs, and the union of their
+slices is compared column by column with a dense single-process ``Ledger`` fed the same records.
+A size whose estimated peak does not fit the available memory is refused before it starts.
 """
 
 from __future__ import annotations
@@ -18,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import socket
 import sys
 import tempfile
@@ -29,9 +39,12 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from curated_loader.curation import Ledger, ShardedLedger
+from curated_loader.curation import Ledger, OwnedStats, ShardedLedger
+from curated_loader.curation.sharded import DEFAULT_EXCHANGE_ROUND, DEFAULT_FOLD_CHUNK
+from curated_loader.data.snapshot import CurationSnapshot
 
 WORLD, NUM_CLASSES = 2, 10
+GiB = 2**30
 
 
 def batches(n: int, rank: int, epoch: int, batch: int):
@@ -48,41 +61,93 @@ def batches(n: int, rank: int, epoch: int, batch: int):
         yield ids, loss, logits, targets
 
 
-def _peak_rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+def _memory(field: str) -> int:
+    """``VmRSS`` / ``VmHWM`` (peak) of this process, or ``MemAvailable`` of the machine, in bytes."""
+    path = "/proc/meminfo" if field == "MemAvailable" else "/proc/self/status"
+    for line in Path(path).read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise KeyError(f"{path} has no {field}")
+
+
+def plan_phase(ledger: ShardedLedger, epoch: int) -> tuple[OwnedStats, float]:
+    """THE PLAN'S PLACE: the owned slice's statistics and the wall time of planning epoch
+    ``epoch + 1`` from them. Today only ``ledger.stats()`` is timed (the exchange already ran,
+    so its sync is an empty round); the sharded plan's ``decide`` plugs in here."""
+    t0 = time.perf_counter()
+    stats = ledger.stats()
+    return stats, time.perf_counter() - t0
+
+
+def publish_phase(ledger: ShardedLedger, keep: torch.Tensor, snapshot: CurationSnapshot, epoch: int) -> float:
+    """Gather every owner's decision for its slice (here: ``keep``, weight 1, strength 0) as
+    uint8 keep, float16 weight and uint8 strength, and publish it into ``snapshot``; wall time."""
+    t0 = time.perf_counter()
+    per_rank = -(-ledger.num_samples // ledger.world)
+    slices = {"keep": keep.to(torch.uint8), "weight": torch.ones(keep.numel(), dtype=torch.float16),
+              "strength": torch.zeros(keep.numel(), dtype=torch.uint8)}
+    full = {}
+    for name, owned in slices.items():
+        padded = torch.zeros(per_rank, dtype=owned.dtype)
+        padded[: owned.numel()] = owned
+        gathered = torch.empty(ledger.world, per_rank, dtype=owned.dtype)
+        dist.all_gather(list(gathered.unbind(0)), padded)
+        full[name] = gathered.view(-1)[: ledger.num_samples]
+        del padded, gathered
+    snapshot.publish(full["keep"].bool(), full["weight"], full["strength"].float() / 255, version=epoch + 1)
+    return time.perf_counter() - t0
 
 
 def _worker(rank: int, port: int, n: int, epochs: int, batch: int, out: str, keep_tables: bool) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
     try:
-        rss_before = _peak_rss_bytes()  # the process before the ledger (python, torch, gloo)
+        rss_before = _memory("VmRSS")  # the process before the ledger (python, torch, gloo)
         ledger = ShardedLedger(n, NUM_CLASSES)
         ledger.reserve((n + WORLD - 1) // WORLD)  # this rank's records of one epoch
-        record_s = exchange_s = 0.0
+        times = {"record_s": 0.0, "sync_s": 0.0}
         for epoch in range(epochs):
             ledger.set_epoch(epoch)
             for call in batches(n, rank, epoch, batch):
                 t0 = time.perf_counter()
                 ledger.record(*call)
-                record_s += time.perf_counter() - t0
-            buffered = ledger.buffered
+                times["record_s"] += time.perf_counter() - t0
+            buffered, buffer_bytes = ledger.buffered, ledger.buffer_bytes
+            peak_after_record = _memory("VmHWM")
             dist.barrier()
             t0 = time.perf_counter()
             ledger.sync()
-            exchange_s += time.perf_counter() - t0
+            times["sync_s"] += time.perf_counter() - t0
+        rounds = ledger.last_exchange_rounds
+        peak_after_sync = _memory("VmHWM")
+        ledger.release_buffer()
+        dist.barrier()
+        stats, times["plan_s"] = plan_phase(ledger, epoch)
+        keep = stats.seen.clone()
+        del stats
+        snapshot = CurationSnapshot(n)
+        dist.barrier()
+        times["publish_s"] = publish_phase(ledger, keep, snapshot, epoch)
+        owned = max(ledger.num_owned, 1)
         result = {
             "rank": rank,
             "owned": [ledger.lo, ledger.hi],
             "table_bytes_per_sample": ledger.table_bytes / n,
             "buffered_records": buffered,
             "buffered_bytes_per_sample": buffered * ledger.entry_bytes / n,
-            "buffer_capacity_bytes_per_sample": ledger.buffer_bytes / n,
+            "buffer_capacity_bytes_per_sample": buffer_bytes / n,
             "entry_bytes": ledger.entry_bytes,
+            "exchange_rounds": rounds,
             "rss_before_ledger_bytes": rss_before,
-            "peak_rss_bytes": _peak_rss_bytes(),
-            "record_s": record_s,
-            "exchange_s": exchange_s,
+            "peak_rss_after_record_bytes": peak_after_record,
+            "peak_rss_after_sync_bytes": peak_after_sync,
+            "peak_rss_bytes": _memory("VmHWM"),
+            "peak_rss_after_sync_per_owned": peak_after_sync / owned,
+            "peak_rss_above_start_per_owned": (peak_after_sync - rss_before) / owned,
+            "snapshot_bytes_per_sample": snapshot.bytes_per_sample,
+            "snapshot_kept": int(snapshot.keep.sum()),
+            **times,
+            "sync_plan_publish_s": times["sync_s"] + times["plan_s"] + times["publish_s"],
         }
         if keep_tables:
             result["tables"] = {name: ledger.table(name).clone() for name in ledger.table_names}
@@ -102,6 +167,15 @@ def run(n: int, epochs: int, batch: int, keep_tables: bool = False) -> list[dict
     with tempfile.TemporaryDirectory() as out:
         mp.spawn(_worker, args=(_free_port(), n, epochs, batch, out, keep_tables), nprocs=WORLD, join=True)
         return [torch.load(Path(out) / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+
+
+def estimated_peak_bytes(n: int, batch: int) -> int:
+    """A generous estimate of one rank's peak: table and buffer (48 B each per owned id), the
+    exchange's working set (sent, received, fold workspace), record's workspaces, the stats
+    of the owned slice (~70 B per id), 0.6 GiB for the process."""
+    owned = -(-n // WORLD)
+    exchange = 2 * 48 * DEFAULT_EXCHANGE_ROUND + 330 * DEFAULT_FOLD_CHUNK + 4 * 330 * batch
+    return 48 * owned + max(48 * owned + exchange, 70 * owned) + int(0.6 * GiB)
 
 
 def equality_check(n: int, batch: int, epochs: int = 2) -> dict:
@@ -132,23 +206,39 @@ def main(argv: list[str] | None = None) -> dict:
     if args.quick:
         args.sizes, args.check_size, args.batch = [1e5], 1e4, 1 << 12
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    rows = []
-    print("| N | rank | table B/sample | buffered B/sample | RSS before ledger | peak RSS | record s | exchange s |")
-    print("|---|---|---|---|---|---|---|---|")
+    rows, refused = [], []
+    print("| N | rank | table B/sample | buffered B/sample | RSS before ledger | peak RSS after record | peak RSS after sync | per owned sample | above start per owned"
+          " | peak RSS at end | rounds | record s | sync s | plan s | publish s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for size in args.sizes:
         n = int(size)
+        need, available = WORLD * estimated_peak_bytes(n, args.batch), _memory("MemAvailable")
+        if need > available:
+            refused.append({"n": n, "estimated_bytes": need, "available_bytes": available})
+            print(f"| {n:.0e} | refused: needs about {need / GiB:.1f} GiB for {WORLD} ranks, {available / GiB:.1f} GiB available |")
+            continue
         for r in run(n, 1, args.batch):
             rows.append({"n": n, **r})
             print(
                 f"| {n:.0e} | {r['rank']} | {r['table_bytes_per_sample']:.1f} | {r['buffered_bytes_per_sample']:.1f}"
-                f" | {r['rss_before_ledger_bytes'] / 2**30:.2f} GiB | {r['peak_rss_bytes'] / 2**30:.2f} GiB"
-                f" | {r['record_s']:.2f} | {r['exchange_s']:.2f} |"
+                f" | {r['rss_before_ledger_bytes'] / GiB:.2f} GiB | {r['peak_rss_after_record_bytes'] / GiB:.2f} GiB"
+                f" | {r['peak_rss_after_sync_bytes'] / GiB:.2f} GiB"
+                f" | {r['peak_rss_after_sync_per_owned']:.0f} B | {r['peak_rss_above_start_per_owned']:.0f} B | {r['peak_rss_bytes'] / GiB:.2f} GiB | {r['exchange_rounds']}"
+                f" | {r['record_s']:.2f} | {r['sync_s']:.2f} | {r['plan_s']:.2f} | {r['publish_s']:.2f} |"
             )
+    epoch_end = {}
+    for row in rows:
+        epoch_end[row["n"]] = max(epoch_end.get(row["n"], 0.0), row["sync_plan_publish_s"])
+    smallest = min(epoch_end, default=None)
+    for n, seconds in epoch_end.items():
+        ratio = seconds / epoch_end[smallest]
+        print(f"N={n:.0e}: sync + plan + publish {seconds:.2f} s (slowest rank), {ratio:.2f}x N={smallest:.0e} for {n / smallest:.0f}x the samples")
     check = equality_check(int(args.check_size), args.batch)
     worst = max(check["max_abs_diff"], key=check["max_abs_diff"].get)
     print(f"equality at N={check['n']:.0e}, {check['epochs']} epochs: {'equal' if check['equal'] else 'DIFFERENT'}"
           f" (largest difference {check['max_abs_diff'][worst]:.2e} in {worst})")
-    result = {"world": WORLD, "num_classes": NUM_CLASSES, "batch": args.batch, "runs": rows, "equality": check}
+    result = {"world": WORLD, "num_classes": NUM_CLASSES, "batch": args.batch, "runs": rows, "refused": refused,
+              "sync_plan_publish_s": {str(n): s for n, s in epoch_end.items()}, "equality": check}
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n")

@@ -265,6 +265,8 @@ def main(cfg: DictConfig) -> float | None:
         result = train(cfg)
     except ConfigError as exn:  # a clear one-line message instead of a traceback
         raise SystemExit(f"configuration error: {exn}") from None
+    if torch.distributed.is_initialized():  # before exit: gloo's threads may still hold gathered tensors
+        torch.distributed.destroy_process_group()
     if result["global_rank"] != 0:
         return result["test_acc"]
     lines = [f"output: {result['output_dir']}"]

@@ -155,17 +155,17 @@ class Decision:
 
     def whole(self, reducer: Reducer) -> Decision:
         """This decision with ``reason`` and ``score`` over all N ids too (identity unless
-        :attr:`owner_local`): two ``all_gather`` calls (int8 reason, float32 score: 5 B per
-        sample), for what reports read — checkpoints and the final state, not every epoch."""
+        :attr:`owner_local`): one ``all_gather`` of float32 (score, reason) pairs, 8 B per
+        sample, for what reports read — checkpoints and the final state, not every epoch."""
         if not self.owner_local or not isinstance(reducer, GroupReducer):
             return self
         size = max(hi - lo for lo, hi in reducer.ranges)
-
-        def gather(local: torch.Tensor) -> torch.Tensor:
-            parts = reducer.all_gather(torch.cat([local, local.new_zeros(size - local.shape[0])]))
-            return torch.cat([part[: hi - lo] for part, (lo, hi) in zip(parts, reducer.ranges)])
-
-        reason, score = gather(self.reason), gather(self.score.float())
+        local = torch.zeros(2, size, device=self.score.device)
+        local[0, : self.score.shape[0]] = self.score
+        local[1, : self.reason.shape[0]] = self.reason
+        parts = [part[:, : hi - lo] for part, (lo, hi) in zip(reducer.all_gather(local), reducer.ranges)]
+        score, reason = torch.cat(parts, 1)
+        reason = reason.to(self.reason.dtype)
         return replace(self, reason=reason, score=score, offset=0)
 
     def publish_to(self, snapshot: Any) -> None:

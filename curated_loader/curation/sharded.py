@@ -2,16 +2,27 @@
 
 Rank ``r`` of ``world`` owns the contiguous id range ``[lo, hi)`` with
 ``lo = r * ceil(N / world)``. Its table is a :class:`~curated_loader.curation.ledger.Ledger`
-of ``hi - lo`` rows (plus one scratch row), so per-rank memory is the dense ledger's bytes per
-sample times ``N / world`` plus the rank's buffered records of the current epoch.
+of ``hi - lo`` rows (plus one scratch row). Per-rank memory is the table (48 B per owned id with up to 127 classes), the epoch's buffered
+records (48 B each) and a working set bounded by the settings, not by N.
 
 :meth:`ShardedLedger.record` computes every entry's feature row once (the Ledger's own code),
 folds the entries of owned ids into the local table (the others go to the scratch row) and
-appends every entry (global id, kind, feature row) to a device-side buffer; telling owned from
+appends every entry (global id, kind, feature row) to a device-side buffer of fixed-size blocks
+(``buffer_block`` records each: the buffer grows a block at a time, never by doubling and never
+by copying; :meth:`ShardedLedger.reserve` allocates the blocks up front); telling owned from
 other entries there would need a host sync, so owned entries are dropped at the exchange.
-:meth:`ShardedLedger.sync`, at epoch end on every rank, exchanges the buffered entries with one
-small ``all_to_all_single`` (the counts) and one ``all_to_all_single`` (the rows); each owner
-folds what it received with the same accumulating scatter.
+
+:meth:`ShardedLedger.sync`, at epoch end on every rank, exchanges the buffered entries in
+*rounds*, each round a range of id buckets of every owner's range (``exchange_buckets``
+buckets per owner): one pass over the buffer notes each entry's bucket (2 bytes per entry) and
+counts the entries per (owner, bucket); one ``all_gather`` of these counts tells every rank
+every round's sizes; each round is then one ``all_to_all_single`` carrying at most about
+``exchange_round`` entries to each owner (more only when one bucket alone holds more), and the
+owner folds what it received before the next round starts. So an epoch costs
+``1 + ceil(received / exchange_round)`` collectives (about; ``last_exchange_rounds`` says how
+many rounds ran), and the exchange's working set is about ``exchange_round`` entries sent,
+the same received, and the fold's workspace (``fold_chunk`` entries) — no full copy of the
+buffer. All entries of one id fall into one round, so rounds do not change the fold.
 
 Order of folding, per id and epoch: the owner's own records as they came (call by call), then
 each other rank's records in rank order, each rank's entries of the epoch as *one* call. Sums,
@@ -26,11 +37,20 @@ of the same sender. Call :meth:`sync` before :meth:`set_epoch` of the next epoch
 decides over it: each owner decides its slice, global quantities come from small
 collectives (:mod:`curated_loader.curation.reducer`) and the decision is all-gathered in the
 snapshot's compact format, so every rank gets the dense plan's decision (docs/scale.md).
+
+:meth:`ShardedLedger.state_dict` is a collective: it syncs, then gathers the owned slices to
+rank 0 in chunks of ``checkpoint_chunk`` ids, as the *dense* ledger's state (the columns of
+:meth:`Ledger.state_dict` over all N ids, on the CPU): rank 0 holds the whole state (57 bytes
+per sample of N with up to 127 classes), the other ranks the settings only (Lightning saves
+rank 0's). :meth:`ShardedLedger.load_state_dict` takes its slice of such a state, so a
+checkpoint resumes on another world size, in a dense :class:`Ledger`, and a dense ledger's
+checkpoint resumes sharded.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -46,6 +66,15 @@ from .reducer import GroupReducer, Reducer
 AUTO_SHARD_MIN_SAMPLES = 10_000_000
 # Received records are folded in chunks of about this many entries (~330 B of workspace each).
 DEFAULT_FOLD_CHUNK = 1 << 19
+# An owner receives about this many records (48 B each) per exchange round.
+DEFAULT_EXCHANGE_ROUND = 1 << 22
+# Id buckets per owner range that exchange rounds are made of (counted per sender at sync).
+DEFAULT_EXCHANGE_BUCKETS = 1024
+_MAX_BUCKETS = 1 << 15  # bucket codes are int16
+# Records per buffer block (48 MiB with up to 127 classes): the buffer grows a block at a time.
+DEFAULT_BUFFER_BLOCK = 1 << 20
+# Ids per rank gathered to rank 0 in one step of state_dict (57 B each with up to 127 classes).
+DEFAULT_CHECKPOINT_CHUNK = 1 << 20
 LedgerMode = Literal["dense", "sharded", "auto"]
 
 _ID_COLUMNS = 2  # the int64 id as two float32 bit patterns
@@ -124,13 +153,31 @@ def _id_runs(sorted_ids: torch.Tensor, size: int) -> Iterator[tuple[int, int]]:
         start = end
 
 
+def _round_bounds(received: torch.Tensor, limit: int) -> list[int]:
+    """Bucket boundaries ``[0, b1, ..., B]`` of the exchange rounds: consecutive buckets while
+    no owner would receive more than ``limit`` entries in the round (a bucket above ``limit``
+    makes a round alone). ``received`` is ``[owner, bucket]``; no rounds when it is all zero."""
+    if not bool(received.any()):
+        return []
+    bounds, load = [0], [0] * received.shape[0]
+    for b, column in enumerate(received.t().tolist()):
+        if b > bounds[-1] and any(column) and any(x + y > limit for x, y in zip(load, column)):
+            bounds.append(b)
+            load = [0] * len(load)
+        load = [x + y for x, y in zip(load, column)]
+    return [*bounds, received.shape[1]]
+
+
 class ShardedLedger:
     """Per-sample statistics for ``num_samples`` ids, each rank holding the rows it owns.
 
-    Same recording API as :class:`Ledger` (``record``, ``set_epoch``, ``sync``, ``stats``);
-    ``stats`` returns this rank's slice. ``sync`` (and ``stats``, which syncs) is a collective:
-    call it on every rank at epoch end. ``fold_chunk`` bounds the entries folded in one step at
-    the exchange (each id's entries stay in one step), and so the fold's working memory.
+    Same recording API as :class:`Ledger` (``record``, ``set_epoch``, ``sync``, ``stats``,
+    ``state_dict``, ``load_state_dict``); ``stats`` returns this rank's slice. ``sync`` (and
+    ``stats`` and ``state_dict``, which sync) is a collective: call it on every rank.
+    ``fold_chunk`` bounds the entries folded in one step at the exchange (each id's entries
+    stay in one step), ``exchange_round`` the entries an owner receives per exchange round
+    (each bucket's entries stay in one round), ``buffer_block`` the records per buffer block,
+    ``checkpoint_chunk`` the ids per rank gathered in one step of :meth:`state_dict`.
     """
 
     def __init__(
@@ -141,18 +188,31 @@ class ShardedLedger:
         ema: float = 0.9,
         process_group: Any = None,
         fold_chunk: int = DEFAULT_FOLD_CHUNK,
+        exchange_round: int = DEFAULT_EXCHANGE_ROUND,
+        exchange_buckets: int = DEFAULT_EXCHANGE_BUCKETS,
+        buffer_block: int = DEFAULT_BUFFER_BLOCK,
+        checkpoint_chunk: int = DEFAULT_CHECKPOINT_CHUNK,
     ) -> None:
         if num_samples < 0:
             raise ValueError(f"num_samples must be >= 0, got {num_samples}")
-        if fold_chunk < 1:
-            raise ValueError(f"fold_chunk must be >= 1, got {fold_chunk}")
+        limits = {"fold_chunk": fold_chunk, "exchange_round": exchange_round, "buffer_block": buffer_block,
+                  "checkpoint_chunk": checkpoint_chunk}
+        for name, value in limits.items():
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if not 1 <= exchange_buckets <= _MAX_BUCKETS:
+            raise ValueError(f"exchange_buckets must lie in [1, {_MAX_BUCKETS}], got {exchange_buckets}")
         self.num_samples = int(num_samples)
         self.fold_chunk = int(fold_chunk)
+        self.exchange_round = int(exchange_round)
+        self.checkpoint_chunk = int(checkpoint_chunk)
         self.process_group = process_group
         self.world = _world_size(process_group)
         self.rank = dist.get_rank(process_group) if self.world > 1 else 0
         self.lo, self.hi = owned_range(self.num_samples, self.rank, self.world)
         self._chunk = max(1, math.ceil(self.num_samples / self.world))
+        self._bucket_ids = math.ceil(self._chunk / exchange_buckets)  # ids per bucket
+        self._buckets = math.ceil(self._chunk / self._bucket_ids)  # buckets per owner
         self._owned = _OwnedTable(self.hi - self.lo + 1, num_classes, device, ema)  # + scratch row
         self._scratch = self.hi - self.lo
         ws = _Workspace(self._owned, 1)
@@ -162,8 +222,10 @@ class ShardedLedger:
         self._carried = torch.tensor(carried, device=self.device)
         self._target_column = _FEATS + carried.index(ws.code_rows[0])  # calls without logits: the target
         self._width = _FEATS + len(carried)
-        self._buffer = torch.empty(0, self._width, device=self.device)
+        self._block = min(int(buffer_block), max(1, self._chunk))  # no bigger than one rank's share
+        self._blocks: list[torch.Tensor] = []
         self._used = 0
+        self.last_exchange_rounds = 0  # all_to_all rounds of the last sync
 
     @property
     def device(self) -> torch.device:
@@ -193,13 +255,13 @@ class ShardedLedger:
 
     @property
     def buffer_bytes(self) -> int:
-        """Bytes of this rank's record buffer (its allocated capacity; kept across epochs)."""
-        return self._buffer.numel() * self._buffer.element_size()
+        """Bytes of this rank's record buffer (its allocated blocks; kept across epochs)."""
+        return sum(b.numel() * b.element_size() for b in self._blocks)
 
     @property
     def entry_bytes(self) -> int:
         """Bytes of one buffered record (id, kind and the feature rows the fold reads)."""
-        return self._width * self._buffer.element_size()
+        return self._width * torch.finfo(torch.float32).bits // 8
 
     @property
     def buffered(self) -> int:
@@ -233,63 +295,118 @@ class ShardedLedger:
         owned._fold(ws, torch.where(in_range, local, self._scratch), targets)
 
     def reserve(self, entries: int) -> None:
-        """Make room for ``entries`` buffered records (e.g. this rank's records of one epoch),
-        so the buffer is not grown by doubling while recording."""
-        if entries > self._buffer.shape[0]:
-            grown = torch.empty(entries, self._width, device=self.device)
-            grown[: self._used] = self._buffer[: self._used]
-            self._buffer = grown
+        """Allocate the buffer blocks for ``entries`` records (e.g. this rank's records of one
+        epoch) now rather than while recording."""
+        while self._block * len(self._blocks) < entries:
+            self._blocks.append(torch.empty(self._block, self._width, dtype=torch.float32, device=self.device))
+
+    def release_buffer(self) -> None:
+        """Free the buffer blocks after a :meth:`sync` (e.g. while the plan and the publish
+        need the memory); the next records allocate them again, a block at a time."""
+        if self._used:
+            raise RuntimeError(f"{self._used} records are buffered: sync before releasing the buffer")
+        self._blocks = []
 
     def _append(self, ids: torch.Tensor, kind: int, ws: _Workspace, targets: torch.Tensor | None) -> None:
         b = ids.numel()
-        if self._used + b > self._buffer.shape[0]:
-            self.reserve(max(2 * self._buffer.shape[0], self._used + b))
-        rows = self._buffer[self._used : self._used + b]
-        rows[:, :_ID_COLUMNS] = ids.view(torch.float32).view(b, _ID_COLUMNS)
-        rows[:, _KIND] = kind
-        rows[:, _FEATS:] = torch.index_select(ws.feats, 0, self._carried).t()
-        if kind == _LOSS_TARGETS:  # calls without logits fill their code words at the fold
-            assert targets is not None
-            rows[:, self._target_column] = targets
+        self.reserve(self._used + b)
+        id_bits = ids.view(torch.float32).view(b, _ID_COLUMNS)
+        feats = torch.index_select(ws.feats, 0, self._carried)
+        done = 0
+        while done < b:  # a call may end one block and start the next
+            block, at = divmod(self._used + done, self._block)
+            n = min(b - done, self._block - at)
+            rows = self._blocks[block][at : at + n]
+            rows[:, :_ID_COLUMNS] = id_bits[done : done + n]
+            rows[:, _KIND] = kind
+            rows[:, _FEATS:] = feats[:, done : done + n].t()
+            if kind == _LOSS_TARGETS:  # calls without logits fill their code words at the fold
+                assert targets is not None
+                rows[:, self._target_column] = targets[done : done + n]
+            done += n
         self._used += b
+
+    def _filled(self) -> list[torch.Tensor]:
+        """The buffered entries, block by block in call order (views)."""
+        full, rest = divmod(self._used, self._block)
+        return [*self._blocks[:full], *([self._blocks[full][:rest]] if rest else [])]
 
     # -- the exchange -----------------------------------------------------------------------
     @torch.no_grad()
     def sync(self) -> None:
-        """Hand every owner the records of its ids (two ``all_to_all_single`` calls, on every
-        rank, when distributed) and fold them in. Raises ``ValueError`` naming an id outside
-        ``[0, num_samples)``, on every rank (the others after the counts exchange)."""
-        rows = self._buffer[: self._used]
+        """Hand every owner the records of its ids and fold them in: one ``all_gather`` of
+        per-bucket counts, then one ``all_to_all_single`` per round (on every rank, when
+        distributed). Raises ``ValueError`` naming an id outside ``[0, num_samples)``, on every
+        rank (the others after the counts exchange)."""
+        parts = self._filled()
         self._used = 0
-        ids = rows[:, :_ID_COLUMNS].contiguous().view(torch.int64).reshape(-1)
-        bad = (ids < 0) | (ids >= self.num_samples)
-        error = None
-        if bool(bad.any()):
-            error = f"ledger record has id {int(ids[bad][0])} outside [0, {self.num_samples})"
+        self.last_exchange_rounds = 0
+        codes, counts, error = self._bucket_codes(parts)
         if self.world == 1:
             if error:
                 raise ValueError(error)
             return
-        dest = ids.clamp(0, max(self.num_samples - 1, 0)) // self._chunk
-        order = torch.sort(dest, stable=True).indices
-        counts = torch.bincount(dest, minlength=self.world)  # on the device: NCCL needs it there
-        sizes = counts.tolist()
-        start = sum(sizes[: self.rank])
-        send = rows.index_select(0, torch.cat([order[:start], order[start + sizes[self.rank] :]]))
-        counts[self.rank] = 0  # owned records were folded at record time
-        sizes[self.rank] = 0
         if error:  # every rank learns of it from the counts and raises: no rank is left waiting
             counts.fill_(-1)
-        received_counts = torch.empty_like(counts)
-        dist.all_to_all_single(received_counts, counts, group=self.process_group)
-        received_sizes = received_counts.tolist()
-        if error or min(received_sizes) < 0:
+        gathered = [torch.empty_like(counts) for _ in range(self.world)]
+        dist.all_gather(gathered, counts, group=self.process_group)
+        table = torch.stack(gathered).view(self.world, self.world, self._buckets).cpu()  # [sender, owner, bucket]
+        if error or bool((table < 0).any()):
             raise ValueError(error or f"another rank's ledger record has an id outside [0, {self.num_samples})")
-        received = torch.empty(sum(received_sizes), rows.shape[1], device=self.device)
-        dist.all_to_all_single(received, send, received_sizes, sizes, group=self.process_group)
-        del send
-        for sender_rows in received.split(received_sizes):
-            self._fold_received(sender_rows)
+        bounds = _round_bounds(table.sum(0), self.exchange_round)
+        self.last_exchange_rounds = max(len(bounds) - 1, 0)
+        for first, last in itertools.pairwise(bounds):
+            sizes = table[:, :, first:last].sum(-1)  # [sender, owner] entries this round
+            received = self._exchange_round(parts, codes, first, last, sizes)
+            for sender_rows in received.split(sizes[:, self.rank].tolist()):
+                self._fold_received(sender_rows)
+            del received
+
+    def _bucket_codes(self, parts: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor, str | None]:
+        """Each entry's bucket within its owner's range (int16; -1 for owned entries) and the
+        entries per (owner, bucket) bucket, block by block; the first id out of range, if any."""
+        n, chunk, buckets = self.num_samples, self._chunk, self._buckets
+        counts = torch.zeros(self.world * buckets, dtype=torch.int64, device=self.device)
+        codes, error = [], None
+        for part in parts:
+            ids = part[:, :_ID_COLUMNS].contiguous().view(torch.int64).reshape(-1)
+            if error is None:
+                bad = (ids < 0) | (ids >= n)
+                if bool(bad.any()):
+                    error = f"ledger record has id {int(ids[bad][0])} outside [0, {n})"
+            ids = ids.clamp_(0, max(n - 1, 0))
+            owner = ids // chunk
+            bucket = ids.sub_(owner * chunk).div_(self._bucket_ids, rounding_mode="floor")
+            counts += torch.bincount(owner * buckets + bucket, minlength=self.world * buckets)
+            codes.append(torch.where(owner == self.rank, -1, bucket).to(torch.int16))
+        counts[self.rank * buckets : (self.rank + 1) * buckets] = 0  # owned entries were folded at record time
+        return codes, counts, error
+
+    def _exchange_round(
+        self, parts: list[torch.Tensor], codes: list[torch.Tensor], first: int, last: int, sizes: torch.Tensor,
+    ) -> torch.Tensor:
+        """One round: send every owner this rank's entries in buckets ``[first, last)`` of its
+        range (call order within each owner), receive this rank's; the received rows by sender."""
+        send_sizes = sizes[self.rank].tolist()
+        received_sizes = sizes[:, self.rank].tolist()
+        send = torch.empty(sum(send_sizes), self._width, dtype=torch.float32, device=self.device)
+        cursor = [0, *itertools.accumulate(send_sizes)][:-1]
+        for part, code in zip(parts, codes):
+            picked = ((code >= first) & (code < last)).nonzero().squeeze(1)
+            if not picked.numel():
+                continue
+            owner = part[:, :_ID_COLUMNS].index_select(0, picked).view(torch.int64).reshape(-1) // self._chunk
+            owner, order = torch.sort(owner, stable=True)
+            picked = picked[order]
+            start = 0
+            for dest, count in enumerate(torch.bincount(owner, minlength=self.world).tolist()):
+                if count:
+                    torch.index_select(part, 0, picked[start : start + count], out=send[cursor[dest] : cursor[dest] + count])
+                    cursor[dest] += count
+                    start += count
+        received = torch.empty(sum(received_sizes), self._width, dtype=torch.float32, device=self.device)
+        dist.all_to_all_single(received, send, received_sizes, send_sizes, group=self.process_group)
+        return received
 
     def _fold_received(self, received: torch.Tensor) -> None:
         """Fold one sender's exchanged rows (call order) by kind, one call each."""
@@ -337,6 +454,81 @@ class ShardedLedger:
     @property
     def table_names(self) -> tuple[str, ...]:
         return self._owned.table_names
+
+    # -- persistence ------------------------------------------------------------------------
+    def _rows(self, count: int) -> _OwnedTable:
+        """An empty table of ``count`` rows with this ledger's settings (one checkpoint chunk)."""
+        return _OwnedTable(count, self._owned.num_classes, self.device, self._owned.ema)
+
+    def _chunks(self) -> Iterator[tuple[int, int]]:
+        """``[start, end)`` of the owned rows, one checkpoint chunk each; every rank walks the
+        same number of chunks (``ceil(ceil(N / world) / checkpoint_chunk)``), empty ones at its end."""
+        for start in range(0, self._chunk, self.checkpoint_chunk):
+            yield min(start, self.num_owned), min(start + self.checkpoint_chunk, self.num_owned)
+
+    @torch.no_grad()
+    def state_dict(self, dst: int = 0) -> dict[str, Any]:
+        """The dense ledger's state (:meth:`Ledger.state_dict` over all N ids, tensors on the
+        CPU) on rank ``dst``, gathered chunk by chunk; the settings only (no ``tables``) on the
+        other ranks. A collective (it syncs first): call it on every rank."""
+        self.sync()
+        owned = self._owned
+        state: dict[str, Any] = {"num_samples": self.num_samples, "num_classes": owned.num_classes,
+                                 "ema": owned.ema, "epoch": owned.epoch}
+        if self.world > 1 and self.rank != dst:
+            state["tables_on_rank"] = dst
+        columns = {name: (t.dtype, t.element_size()) for name, t in self._rows(1).state_dict()["tables"].items()}
+        step = self.checkpoint_chunk
+        offsets = [0, *itertools.accumulate(-(-step * size // 8) * 8 for _, size in columns.values())]  # 8-byte aligned
+        tables = {name: torch.empty(self.num_samples, dtype=dtype) for name, (dtype, _) in columns.items()} if self.rank == dst else {}
+        for start, end in self._chunks():
+            rows = self._rows(end - start)
+            rows._table.copy_(owned._table[:, start:end])
+            packed = torch.zeros(offsets[-1], dtype=torch.uint8, device=self.device)
+            for at, (name, column) in zip(offsets, rows.state_dict()["tables"].items()):
+                raw = column.contiguous().view(torch.uint8)
+                packed[at : at + raw.numel()] = raw
+            if self.world == 1:
+                pieces = [packed]
+            else:
+                pieces = [torch.empty_like(packed) for _ in range(self.world)] if self.rank == dst else None
+                root = dst if self.process_group is None else dist.get_global_rank(self.process_group, dst)
+                dist.gather(packed, pieces, dst=root, group=self.process_group)
+            for sender, piece in enumerate(pieces or []):
+                lo, hi = owned_range(self.num_samples, sender, self.world)
+                first, last = min(lo + start, hi), min(lo + start + step, hi)
+                for at, (name, (dtype, size)) in zip(offsets, columns.items()):
+                    values = piece[at : at + (last - first) * size].view(dtype)
+                    tables[name][first:last] = values.cpu()
+        if tables:
+            state["tables"], state["pending"] = tables, {}
+        return state
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore this rank's slice from a dense state over all N ids: :meth:`state_dict` of
+        a :class:`ShardedLedger` (rank ``dst``'s, any world size) or of a :class:`Ledger`.
+        Raises ``KeyError`` naming anything missing, ``ValueError`` for another N. Drops the
+        records buffered since the last sync. Not a collective."""
+        if "num_samples" in state and int(state["num_samples"]) != self.num_samples:
+            raise ValueError(f"ledger state has {state['num_samples']} samples, this ledger {self.num_samples}")
+        if "tables" not in state and "tables_on_rank" in state:
+            raise KeyError(f"ledger state has no tables: the sharded ledger gathered them on rank "
+                           f"{state['tables_on_rank']}; load that rank's state")
+        owned = self._owned
+        for start, end in self._chunks():
+            first, last = self.lo + start, self.lo + end
+            part = {key: value for key, value in state.items() if key not in ("tables", "pending")}
+            part["num_samples"] = end - start
+            for key in ("tables", "pending"):
+                if key in state:
+                    part[key] = {name: column[first:last] for name, column in (state[key] or {}).items()}
+            rows = self._rows(end - start)
+            rows.load_state_dict(part)
+            owned._table[:, start:end] = rows._table
+        owned.epoch = int(state["epoch"])
+        owned.ema = float(state.get("ema", owned.ema))
+        self._used = 0
 
 
 def make_ledger(

@@ -131,6 +131,8 @@ class CurationCallback(Callback):
     def _decide(self, dm: CuratedDataModule, epoch: int) -> None:
         """Make and publish the decision for ``epoch`` from everything recorded so far."""
         self.stats = self.ledger.stats()  # syncs across ranks; kept for monitors this epoch (a slice if sharded)
+        if isinstance(self.ledger, ShardedLedger):
+            self.ledger.release_buffer()  # the synced records' blocks: free while the plan runs
         self.decision = self.plan.decide(self.stats, epoch)  # all N ids on every rank (gathered if sharded)
         self.decision.publish_to(dm.snapshot)
 

@@ -1,6 +1,7 @@
 """The sharded ledger: real gloo ranks (two, and three) record overlapping random batches
 (duplicates included); the union of the owners' slices equals a dense single-process Ledger fed the same
-records in the documented order, with at most two collectives per epoch."""
+records in the documented order, with one all_gather and one all_to_all_single per exchange round per
+epoch — also when rounds are tiny (many rounds) and buffer blocks smaller than one call."""
 
 from __future__ import annotations
 
@@ -17,12 +18,13 @@ from curated_loader.curation import Ledger, ShardedLedger, make_ledger
 from curated_loader.curation.sharded import (
     AUTO_SHARD_MIN_SAMPLES,
     _id_runs,
+    _round_bounds,
     owned_range,
 )
 from tests.conftest import free_port
 
 N, CLASSES, EPOCHS, CALLS, BATCH = 101, 4, 3, 4, 24
-MAX_COLLECTIVES_PER_EPOCH = 2
+SMALL = {"exchange_round": 7, "exchange_buckets": 16, "buffer_block": 10}  # many rounds; calls span blocks
 
 
 def calls(rank: int, epoch: int) -> list[tuple[torch.Tensor, ...]]:
@@ -69,7 +71,7 @@ def dense_reference(world: int) -> Ledger:
     return dense
 
 
-def _worker(rank: int, world: int, port: int, out: str) -> None:
+def _worker(rank: int, world: int, port: int, out: str, limits: dict) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     counted: list[str] = []
     real = {name: getattr(dist, name) for name in ("all_to_all_single", "all_reduce", "all_gather", "broadcast")}
@@ -84,8 +86,8 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
     try:
         for name in real:
             setattr(dist, name, counting(name))
-        ledger = ShardedLedger(N, CLASSES, fold_chunk=5)  # several fold steps, some ids above 5 entries
-        per_epoch = []
+        ledger = ShardedLedger(N, CLASSES, fold_chunk=5, **limits)  # several fold steps, some ids above 5 entries
+        per_epoch, rounds = [], []
         for epoch in range(EPOCHS):
             ledger.set_epoch(epoch)
             for call in calls(rank, epoch):
@@ -93,9 +95,10 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
             before = len(counted)
             ledger.sync()
             per_epoch.append(counted[before:])
+            rounds.append(ledger.last_exchange_rounds)
         stats = ledger.stats()
         tables = {name: ledger.table(name).clone() for name in ledger.table_names}
-        torch.save({"tables": tables, "stats": stats, "collectives": per_epoch}, Path(out) / f"rank{rank}.pt")
+        torch.save({"tables": tables, "stats": stats, "collectives": per_epoch, "rounds": rounds}, Path(out) / f"rank{rank}.pt")
     finally:
         for name, fn in real.items():
             setattr(dist, name, fn)
@@ -103,10 +106,10 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
 
 
 @pytest.mark.timeout(240)
-@pytest.mark.parametrize("world", [2, 3])  # 3: uneven ranges, two senders per owner
-def test_owner_slices_of_gloo_ranks_equal_the_dense_ledger(tmp_path, world):
+@pytest.mark.parametrize(("world", "limits"), [(2, {}), (3, SMALL)])  # 3: uneven ranges, two senders per owner
+def test_owner_slices_of_gloo_ranks_equal_the_dense_ledger(tmp_path, world, limits):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    mp.spawn(_worker, args=(world, free_port(), str(tmp_path)), nprocs=world, join=True)
+    mp.spawn(_worker, args=(world, free_port(), str(tmp_path), limits), nprocs=world, join=True)
     dense = dense_reference(world)
     got = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(world)]
     for name in dense.table_names:
@@ -120,7 +123,11 @@ def test_owner_slices_of_gloo_ranks_equal_the_dense_ledger(tmp_path, world):
         lo, hi = owned_range(N, r, world)
         assert (g["stats"].offset, g["stats"].total_samples, g["stats"].num_samples) == (lo, N, hi - lo)
         assert torch.allclose(g["stats"].mean_loss, dense_stats.mean_loss[lo:hi], rtol=1e-5, atol=1e-6)
-        assert all(c == ["all_to_all_single"] * MAX_COLLECTIVES_PER_EPOCH for c in g["collectives"]), g["collectives"]
+        for collectives, rounds in zip(g["collectives"], g["rounds"]):
+            assert collectives == ["all_gather"] + ["all_to_all_single"] * rounds, collectives
+        assert g["rounds"] == got[0]["rounds"]
+        # every entry another rank sent was received: default limits take one round, tiny ones many
+        assert all(r == 1 for r in g["rounds"]) if not limits else min(g["rounds"]) >= 4, g["rounds"]
     # the stream did exercise what the equality is about
     assert int(dense.table("count").sum()) == world * EPOCHS * CALLS * BATCH
     assert int(dense.table("forget_count").sum()) > 0
@@ -197,3 +204,34 @@ def test_sharded_record_runs_on_meta_tensors_so_it_never_reads_values_on_the_hos
     ledger.record(ids, loss, None, torch.randint(10, (64,)).to("meta"))
     ledger.record(ids, loss)
     assert ledger.buffered == 3 * 64
+
+
+def test_buffer_grows_a_block_at_a_time_and_is_released_after_sync():
+    ledger = ShardedLedger(N, CLASSES, buffer_block=10)
+    ledger.reserve(25)
+    assert ledger.buffer_bytes == 3 * 10 * ledger.entry_bytes  # whole blocks, no doubling
+    for call in calls(0, 0):  # 4 calls of 24 entries: 96 entries in 10 blocks
+        ledger.record(*call)
+    assert (ledger.buffered, ledger.buffer_bytes) == (96, 10 * 10 * ledger.entry_bytes)
+    with pytest.raises(RuntimeError, match="96 records are buffered"):
+        ledger.release_buffer()
+    ledger.sync()
+    ledger.release_buffer()
+    assert (ledger.buffered, ledger.buffer_bytes) == (0, 0)
+
+
+def test_exchange_rounds_stay_under_the_limit_unless_one_bucket_exceeds_it():
+    g = torch.Generator().manual_seed(3)
+    received = torch.randint(0, 9, (3, 40), generator=g)  # [owner, bucket]
+    received[1, 17] = 50  # one bucket above the limit: a round alone
+    received[:, 30:] = 0
+    limit = 20
+    bounds = _round_bounds(received, limit)
+    assert bounds[0] == 0 and bounds[-1] == received.shape[1] and bounds == sorted(set(bounds))
+    for first, last in itertools.pairwise(bounds):
+        load = received[:, first:last].sum(1)
+        assert bool((load <= limit).all()) or last - first == 1, (first, last, load)
+        if last < received.shape[1] and bool(received[:, last].any()):  # greedy: the next bucket did not fit
+            assert bool((load + received[:, last] > limit).any()), (first, last)
+    assert [17, 18] == [b for b in bounds if b in (17, 18)]
+    assert _round_bounds(torch.zeros(2, 8, dtype=torch.long), limit) == []  # nothing to send: no round

@@ -1,7 +1,8 @@
 """Run by test_sharded_ddp.py under torchrun (2 CPU ranks, gloo): ``sharded_train.py <index.json>
 <out dir> <ledger mode> [<ledger mode> ...]`` trains the same curated run once per ledger mode
 and writes ``<out>/<mode>/rank<r>.json``: the ledger's type, and per epoch the batch count and
-the decision the snapshot holds at the epoch's end (kept ids, float16 weights, strength codes).
+the decision the snapshot holds at the epoch's end (kept ids, float16 weights, strength codes);
+the trainer writes its checkpoint and the callback ``<out>/<mode>/curation_state.pt``.
 """
 
 import json
@@ -65,7 +66,7 @@ def train(index: str, out: str, mode: str) -> None:
     )
     dm = CuratedDataModule(index, fields=("npy", "cls"), decode=(), batch_size=BATCH, num_workers=WORKERS, seed=0)
     trainer = L.Trainer(
-        max_epochs=EPOCHS, accelerator="cpu", devices=2, strategy="ddp", logger=False, enable_checkpointing=False,
+        max_epochs=EPOCHS, accelerator="cpu", devices=2, strategy="ddp", logger=False, default_root_dir=f"{out}/{mode}",
         enable_progress_bar=False, enable_model_summary=False,
         callbacks=[CurationCallback(plan, num_classes=10, ledger_mode=mode),
                    DecisionRecorder(f"{out}/{mode}/rank{int(os.environ['RANK'])}.json")],
@@ -77,3 +78,4 @@ if __name__ == "__main__":
     torch.set_num_threads(1)
     for ledger_mode in sys.argv[3:]:
         train(sys.argv[1], sys.argv[2], ledger_mode)
+    torch.distributed.destroy_process_group()  # as examples/train.py does; see docs/scale.md

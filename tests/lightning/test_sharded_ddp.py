@@ -1,6 +1,8 @@
 """A real Lightning DDP run (torchrun, 2 CPU ranks over gloo, 2 loader workers each) trains the
 same curated run with a dense and with a sharded ledger: every epoch's decision (kept ids,
-float16 weights, strength codes) and batch counts are the same, on both ranks."""
+float16 weights, strength codes) and batch counts are the same, on both ranks, and the saved
+curation state (checkpoint and ``curation_state.pt``) holds the same ledger and every id's reason
+and score."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from curated_loader.data.writer import write_samples
 from tests.conftest import free_port, id_samples
@@ -42,3 +45,18 @@ def test_sharded_ledger_run_decides_as_the_dense_run(tmp_path):
     assert len(decisions[-1]["keep"]) < 237  # the last decision filtered and pruned
     assert reference["summary"]["flagged"] > 0 and reference["summary"]["pruned"] > 0
     assert len(set(decisions[-1]["weight"])) > 2 and len(set(decisions[-1]["strength"])) > 2
+
+    # what reports read: the sharded run saves the dense run's state, every id in it
+    dense_state, sharded_state = (torch.load(out / mode / "curation_state.pt", weights_only=False) for mode in MODES)
+    assert torch.equal(sharded_state["decision"]["reason"], dense_state["decision"]["reason"])
+    assert sharded_state["decision"]["reason"].numel() == 237
+    assert torch.allclose(sharded_state["decision"]["score"], dense_state["decision"]["score"], rtol=1e-5, atol=1e-6)
+    tables = dense_state["ledger"]["tables"]
+    assert tables.keys() == sharded_state["ledger"]["tables"].keys()
+    for name, table in tables.items():
+        if name == "ema_loss":  # pad samples recorded twice in an epoch: the EMA is folded per rank (sharded.py)
+            continue
+        assert torch.allclose(sharded_state["ledger"]["tables"][name].double(), table.double(), rtol=1e-5, atol=1e-6), name
+    (checkpoint,) = (out / "sharded" / "checkpoints").glob("*.ckpt")
+    saved = next(v for k, v in torch.load(checkpoint, weights_only=False)["callbacks"].items() if "CurationCallback" in k)
+    assert torch.equal(saved["decision"]["reason"], sharded_state["decision"]["reason"])
