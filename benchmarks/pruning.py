@@ -348,23 +348,26 @@ def plot(rows: list[dict[str, Any]], results: list[dict[str, Any]], path: Path, 
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     palette = {"full": "k", "infobatch": "tab:blue", "random": "tab:orange", "filter": "tab:green",
-               "filter+infobatch": "tab:purple", "filter+random": "tab:brown"}
-    colors = {m.split("-")[0]: palette.get(m.split("-")[0], "tab:gray") for m in {r["method"] for r in results}}
+               "filter+infobatch": "tab:purple", "random-filter+infobatch": "tab:red", "filter+random": "tab:brown"}
+
+    def color(method: str) -> str:
+        return palette.get(method, palette.get(method.split("-")[0], "tab:gray"))
+
     results = [r for r in results if r.get("schedule", "constant") == rows[0].get("schedule", "constant")]
     rows = [r for r in rows if r.get("schedule", "constant") == rows[0].get("schedule", "constant")]
     markers = {0.0: "o"}
     for r in results:
         marker = markers.setdefault(r["ratio"], "osD^v"[len(markers) % 5])
-        axes[0].scatter(r["passes"] / 1e6, 100 * r["test_acc"], color=colors[r["method"].split("-")[0]], marker=marker, alpha=0.35, s=18)
+        axes[0].scatter(r["passes"] / 1e6, 100 * r["test_acc"], color=color(r["method"]), marker=marker, alpha=0.35, s=18)
     for r in rows:
         marker = markers[r["ratio"]]
-        label = "full data" if r["method"] == "full" else f"{r['method']} r={r['ratio']:g}"
-        axes[0].scatter(r["passes"] / 1e6, 100 * r["test_acc"], color=colors[r["method"].split("-")[0]], marker=marker, s=70,
+        label = display_name(r["method"], r["ratio"])
+        axes[0].scatter(r["passes"] / 1e6, 100 * r["test_acc"], color=color(r["method"]), marker=marker, s=70,
                         edgecolor="k", label=label)
     axes[0].set_xlabel("sample passes (millions)")
     axes[0].set_ylabel("test accuracy, last epoch (%)")
     axes[0].set_title("accuracy vs compute (small: seeds, large: median)")
-    axes[0].legend(fontsize=8)
+    axes[0].legend(fontsize=7)
     axes[0].grid(alpha=0.3)
     short = {"full": "full", "filter": "filter", "infobatch": "IB", "random": "rand", "filter+infobatch": "F+IB",
              "filter+random": "F+rand", "random-filter+infobatch": "rand(F+IB)"}
@@ -377,7 +380,7 @@ def plot(rows: list[dict[str, Any]], results: list[dict[str, Any]], path: Path, 
         axes[1].bar(xs + (k - 0.5) * 0.4, [100 * r[field] if r["method"] != "full" else 0 for r in rows], 0.4, label=label)
     axes[1].axhline(40, color="tab:blue", ls=":", lw=1)
     axes[1].axhline(35, color="tab:orange", ls=":", lw=1)
-    axes[1].set_xticks(xs, names, fontsize=8)
+    axes[1].set_xticks(xs, names, fontsize=8, rotation=30 if len(rows) > 5 else 0)
     axes[1].set_ylabel("% saved vs full data (median)")
     axes[1].set_title("savings vs full data (goals: 40% passes, 35% time)")
     axes[1].legend(fontsize=8)
