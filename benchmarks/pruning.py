@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -80,7 +81,13 @@ from common import (
     train,
 )
 
-from curated_loader.curation import REDUCTIONS, CurationPlan, Decision, InfoBatchPrune, LossMarginFilter
+from curated_loader.curation import (
+    REDUCTIONS,
+    CurationPlan,
+    Decision,
+    InfoBatchPrune,
+    LossMarginFilter,
+)
 from curated_loader.curation.decision import Reason
 
 #: ``--noise`` kinds: short names as the noisy-label tables use them -> ``inject_label_noise`` kinds.
@@ -286,6 +293,11 @@ def display_name(method: str, ratio: float) -> str:
                                     else f" ({reduction})" if reduction else "")
 
 
+def _paired_last5(runs: list[dict[str, Any]], others: list[dict[str, Any] | None]) -> float:
+    """Median over seeds of ``run - other`` last-5 accuracy (pairs without ``other`` skipped)."""
+    return median([r["test_acc_last5"] - o["test_acc_last5"] for r, o in zip(runs, others) if o is not None])
+
+
 def goal_check(results: list[dict[str, Any]]) -> str:
     """The issue's goal per pruning method and schedule, each figure the median over seeds of a
     per-seed difference: passes saved vs full data (goal ≥ 35%), last-5 accuracy vs full data of
@@ -303,17 +315,17 @@ def goal_check(results: list[dict[str, Any]]) -> str:
             head, _, reduction = method.partition("-")
             twin_key = "random-" + method if head == "filter+infobatch" else "random" + (f"-{reduction}" if reduction else "")
             seeds = sorted(seed for (seed, m, q) in runs if (m, q) == (method, ratio) and seed in full)
-
-            def diff(other: str | None) -> float:
-                pairs = [(runs[(s, method, ratio)], runs.get((s, other, ratio)) if other else full[s]) for s in seeds]
-                return median([a["test_acc_last5"] - b["test_acc_last5"] for a, b in pairs if b is not None])
-
-            saved = median([1 - runs[(s, method, ratio)]["passes"] / full[s]["passes"] for s in seeds])
-            vs_full, vs_twin = diff(None), diff(twin_key)
-            vs_filtered = diff("filter+random" + (f"-{reduction}" if reduction else "")) if head == "filter+infobatch" else float("nan")
+            mine = [runs[(s, method, ratio)] for s in seeds]
+            saved = median([1 - r["passes"] / full[s]["passes"] for s, r in zip(seeds, mine)])
+            vs_full = _paired_last5(mine, [full[s] for s in seeds])
+            vs_twin = _paired_last5(mine, [runs.get((s, twin_key, ratio)) for s in seeds])
+            vs_filtered = float("nan")
+            if head == "filter+infobatch":
+                other = "filter+random" + (f"-{reduction}" if reduction else "")
+                vs_filtered = _paired_last5(mine, [runs.get((s, other, ratio)) for s in seeds])
             met = saved >= 0.35 and vs_full >= -0.003 and vs_twin >= 0.003
             body.append([schedule, display_name(method, ratio), len(seeds), pct(saved), f"{100 * vs_full:+.2f}",
-                         f"{100 * vs_twin:+.2f}", "–" if vs_filtered != vs_filtered else f"{100 * vs_filtered:+.2f}",
+                         f"{100 * vs_twin:+.2f}", "–" if math.isnan(vs_filtered) else f"{100 * vs_filtered:+.2f}",
                          "**yes**" if met else "no"])
     return markdown_table(header, body)
 
