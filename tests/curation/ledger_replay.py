@@ -50,7 +50,7 @@ def stream() -> Iterator[Record]:
 def plan() -> CurationPlan:
     return CurationPlan(
         noise_filter=[SmallLossFilter(quantile=0.1), GMMFilter(), AUMFilter(), CartographyFilter()],
-        prune=InfoBatchPrune(ratio=0.5),
+        prune=InfoBatchPrune(ratio=0.5, loss_key="ema_loss"),  # the score the fixture was made with
         reweight=Reweight(),
         augment=AugmentStrength(),
         seed=11,

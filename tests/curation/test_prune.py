@@ -77,3 +77,26 @@ def test_cooldown_needs_num_epochs_and_ratio_is_checked():
     stats, _ = _stats(n=10)
     with pytest.raises(ValueError, match="ratio"):
         infobatch(stats, 1, None, ratio=1.0)
+
+
+def test_default_score_is_the_latest_loss_as_upstream_infobatch():
+    """A sample that was hard last epoch but is easy now counts as well-learned by default
+    (its latest loss is below the mean, its EMA is not); with ``loss_key="ema_loss"`` it does not."""
+    n = 400
+    ledger = Ledger(n)
+    ledger.set_epoch(0)
+    first = torch.full((n,), 1.0)
+    first[:50] = 8.0  # hard at first ...
+    ledger.record(torch.arange(n), first)
+    ledger.set_epoch(1)
+    second = torch.full((n,), 1.0)
+    second[:50] = 0.01  # ... easy now
+    ledger.record(torch.arange(n), second)
+    stats = ledger.stats()
+    assert float(stats.ema_loss[:50].min()) > float(stats.ema_loss.mean())  # high by EMA
+    plan = CurationPlan(prune=InfoBatchPrune(ratio=0.9, warmup_epochs=0, cooldown_fraction=0.0), seed=0)
+    assert InfoBatchPrune().loss_key == "last_loss"
+    assert int(plan.decide(stats, 1).keep[:50].sum()) < 20  # ~90% of them skipped
+    ema_plan = CurationPlan(prune=InfoBatchPrune(ratio=0.9, loss_key="ema_loss", warmup_epochs=0,
+                                                 cooldown_fraction=0.0), seed=0)
+    assert bool(ema_plan.decide(stats, 1).keep[:50].all())
