@@ -205,8 +205,8 @@ def loss_margin(
     loss_key: str = "mean_loss",
     bins: int | None = 1024,
     margin_fallback: bool = True,
-    margin_rule: str = "agree",
-    margin_threshold: float = 0.0,
+    margin_rule: str = "negative",
+    margin_threshold: float = 0.25,
 ) -> NoisePart:
     """The default noise filter: told neither the noise rate nor the noise type.
 
@@ -336,9 +336,9 @@ class LossMarginFilter(Policy):
     loss_key: str = "mean_loss"
     bins: int | None = 1024
     margin_fallback: bool = True
-    margin_rule: str = "agree"
-    margin_threshold: float = 0.0
-    warmup_epochs: int = 10
+    margin_rule: str = "negative"
+    margin_threshold: float = 0.25
+    warmup_epochs: int = 15
     function = staticmethod(loss_margin)
     checks = {
         "tau": Range(0.0, 1.0), "min_separation": Range(0.0), "max_flag_fraction": Range(0.0, 1.0),
