@@ -30,7 +30,8 @@ learning rate multiplied by ``F`` in the last ``K`` epochs: compare within one s
 Noisy labels. ``--noise KIND RATE`` corrupts ``RATE`` of the training labels (``sym``, ``pair``
 or ``inst``, drawn per seed by ``inject_label_noise``; the test labels stay clean), and
 ``--filter default`` adds the plan's default noise filter (``LossMarginFilter()``, its own
-defaults: it is told neither the rate nor the kind). Arms (``--arms`` picks a subset):
+defaults: it is told neither the rate nor the kind; ``--filter agree10``: the earlier default
+the committed noisy-label tables were run with). Arms (``--arms`` picks a subset):
 
 * ``full`` and ``infobatch r`` (with its random twin) as above — both keep every mislabeled
   sample in the pool;
@@ -154,9 +155,18 @@ def _flag_quality(decision: Decision | None, noise_mask: torch.Tensor) -> dict[s
     return {"flagged": int(flagged.sum()), "flag_precision": precision, "flag_recall": recall, "flag_f1": f1}
 
 
-def _noise_filter() -> LossMarginFilter:
-    """The plan's default noise filter with its own defaults (told neither noise rate nor kind)."""
-    return LossMarginFilter()
+#: ``--filter`` choices: the plan's default noise filter with its own defaults (told neither the
+#: noise rate nor its kind), or the earlier default the noisy-label pruning tables were run with
+#: (margin mode needs AUM < 0 *and* p(clean) < 0.5; warm-up 10).
+FILTERS = {
+    "default": LossMarginFilter,
+    "agree10": lambda: LossMarginFilter(margin_rule="agree", margin_threshold=0.0, warmup_epochs=10),
+}
+
+
+def _noise_filter(name: str) -> LossMarginFilter:
+    """The noise filter ``--filter name`` runs."""
+    return FILTERS[name]()
 
 
 def run_job(seed: int, kind: str, ratio: float, cfg: dict[str, Any], schedule: str = "constant",
@@ -195,7 +205,7 @@ def run_job(seed: int, kind: str, ratio: float, cfg: dict[str, Any], schedule: s
         run = train(split.x, split.y, **common)
         rows = [("full", 0.0, run, [int(noise_mask.sum())] * (epochs + 1))]
     elif kind == "filter":
-        run, _, noisy = curated(CurationPlan(noise_filter=_noise_filter(), seed=seed, num_epochs=epochs), True)
+        run, _, noisy = curated(CurationPlan(noise_filter=_noise_filter(cfg.get("filter", "default")), seed=seed, num_epochs=epochs), True)
         rows = [("filter", 0.0, run, noisy)]
     elif kind == "infobatch":
         plan = CurationPlan(prune=prune(), seed=seed, num_epochs=epochs, reduction=reduction)
@@ -204,11 +214,11 @@ def run_job(seed: int, kind: str, ratio: float, cfg: dict[str, Any], schedule: s
         assert random_run.sample_passes == infobatch.sample_passes, (random_run.sample_passes, infobatch.sample_passes)
         rows = [("infobatch" + suffix, ratio, infobatch, noisy), ("random" + suffix, ratio, random_run, random_noisy)]
     elif kind == "filter+infobatch":
-        plan = CurationPlan(noise_filter=_noise_filter(), prune=prune(), seed=seed, num_epochs=epochs,
+        plan = CurationPlan(noise_filter=_noise_filter(cfg.get("filter", "default")), prune=prune(), seed=seed, num_epochs=epochs,
                             reduction=reduction)
         both, counts, noisy = curated(plan, True)
         random_run, random_noisy = twin(counts)
-        filtered_random, filtered_noisy = twin(counts, CurationPlan(noise_filter=_noise_filter(), seed=seed,
+        filtered_random, filtered_noisy = twin(counts, CurationPlan(noise_filter=_noise_filter(cfg.get("filter", "default")), seed=seed,
                                                                     num_epochs=epochs))
         for run in (random_run, filtered_random):
             assert run.sample_passes == both.sample_passes, (run.sample_passes, both.sample_passes)
@@ -441,9 +451,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="which schedules to run (default: constant, and decay when --final-lr-decay is given)")
     parser.add_argument("--noise", nargs=2, default=None, metavar=("KIND", "RATE"),
                         help=f"corrupt RATE of the training labels; KIND one of {', '.join(NOISE_KINDS)}")
-    parser.add_argument("--filter", choices=("none", "default"), default="none",
+    parser.add_argument("--filter", choices=("none", *FILTERS), default="none",
                         help="default: also run the plan's default noise filter alone and filter + InfoBatch "
-                             "(with its uniform random and filter + random twins)")
+                             "(with its uniform random and filter + random twins); agree10: the same with the "
+                             "earlier default filter (margin rule 'agree', warm-up 10)")
     parser.add_argument("--arms", nargs="+", choices=ARMS, default=None,
                         help="run only these arms (default: full and infobatch, plus filter and filter+infobatch "
                              "with --filter default); random twins come with their pruning arm")
@@ -484,9 +495,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     schedules = args.schedules or ["constant"] + (["decay"] if decay else [])
     if "decay" in schedules and decay is None:
         parser.error("--schedules decay needs --final-lr-decay EPOCHS FACTOR")
-    arms = args.arms or [arm for arm in ARMS if args.filter == "default" or not arm.startswith("filter")]
-    if args.filter != "default" and any(arm.startswith("filter") for arm in arms):
-        parser.error("--arms filter / filter+infobatch need --filter default")
+    arms = args.arms or [arm for arm in ARMS if args.filter != "none" or not arm.startswith("filter")]
+    if args.filter == "none" and any(arm.startswith("filter") for arm in arms):
+        parser.error("--arms filter / filter+infobatch need --filter default (or agree10)")
     jobs = [(seed, kind, r, cfg, sch, red) for sch in schedules for red in args.reductions
             for r in args.ratios for kind in ("infobatch", "filter+infobatch") if kind in arms for seed in args.seeds]
     jobs += [(seed, kind, 0.0, cfg, sch) for sch in schedules for seed in args.seeds

@@ -46,10 +46,11 @@ def test_quick_noisy_labels_prints_tables_plot_and_json(tmp_path):
 
 
 #: Quality floors of the default filter (``LossMarginFilter()``, its own defaults) on a small
-#: MNIST-1D case: 3 000 samples (2 400 train), 20 epochs, seed 0. Measured when set: inst40 F1
-#: 0.480, sym40 F1 0.730 (``--samples 3000 --epochs 20 --settings inst40 sym40 --seeds 0
-#: --methods default``); the floors leave ~0.08 for other torch builds.
-FLOORS = {"inst40": 0.40, "sym40": 0.65}
+#: MNIST-1D case: 3 000 samples (2 400 train), 20 epochs, seed 0. Measured when set (defaults
+#: margin_rule "negative", margin_threshold 0.25, warm-up 15): inst40 F1 0.627, sym40 F1 0.731
+#: (``--samples 3000 --epochs 20 --settings inst40 sym40 --seeds 0 --methods default``; the
+#: previous default gave 0.480 / 0.730); the floors leave ~0.08 for other torch builds.
+FLOORS = {"inst40": 0.55, "sym40": 0.65}
 
 
 @pytest.mark.timeout(400)

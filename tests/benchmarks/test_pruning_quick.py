@@ -69,14 +69,15 @@ def test_quick_pruning_runs_every_variant_with_the_same_final_lr_decay(tmp_path)
 @pytest.mark.timeout(400)
 def test_quick_noisy_filter_then_prune_keeps_its_floor(tmp_path):
     """On a small noisy case (symmetric 30%, 2 400 training samples, 16 epochs, seed 0) the
-    default noise filter + InfoBatch r=0.7 spends exactly the budget of its two random twins and
+    noise filter (`--filter agree10`, the filter the floors were measured with) + InfoBatch r=0.7
+    spends exactly the budget of its two random twins and
     keeps a floor measured when it was added: passes saved 33.4% (floor 30%), last-5 accuracy
     +1.27 points over the uniform random twin (floor -1.0), flag precision 0.94 (floor 0.85)."""
     out = tmp_path / "noisy.json"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     result = subprocess.run(
         [sys.executable, str(SCRIPT), "--quick", "--samples", "3000", "--epochs", "16", "--noise", "sym", "0.3",
-         "--filter", "default", "--arms", "full", "filter+infobatch", "--ratios", "0.7",
+         "--filter", "agree10", "--arms", "full", "filter+infobatch", "--ratios", "0.7",
          "--final-lr-decay", "2", "0.5", "--schedules", "decay", "--plot", "", "--json", str(out)],
         capture_output=True, text=True, timeout=390, check=False, cwd=ROOT, env=env,
     )

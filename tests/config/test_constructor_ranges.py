@@ -48,6 +48,8 @@ TABLE = [
     (LossMarginFilter, "loss_key", ["mean_loss", "ema_loss"], ["loss"]),
     (LossMarginFilter, "bins", [None, 2, 1024], [1, 0]),
     (LossMarginFilter, "margin_fallback", [False, True], ["yes"]),
+    (LossMarginFilter, "margin_rule", ["agree", "negative"], ["both"]),
+    (LossMarginFilter, "margin_threshold", [0.0, 0.25], [-0.1, math.nan]),
     (CartographyFilter, "max_confidence", [0.0, 1.0], [-0.1, 1.1]),
     (CartographyFilter, "max_variability", [0.0, 0.5], [-0.1, 0.6]),
     (InfoBatchPrune, "ratio", [0.0, 0.99], [1.0, 1.5, -0.1]),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 from curation_synthetic import build_planted
@@ -58,6 +59,28 @@ def test_overlapping_loss_falls_back_to_the_margin():
     assert _f1(part.flagged, noisy) > 0.8
     off = loss_margin(stats, 5, margin_fallback=False)  # the pure guard: no bimodality, no flags
     assert off.info["filter_mode"] == 2.0 and not off.flagged.any()
+
+
+def test_negative_margin_rule_flags_every_margin_below_the_threshold():
+    """``margin_rule="negative"``: in margin mode the flags are exactly AUM < -threshold; the
+    "agree" rule keeps only the part of that set the loss mixture also calls noisy."""
+    g = torch.Generator().manual_seed(3)
+    n = 3000
+    labels = torch.randint(5, (n,), generator=g)
+    noisy = torch.rand(n, generator=g) < 0.4
+    label_boost = torch.where(noisy, 1.2, 1.8) + 0.6 * torch.rand(n, generator=g)
+    other_boost = torch.where(noisy, 1.8, 0.0) + 0.6 * torch.rand(n, generator=g)
+    stats = _ledger(n, label_boost, other_boost, (labels + 1) % 5, labels).stats()
+    for threshold in (0.0, 0.25):
+        negative = loss_margin(stats, 5, margin_rule="negative", margin_threshold=threshold)
+        agree = loss_margin(stats, 5, margin_rule="agree", margin_threshold=threshold)
+        assert negative.info["filter_mode"] == 1.0 and negative.info["filter_guard"] == 0.0
+        assert torch.equal(negative.flagged, stats.aum < -threshold)
+        assert not (agree.flagged & ~negative.flagged).any()
+    assert int(loss_margin(stats, 5, margin_rule="negative", margin_threshold=0.25).flagged.sum()) < int(
+        loss_margin(stats, 5, margin_rule="negative", margin_threshold=0.0).flagged.sum())
+    with pytest.raises(ValueError, match="margin_rule"):
+        loss_margin(stats, 5, margin_rule="both")
 
 
 def test_guard_refuses_to_flag_most_of_the_data():

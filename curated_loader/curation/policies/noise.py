@@ -206,6 +206,8 @@ def loss_margin(
     loss_key: str = "mean_loss",
     bins: int | None = 1024,
     margin_fallback: bool = True,
+    margin_rule: str = "negative",
+    margin_threshold: float = 0.25,
 ) -> NoisePart:
     """The default noise filter: told neither the noise rate nor the noise type.
 
@@ -214,10 +216,12 @@ def loss_margin(
        ``min_separation``) the loss is bimodal — symmetric-like noise, where the loss
        separates best — and samples with p(clean) <= ``tau`` are flagged (``filter_mode`` 0).
     2. Otherwise the loss is not bimodal (pair-flip and instance-dependent noise: the model
-       partly learns the wrong labels). With ``margin_fallback`` a sample is flagged when two
-       signals agree: its area under the margin is negative (on average over training another
-       class scored higher than the given label) *and* the mixture leans to noisy
-       (p(clean) < 0.5) (``filter_mode`` 1); without it nothing is flagged (``filter_mode`` 2).
+       partly learns the wrong labels). With ``margin_fallback`` the evidence is a negative
+       area under the margin, AUM < -``margin_threshold`` (on average over training another
+       class scored higher than the given label). ``margin_rule="agree"`` flags it only where
+       the mixture also leans to noisy (p(clean) < 0.5); ``margin_rule="negative"`` flags all
+       of it (``filter_mode`` 1). Without ``margin_fallback`` nothing is flagged
+       (``filter_mode`` 2).
     3. Guard: if the evidence covers more than ``max_flag_fraction`` of the judged samples
        (loss mode: the flags; margin mode: the negative margins — an untrained or too weak
        model disagrees with most labels), nothing is flagged (``filter_guard`` 1).
@@ -225,6 +229,8 @@ def loss_margin(
     ``info`` reports ``filter_mode``, ``filter_separation`` and ``filter_guard`` (logged as
     ``curation/filter_*``). Score: 1 - p(clean) in loss mode, -AUM in margin mode.
     """
+    if margin_rule not in ("agree", "negative"):
+        raise ValueError(f"margin_rule must be 'agree' or 'negative', got {margin_rule!r}")
     judged = _judged(stats.has_logits, keep)
     reducer = stats.reducer
     num_judged = stats.num_with_logits if keep is None else reducer.count(judged)
@@ -242,8 +248,8 @@ def loss_margin(
         score, reason, mode = p_clean.neg_().add_(1.0), Reason.FLAGGED_GMM, 0.0
         evidence = flagged
     elif margin_fallback:
-        evidence = judged & (stats.aum < 0)
-        flagged = evidence & (p_clean < 0.5)
+        evidence = judged & (stats.aum < -margin_threshold)
+        flagged = evidence & (p_clean < 0.5) if margin_rule == "agree" else evidence
         score, reason, mode = stats.aum.neg(), Reason.FLAGGED_AUM, 1.0
     else:
         evidence = flagged = torch.zeros_like(judged)
@@ -332,11 +338,14 @@ class LossMarginFilter(Policy):
     loss_key: str = "mean_loss"
     bins: int | None = 1024
     margin_fallback: bool = True
-    warmup_epochs: int = 10
+    margin_rule: str = "negative"
+    margin_threshold: float = 0.25
+    warmup_epochs: int = 15
     function = staticmethod(loss_margin)
     checks = {
         "tau": Range(0.0, 1.0), "min_separation": Range(0.0), "max_flag_fraction": Range(0.0, 1.0),
         "loss_key": LOSS_KEY, "bins": Range(2, optional=True), "margin_fallback": OneOf((False, True)),
+        "margin_rule": OneOf(("agree", "negative")), "margin_threshold": Range(0.0),
     }
 
 
