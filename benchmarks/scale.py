@@ -10,11 +10,13 @@ rank's ids belong to the other rank). Then the epoch-end phases, each timed on i
 
 * **sync**: the exchange (one ``all_gather`` of bucket counts, one ``all_to_all_single`` per
   round) and the owners' fold; the buffer is released afterwards (``release_buffer``);
-* **plan**: :func:`plan_phase` — today only ``ledger.stats()``; the plan over the owned slice
-  plugs in there;
-* **publish**: :func:`publish_phase` — a stand-in decision for the owned slice (keep what was
-  seen, weight 1, strength 0) gathered from every rank (1 + 2 + 1 bytes per sample: keep,
-  float16 weight, uint8 strength) and written into the compact ``CurationSnapshot``.
+* **plan**: :func:`plan_phase` — the owned slice's statistics, then ``CurationPlan.decide``
+  with every policy kind that needs a global quantity (``sharded_plan.full_plan``: default
+  noise filter, GMM filter, small-loss, InfoBatch, class-balanced reweighting, augmentation
+  strength), each owner deciding its ids, and the decision all-gathered in the snapshot's
+  compact format (3.125 bytes per sample);
+* **publish**: :func:`publish_phase` — the gathered decision written into the compact
+  ``CurationSnapshot``.
 
 Prints per rank: table and buffered bytes per sample of N, the process's RSS before the ledger,
 its peak RSS (VmHWM) after recording, after sync (also per owned sample) and at the end, exchange rounds, wall time per
@@ -39,9 +41,12 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from curated_loader.curation import Ledger, OwnedStats, ShardedLedger
+from curated_loader.curation import Decision, Ledger, ShardedLedger
 from curated_loader.curation.sharded import DEFAULT_EXCHANGE_ROUND, DEFAULT_FOLD_CHUNK
 from curated_loader.data.snapshot import CurationSnapshot
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sharded_plan import full_plan, time_plan  # noqa: E402
 
 WORLD, NUM_CLASSES = 2, 10
 GiB = 2**30
@@ -70,31 +75,18 @@ def _memory(field: str) -> int:
     raise KeyError(f"{path} has no {field}")
 
 
-def plan_phase(ledger: ShardedLedger, epoch: int) -> tuple[OwnedStats, float]:
-    """THE PLAN'S PLACE: the owned slice's statistics and the wall time of planning epoch
-    ``epoch + 1`` from them. Today only ``ledger.stats()`` is timed (the exchange already ran,
-    so its sync is an empty round); the sharded plan's ``decide`` plugs in here."""
-    t0 = time.perf_counter()
-    stats = ledger.stats()
-    return stats, time.perf_counter() - t0
+def plan_phase(ledger: ShardedLedger, epoch: int) -> tuple[Decision, dict[str, float]]:
+    """Plan epoch ``epoch + 1`` over the synced ledger with :func:`sharded_plan.full_plan`
+    (every policy kind that needs a global quantity): the owned slice's statistics, each
+    owner's decision and its all-gather in the snapshot's compact format. A collective."""
+    timed = time_plan(ledger, full_plan(), epoch + 1)
+    return timed.pop("decision"), timed
 
 
-def publish_phase(ledger: ShardedLedger, keep: torch.Tensor, snapshot: CurationSnapshot, epoch: int) -> float:
-    """Gather every owner's decision for its slice (here: ``keep``, weight 1, strength 0) as
-    uint8 keep, float16 weight and uint8 strength, and publish it into ``snapshot``; wall time."""
+def publish_phase(decision: Decision, snapshot: CurationSnapshot) -> float:
+    """Write the gathered decision (all N ids, on every rank) into ``snapshot``; wall time."""
     t0 = time.perf_counter()
-    per_rank = -(-ledger.num_samples // ledger.world)
-    slices = {"keep": keep.to(torch.uint8), "weight": torch.ones(keep.numel(), dtype=torch.float16),
-              "strength": torch.zeros(keep.numel(), dtype=torch.uint8)}
-    full = {}
-    for name, owned in slices.items():
-        padded = torch.zeros(per_rank, dtype=owned.dtype)
-        padded[: owned.numel()] = owned
-        gathered = torch.empty(ledger.world, per_rank, dtype=owned.dtype)
-        dist.all_gather(list(gathered.unbind(0)), padded)
-        full[name] = gathered.view(-1)[: ledger.num_samples]
-        del padded, gathered
-    snapshot.publish(full["keep"].bool(), full["weight"], full["strength"].float() / 255, version=epoch + 1)
+    decision.publish_to(snapshot)
     return time.perf_counter() - t0
 
 
@@ -122,12 +114,13 @@ def _worker(rank: int, port: int, n: int, epochs: int, batch: int, out: str, kee
         peak_after_sync = _memory("VmHWM")
         ledger.release_buffer()
         dist.barrier()
-        stats, times["plan_s"] = plan_phase(ledger, epoch)
-        keep = stats.seen.clone()
-        del stats
+        decision, timed = plan_phase(ledger, epoch)
+        times["plan_s"], times["plan_stats_s"] = timed["plan_s"], timed["stats_s"]
         snapshot = CurationSnapshot(n)
         dist.barrier()
-        times["publish_s"] = publish_phase(ledger, keep, snapshot, epoch)
+        times["publish_s"] = publish_phase(decision, snapshot)
+        kept, flagged, pruned = int(decision.keep.sum()), decision.summary()["flagged"], decision.summary()["pruned"]
+        del decision
         owned = max(ledger.num_owned, 1)
         result = {
             "rank": rank,
@@ -146,6 +139,8 @@ def _worker(rank: int, port: int, n: int, epochs: int, batch: int, out: str, kee
             "peak_rss_above_start_per_owned": (peak_after_sync - rss_before) / owned,
             "snapshot_bytes_per_sample": snapshot.bytes_per_sample,
             "snapshot_kept": int(snapshot.keep.sum()),
+            "decision": {"kept": kept, "flagged": flagged, "pruned": pruned,
+                         "gathered_bytes_per_sample": timed["gathered_bytes_per_sample"]},
             **times,
             "sync_plan_publish_s": times["sync_s"] + times["plan_s"] + times["publish_s"],
         }
@@ -171,11 +166,12 @@ def run(n: int, epochs: int, batch: int, keep_tables: bool = False) -> list[dict
 
 def estimated_peak_bytes(n: int, batch: int) -> int:
     """A generous estimate of one rank's peak: table and buffer (48 B each per owned id), the
-    exchange's working set (sent, received, fold workspace), record's workspaces, the stats
-    of the owned slice (~70 B per id), 0.6 GiB for the process."""
+    exchange's working set (sent, received, fold workspace), record's workspaces; or, after
+    the buffer is freed, the plan: the stats of the owned slice and the policies' temporaries
+    (~160 B per owned id) and the gathered decision (~14 B per id of N); 0.6 GiB for the process."""
     owned = -(-n // WORLD)
     exchange = 2 * 48 * DEFAULT_EXCHANGE_ROUND + 330 * DEFAULT_FOLD_CHUNK + 4 * 330 * batch
-    return 48 * owned + max(48 * owned + exchange, 70 * owned) + int(0.6 * GiB)
+    return 48 * owned + max(48 * owned + exchange, 160 * owned + 14 * n) + int(0.6 * GiB)
 
 
 def equality_check(n: int, batch: int, epochs: int = 2) -> dict:

@@ -1,0 +1,37 @@
+"""The scale benchmark in its quick mode: two gloo ranks fill a sharded ledger, exchange,
+plan every policy kind over the owned slices and publish the gathered decision; the union of
+the slices equals a dense ledger fed the same records."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.timeout(300)
+def test_quick_run_plans_and_publishes_over_the_sharded_ledger(tmp_path):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    out = tmp_path / "scale.json"
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "scale.py"), "--quick", "--json", str(out)],
+                            capture_output=True, text=True, timeout=280, check=False, cwd=ROOT, env=env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    assert figures["equality"]["equal"] and figures["refused"] == []
+    ranks = figures["runs"]
+    assert [r["rank"] for r in ranks] == [0, 1]
+    for r in ranks:
+        assert r["table_bytes_per_sample"] == pytest.approx(48 / 2, rel=0.01)  # 48 B per owned id, N / 2 owned
+        assert r["snapshot_bytes_per_sample"] <= 4
+        assert r["decision"]["gathered_bytes_per_sample"] == pytest.approx(3.125, rel=0.01)
+        assert r["plan_s"] > 0 and r["publish_s"] >= 0
+    # every rank holds the same gathered decision: the full plan flags and prunes
+    assert ranks[0]["decision"] == ranks[1]["decision"]
+    assert ranks[0]["decision"]["flagged"] > 0 and ranks[0]["decision"]["pruned"] > 0
+    assert ranks[0]["snapshot_kept"] == ranks[0]["decision"]["kept"] < 100_000
