@@ -13,7 +13,7 @@ import math
 import torch
 
 from .base import Augmentation, Params
-from .common import per_sample, signed
+from .common import cached_constant, per_sample
 from .seeding import Draws
 
 __all__ = ["RandomResizedCrop", "HorizontalFlip", "ColorJitter", "RandomErasing"]
@@ -28,19 +28,14 @@ def _bchw(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-_PIXEL_CENTRES: dict[tuple, torch.Tensor] = {}
-
-
 def _pixel_centres(height: int, width: int, like: torch.Tensor) -> torch.Tensor:
     """``[H, W, 2]`` pixel-centre coordinates (x + 0.5, y + 0.5), cached per size and device."""
-    key = (height, width, like.device, like.dtype)
-    grid = _PIXEL_CENTRES.get(key)
-    if grid is None:
-        if len(_PIXEL_CENTRES) > 64:
-            _PIXEL_CENTRES.clear()
+
+    def make() -> torch.Tensor:
         ys, xs = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
-        grid = _PIXEL_CENTRES[key] = torch.stack([xs, ys], -1).to(like.device, like.dtype) + 0.5
-    return grid
+        return torch.stack([xs, ys], -1).to(like.device, like.dtype) + 0.5
+
+    return cached_constant(("pixel_centres", height, width, like.device, like.dtype), make)
 
 
 def _box_mask(corner: torch.Tensor, size: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -67,7 +62,7 @@ class RandomResizedCrop(Augmentation):
 
     def params(self, strength: torch.Tensor, draws: Draws, shape: torch.Size) -> Params:
         area = 1.0 - strength * (1.0 - self.scale_min) * draws.u(0)
-        log_r = strength * math.log(self.ratio_max) * signed(draws.u(1))
+        log_r = strength * math.log(self.ratio_max) * draws.signed(1)
         log_area = torch.log(area)
         log_r = torch.maximum(torch.minimum(log_r, -log_area), log_area)
         w = torch.sqrt(area * torch.exp(log_r)).clamp(max=1.0)
@@ -126,8 +121,8 @@ class ColorJitter(Augmentation):
 
     def params(self, strength: torch.Tensor, draws: Draws, shape: torch.Size) -> Params:
         return {
-            "brightness": strength * self.brightness * signed(draws.u(0)),
-            "contrast": 1.0 + strength * self.contrast * signed(draws.u(1)),
+            "brightness": strength * self.brightness * draws.signed(0),
+            "contrast": 1.0 + strength * self.contrast * draws.signed(1),
         }
 
     def apply(self, x: torch.Tensor, params: Params) -> torch.Tensor:
@@ -166,7 +161,7 @@ class RandomErasing(Augmentation):
     def params(self, strength: torch.Tensor, draws: Draws, shape: torch.Size) -> Params:
         height, width = int(shape[-2]), int(shape[-1])
         area = strength * (self.area_min + (self.area_max - self.area_min) * draws.u(1))
-        ratio = torch.exp(math.log(self.ratio_max) * signed(draws.u(2)))
+        ratio = torch.exp(math.log(self.ratio_max) * draws.signed(2))
         w = torch.round(torch.sqrt(area * ratio) * width).clamp(0, width)
         h = torch.round(torch.sqrt(area / ratio) * height).clamp(0, height)
         x0 = torch.floor(draws.u(3) * (width - w + 1)).clamp(max=width - w)
