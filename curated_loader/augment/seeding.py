@@ -201,7 +201,8 @@ def _normal_from_bits(bits: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
     radius = torch.log1p(neg_u).mul_(-2.0).sqrt_()  # log(1 - u), 1 - u in (0, 1]
     angle = (bits >> 16).bitwise_and_((1 << 24) - 1).to(torch.float32).mul_(2.0 * torch.pi / (1 << 24))  # bits 16..39
     flat = torch.stack([torch.cos(angle), torch.sin(angle)], -1).mul_(radius.unsqueeze(-1)).reshape(b, -1)
-    return (flat if flat.shape[1] == n else flat[:, :n]).reshape(b, *shape)
+    flat = flat if flat.shape[1] == n else flat[:, :n]
+    return flat if len(shape) == 1 else flat.reshape(b, *shape)
 
 
 class Draws:

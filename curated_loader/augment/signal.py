@@ -29,7 +29,7 @@ def gather_last(x: torch.Tensor, idx: torch.Tensor, valid: torch.Tensor | None =
         out = torch.gather(flat, 2, safe.unsqueeze(1).expand(-1, flat.shape[1], -1))
     if valid is not None:
         out = torch.where(valid if out.dim() == 2 else valid.unsqueeze(1), out, 0.0)
-    return out.reshape(*x.shape[:-1], idx.shape[-1])
+    return out if x.dim() <= 3 else out.reshape(*x.shape[:-1], idx.shape[-1])
 
 
 def _positions(length: int, device: torch.device) -> torch.Tensor:
@@ -104,7 +104,8 @@ class TimeStretch(Augmentation):
         flat = x if x.dim() == 2 else x.reshape(x.shape[0], -1, length)
         padded = torch.nn.functional.pad(flat, (pad, pad))
         x0, x1 = gather_last(padded, i0), gather_last(padded[..., 1:], i0)  # left and right neighbours
-        return torch.lerp(x0, x1, frac if flat.dim() == 2 else frac.unsqueeze(1)).reshape(x.shape)
+        out = torch.lerp(x0, x1, frac if flat.dim() == 2 else frac.unsqueeze(1))
+        return out if flat is x else out.reshape(x.shape)
 
     def _offsets(self, length: int, device: torch.device) -> tuple[int, torch.Tensor]:
         """The zero padding on each side, wide enough for the strongest stretch
