@@ -3,11 +3,15 @@ assembled from. Every sample carries a reason code and a score so reports can ex
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+import math
+from dataclasses import dataclass, field, fields, replace
 from enum import IntEnum
 from typing import Any
 
 import torch
+
+from ..data.snapshot import pack_decision, unpack_decision
+from .reducer import GroupReducer, Reducer
 
 
 class Reason(IntEnum):
@@ -78,6 +82,11 @@ class Decision:
     * ``reason`` — int8 :class:`Reason` code; ``score`` — the suspicion score of the noise
       filter that flagged the sample, else of the first active noise filter, else the EMA loss.
     * ``info`` — scalars the policies report about how they decided (e.g. ``filter_guard``).
+
+    Over a sharded ledger (:meth:`gathered`) ``keep``/``weight``/``strength``/``counts`` cover
+    all N ids on every rank (weight rounded to float16, strength to 1/255, as the snapshot
+    stores them), while ``reason`` and ``score`` stay the owner's slice, ids ``[offset,
+    offset + len(reason))``; ``reason_counts`` holds the per-reason counts over all ids.
     """
 
     keep: torch.Tensor
@@ -88,6 +97,13 @@ class Decision:
     epoch: int
     counts: torch.Tensor | None = None
     info: dict[str, float] = field(default_factory=dict)
+    offset: int = 0
+    reason_counts: torch.Tensor | None = None
+
+    @property
+    def owner_local(self) -> bool:
+        """Whether ``reason``/``score`` cover only this rank's slice of the ids."""
+        return self.reason.shape[0] != self.keep.shape[0]
 
     @property
     def num_samples(self) -> int:
@@ -107,12 +123,50 @@ class Decision:
 
     def summary(self) -> dict[str, int]:
         """Counts per outcome: ``kept``, ``flagged``, ``pruned``, ``unseen`` and one entry per
-        reason code (lower-case name). One host sync."""
-        per_reason = torch.bincount(self.reason.long(), minlength=len(Reason)).tolist()
+        reason code (lower-case name), over all ids. One host sync."""
+        counts = self.reason_counts
+        per_reason = (torch.bincount(self.reason.long(), minlength=len(Reason)) if counts is None else counts).tolist()
         out = {r.name.lower(): int(per_reason[r]) for r in Reason}
         out["kept"] = out["kept"] + out["unseen"]
         out["flagged"] = sum(int(per_reason[r]) for r in Reason if r.flagged)
         return out
+
+    def gathered(self, reducer: Reducer) -> Decision:
+        """The decision over all N ids, on every rank, from each rank's decision over its own
+        slice (identity for a dense decision). One ``all_gather`` of the snapshot's compact
+        format (``pack_decision``: keep bit, float16 weight, uint8 strength; 3.125 B per
+        sample, slices padded to a common multiple of 16) and one ``all_reduce`` of the
+        per-reason counts. Every rank raises alike if a weight exceeds float16's range."""
+        if not isinstance(reducer, GroupReducer):
+            return self
+        size = 16 * math.ceil(max(hi - lo for lo, hi in reducer.ranges) / 16)
+        pad = size - self.num_samples
+        padded = [torch.cat([t, t.new_zeros(pad)]) for t in (self.keep, self.weight, self.strength)]
+        parts = reducer.all_gather(pack_decision(*padded))
+        slices = [unpack_decision(part, hi - lo) for part, (lo, hi) in zip(parts, reducer.ranges)]
+        keep, weight, strength = (torch.cat(column) for column in zip(*slices))
+        if not bool(torch.isfinite(weight).all()):
+            raise ValueError(f"a decision weight exceeds {torch.finfo(torch.float16).max:g}, the largest float16 "
+                             "(the snapshot's format)")
+        reason_counts = reducer.sum(torch.bincount(self.reason.long(), minlength=len(Reason)))
+        counts = None if self.counts is None else weight.to(torch.int32)
+        return replace(self, keep=keep, weight=weight, strength=strength, counts=counts, offset=reducer.offset,
+                       reason_counts=reason_counts)
+
+    def whole(self, reducer: Reducer) -> Decision:
+        """This decision with ``reason`` and ``score`` over all N ids too (identity unless
+        :attr:`owner_local`): two ``all_gather`` calls (int8 reason, float32 score: 5 B per
+        sample), for what reports read — checkpoints and the final state, not every epoch."""
+        if not self.owner_local or not isinstance(reducer, GroupReducer):
+            return self
+        size = max(hi - lo for lo, hi in reducer.ranges)
+
+        def gather(local: torch.Tensor) -> torch.Tensor:
+            parts = reducer.all_gather(torch.cat([local, local.new_zeros(size - local.shape[0])]))
+            return torch.cat([part[: hi - lo] for part, (lo, hi) in zip(parts, reducer.ranges)])
+
+        reason, score = gather(self.reason), gather(self.score.float())
+        return replace(self, reason=reason, score=score, offset=0)
 
     def publish_to(self, snapshot: Any) -> None:
         """Write keep/weight/strength into a ``CurationSnapshot`` as version ``epoch``."""
@@ -131,8 +185,10 @@ class Decision:
     @classmethod
     def from_state_dict(cls, state: dict[str, Any]) -> Decision:
         """Inverse of :meth:`state_dict`; raises ``KeyError`` naming missing entries."""
-        required = [f.name for f in fields(cls) if f.name not in ("counts", "info")]
+        optional = ("counts", "info", "offset", "reason_counts")
+        required = [f.name for f in fields(cls) if f.name not in optional]
         missing = [k for k in required if k not in state]
         if missing:
             raise KeyError(f"decision state is missing {', '.join(missing)}")
-        return cls(**{k: state[k] for k in required}, counts=state.get("counts"), info=dict(state.get("info", {})))
+        return cls(**{k: state[k] for k in required}, counts=state.get("counts"), info=dict(state.get("info", {})),
+                   offset=int(state.get("offset", 0)), reason_counts=state.get("reason_counts"))

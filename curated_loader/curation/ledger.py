@@ -47,6 +47,8 @@ from typing import Any, Literal
 import torch
 import torch.distributed as dist
 
+from .reducer import Reducer
+
 Reduce = Literal["sum", "last"]
 _INT32_MIN = torch.iinfo(torch.int32).min
 _WORD_BITS = 24  # float32 holds every integer of magnitude below 2**24 exactly
@@ -224,6 +226,11 @@ class LedgerStats:
     def all_seen(self) -> bool:
         return self.num_seen == self.num_samples
 
+    @property
+    def reducer(self) -> Reducer:
+        """Global quantities for policies: the identity here (these stats cover every id)."""
+        return Reducer(self.num_samples)
+
     def quantile(self, values: torch.Tensor, q: float, mask: torch.Tensor | None = None) -> torch.Tensor:
         """The ``q`` quantile (nearest rank) of ``values`` over ``mask`` (default: seen samples).
 
@@ -241,8 +248,12 @@ class LedgerStats:
         if n == 0:
             return torch.tensor(float("nan"), device=values.device)
         subset = values if n == values.numel() else values[mask]
-        k = min(n, max(1, int(round(q * (n - 1))) + 1))
-        return torch.kthvalue(subset.float(), k).values
+        return torch.kthvalue(subset.float(), nearest_rank(q, n)).values
+
+
+def nearest_rank(q: float, n: int) -> int:
+    """The 1-based rank of the ``q`` quantile (nearest rank) among ``n >= 1`` values."""
+    return min(n, max(1, round(q * (n - 1)) + 1))
 
 
 def _variance(mean_square: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:

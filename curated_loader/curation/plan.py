@@ -10,9 +10,19 @@ samples instead would scale the rescale away. Without pruning, kept = S and the 
 have mean 1 over kept samples. The reweight clip bounds ``v``; the prune factor comes after
 it, so a final weight may reach ``w_max / (1 - r)``.
 
-Randomness. Each stage draws from its own ``torch.Generator`` on the stats' device, seeded
-from ``(seed, epoch, stage)`` by a fixed integer mix; nothing global is touched. Equal stats,
-seed and epoch give a bit-identical decision on every rank; other epochs draw differently.
+Randomness. Each stage has its own seed, mixed from ``(seed, epoch, stage)``; nothing
+global is touched. The stages that draw per sample (InfoBatch's prune draw, resampling
+counts, probes) draw per *global id* (:class:`~curated_loader.curation.draws.IdDraws`: a
+counter-based hash of the stage's seed and the id), so a plan over a sharded ledger draws
+exactly what the dense plan draws; a policy's function also gets a ``torch.Generator`` seeded
+alike. Equal stats, seed and epoch give a bit-identical decision on every rank; other epochs
+draw differently.
+
+Sharded ledgers. Given a :class:`~curated_loader.curation.sharded.ShardedLedger` (or its
+:class:`~curated_loader.curation.sharded.OwnedStats`), every rank decides the ids it owns;
+global quantities (means, counts, extremes, histograms, exact quantiles) come from small
+collectives through ``stats.reducer``, and :meth:`Decision.gathered` hands every rank the
+whole decision (docs/scale.md, "Plans over a sharded ledger").
 """
 
 from __future__ import annotations
@@ -28,12 +38,15 @@ import torch
 
 from ..checks import ConfigError, Range
 from .decision import Decision, NoisePart, Reason
+from .draws import IdDraws, uniform_draws
 from .ledger import Ledger, LedgerStats
 from .policies.augment import AugmentStrength
 from .policies.prune import InfoBatchPrune
 from .policies.reweight import Reweight, stochastic_round
+from .reducer import Reducer
 from .reduction import DEFAULT_REDUCTION, check_reduction
 from .schedule import Policy
+from .sharded import ShardedLedger
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +140,10 @@ class CurationPlan:
         """The generator stage ``stage`` uses on ``epoch`` (fresh, seeded, on ``device``)."""
         return torch.Generator(device=device).manual_seed(derive_seed(self.seed, epoch, stage))
 
+    def draws(self, epoch: int, stage: int) -> IdDraws:
+        """The per-id draws stage ``stage`` uses on ``epoch`` (equal on every rank, any sharding)."""
+        return IdDraws(derive_seed(self.seed, epoch, stage))
+
     def _active(self, policy: Policy | None, epoch: int) -> bool:
         return policy is not None and policy.should_apply(epoch, self.num_epochs)
 
@@ -141,16 +158,19 @@ class CurationPlan:
 
     @torch.no_grad()
     def decide(
-        self, source: Ledger | LedgerStats, epoch: int, labels: torch.Tensor | None = None
+        self, source: Ledger | ShardedLedger | LedgerStats, epoch: int, labels: torch.Tensor | None = None
     ) -> Decision:
         """The decision for ``epoch`` (the epoch it will be used in).
 
-        ``source`` is a ledger (its :meth:`Ledger.stats` is called, which syncs across ranks:
-        call on every rank) or precomputed stats. ``labels`` (int64[N], -1 unknown) overrides
-        the labels the ledger recorded, for class-balanced reweighting.
+        ``source`` is a ledger (its ``stats()`` is called, which syncs across ranks: call on
+        every rank) or precomputed stats. ``labels`` (int64[N], -1 unknown) overrides the
+        labels the ledger recorded, for class-balanced reweighting. Over a sharded ledger it
+        is a collective and returns the gathered decision (see :meth:`Decision.gathered`).
         """
-        stats = source.stats() if isinstance(source, Ledger) else source
+        stats = source if isinstance(source, LedgerStats) else source.stats()
+        reducer = stats.reducer
         if labels is not None:
+            labels = labels[reducer.offset : reducer.offset + stats.num_samples] if reducer.distributed else labels
             stats = replace(stats, labels=labels.to(stats.device, torch.long))
         device, n = stats.device, stats.num_samples
         reason = torch.full((n,), int(Reason.UNSEEN), dtype=torch.int8, device=device)
@@ -162,34 +182,34 @@ class CurationPlan:
             gen = self.generator(epoch, _STAGE_REWEIGHT, device)
             weight = self.reweight.apply(stats, epoch, gen, keep=eligible).weight
         if self._active(self.prune, epoch):
-            part = self.prune.apply(stats, epoch, self.generator(epoch, _STAGE_PRUNE, device), keep=eligible)
+            part = self.prune.apply(stats, epoch, self.draws(epoch, _STAGE_PRUNE), keep=eligible)
             keep.masked_fill_(part.pruned, False)
             reason.masked_fill_(part.pruned, int(Reason.PRUNED))
             weight.mul_(part.factor)
         weight.masked_fill_(~keep, 0.0)
         if self.probe_every and epoch % self.probe_every == 0:
-            probes = self._probes(~eligible & stats.seen, epoch)
+            probes = self._probes(~eligible & stats.seen, epoch, reducer)
             keep |= probes  # streamed with weight 0: scored, not trained
-            info["probed"] = float(probes.sum())
+            info["probed"] = float(reducer.count(probes))
         counts = None
         if self.reweight is not None and self.reweight.as_counts:
-            counts = stochastic_round(weight, self.generator(epoch, _STAGE_COUNTS, device))
+            counts = stochastic_round(weight, self.draws(epoch, _STAGE_COUNTS), reducer)
             weight = counts.float()
         if self._active(self.augment, epoch):
             gen = self.generator(epoch, _STAGE_AUGMENT, device)
             strength = self.augment.apply(stats, epoch, gen, keep=eligible).strength
         else:
             strength = torch.zeros(n, device=device)
-        return Decision(keep, weight, strength, reason, score, epoch, counts, info)
+        return Decision(keep, weight, strength, reason, score, epoch, counts, info).gathered(reducer)
 
-    def _probes(self, flagged: torch.Tensor, epoch: int) -> torch.Tensor:
+    def _probes(self, flagged: torch.Tensor, epoch: int, reducer: Reducer) -> torch.Tensor:
         """A uniform random subset of ``flagged``, at most ``probe_fraction`` of all samples."""
-        budget = int(self.probe_fraction * flagged.numel())
-        draw = torch.rand(flagged.numel(), generator=self.generator(epoch, _STAGE_PROBE, flagged.device),
-                          device=flagged.device).masked_fill_(~flagged, 2.0)
-        if budget >= flagged.numel():
+        budget = int(self.probe_fraction * reducer.total)
+        if budget >= reducer.total:
             return flagged.clone()
-        cut = torch.kthvalue(draw, budget).values if budget > 0 else draw.new_tensor(-1.0)
+        draw = uniform_draws(self.draws(epoch, _STAGE_PROBE), reducer, flagged.numel(), flagged.device)
+        draw.masked_fill_(~flagged, 2.0)
+        cut = reducer.kth_smallest(draw, budget) if budget > 0 else draw.new_tensor(-1.0)
         return flagged & (draw <= cut)
 
     def _filter(

@@ -22,7 +22,10 @@ epoch (as the loader arranges). Records without logits are folded after those wi
 of the same sender. Call :meth:`sync` before :meth:`set_epoch` of the next epoch.
 
 :meth:`ShardedLedger.stats` returns the owner's slice only (:class:`OwnedStats`, rows
-``[offset, offset + num_samples)``); plans over a sharded ledger are not implemented yet.
+``[offset, offset + num_samples)``). A :class:`~curated_loader.curation.plan.CurationPlan`
+decides over it: each owner decides its slice, global quantities come from small
+collectives (:mod:`curated_loader.curation.reducer`) and the decision is all-gathered in the
+snapshot's compact format, so every rank gets the dense plan's decision (docs/scale.md).
 """
 
 from __future__ import annotations
@@ -36,7 +39,8 @@ from typing import Any, Literal
 import torch
 import torch.distributed as dist
 
-from .ledger import Ledger, LedgerStats, _Workspace, _world_size
+from .ledger import Ledger, LedgerStats, _Workspace, _world_size, nearest_rank
+from .reducer import GroupReducer, Reducer
 
 # Dense below this many samples (and always on one process); see make_ledger.
 AUTO_SHARD_MIN_SAMPLES = 10_000_000
@@ -53,10 +57,43 @@ _LOGITS, _LOSS_TARGETS, _LOSS_ONLY = 0, 1, 2  # entry kinds
 @dataclass(frozen=True)
 class OwnedStats(LedgerStats):
     """The statistics of one rank's slice: row ``i`` is sample id ``offset + i``;
-    ``total_samples`` is the ledger's N. ``num_seen`` / ``num_with_logits`` count this slice."""
+    ``total_samples`` is the ledger's N. The tensors cover the slice (``num_samples`` is its
+    length); ``num_seen`` / ``num_with_logits`` / ``all_seen`` count *all* ranks' ids, so a
+    policy's branches agree on every rank. Global quantities come from :attr:`reducer`
+    (collectives over ``process_group``); :meth:`quantile` is exact (see
+    :class:`~curated_loader.curation.reducer.GroupReducer`)."""
 
     offset: int = 0
     total_samples: int = 0
+    process_group: Any = None
+
+    @property
+    def all_seen(self) -> bool:
+        return self.num_seen == self.total_samples
+
+    @property
+    def reducer(self) -> Reducer:
+        world = _world_size(self.process_group)
+        if world == 1:
+            return Reducer(self.total_samples)
+        ranges = [owned_range(self.total_samples, r, world) for r in range(world)]
+        return GroupReducer(self.total_samples, self.offset, ranges, self.process_group)
+
+    def quantile(self, values: torch.Tensor, q: float, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The ``q`` quantile (nearest rank) of ``values`` over ``mask`` (default: seen
+        samples) across all ranks: equal to the dense ledger's. A collective."""
+        if not 0.0 <= q <= 1.0:
+            raise ValueError(f"quantile must lie in [0, 1], got {q}")
+        reducer = self.reducer
+        if mask is None or mask is self.seen:
+            mask, n = self.seen, self.num_seen
+        elif mask is self.has_logits:
+            n = self.num_with_logits
+        else:
+            n = reducer.count(mask)
+        if n == 0:
+            return torch.tensor(float("nan"), device=values.device)
+        return reducer.kth_smallest(values, nearest_rank(q, n), mask)
 
 
 class _OwnedTable(Ledger):
@@ -135,6 +172,14 @@ class ShardedLedger:
     @property
     def epoch(self) -> int:
         return self._owned.epoch
+
+    @property
+    def reducer(self) -> Reducer:
+        """Collectives over this ledger's process group and owned ranges."""
+        if self.world == 1:
+            return Reducer(self.num_samples)
+        ranges = [owned_range(self.num_samples, r, self.world) for r in range(self.world)]
+        return GroupReducer(self.num_samples, self.lo, ranges, self.process_group)
 
     @property
     def num_owned(self) -> int:
@@ -267,7 +312,8 @@ class ShardedLedger:
     # -- statistics -------------------------------------------------------------------------
     @torch.no_grad()
     def stats(self, sync: bool = True) -> OwnedStats:
-        """This rank's slice: rows ``[lo, hi)`` as :class:`OwnedStats` with ``offset = lo``.
+        """This rank's slice: rows ``[lo, hi)`` as :class:`OwnedStats` with ``offset = lo``
+        (its seen counts are global: one ``all_reduce`` of two numbers, on every rank).
         With ``sync=True`` (default) the exchange runs first (a collective)."""
         if sync:
             self.sync()
@@ -278,9 +324,11 @@ class ShardedLedger:
             for f in dataclasses.fields(LedgerStats)
             for v in (getattr(full, f.name),)
         }
-        values["num_seen"] = int(values["seen"].sum())
-        values["num_with_logits"] = int(values["has_logits"].sum())
-        return OwnedStats(**values, offset=self.lo, total_samples=self.num_samples)
+        counts = torch.stack([values["seen"].sum(), values["has_logits"].sum()])
+        if self.world > 1:
+            dist.all_reduce(counts, group=self.process_group)
+        values["num_seen"], values["num_with_logits"] = counts.tolist()
+        return OwnedStats(**values, offset=self.lo, total_samples=self.num_samples, process_group=self.process_group)
 
     def table(self, name: str) -> torch.Tensor:
         """Column ``name`` (as :meth:`Ledger.table`) of the owned rows ``[lo, hi)``."""

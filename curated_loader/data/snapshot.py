@@ -22,6 +22,38 @@ _STRENGTH_LEVELS = 255
 _WEIGHT_MAX = float(torch.finfo(torch.float16).max)
 
 
+#: Bytes per sample of :func:`pack_decision` (and of the snapshot's shared arrays).
+PACKED_BYTES_PER_SAMPLE = 1 / 8 + 2 + 1
+_BIT_WEIGHTS = (128, 64, 32, 16, 8, 4, 2, 1)  # np.packbits' bit order (big-endian)
+
+
+def pack_decision(keep: torch.Tensor, weight: torch.Tensor, strength: torch.Tensor) -> torch.Tensor:
+    """The snapshot's compact encoding of ``n`` decisions (``n`` a multiple of 16, so the
+    float16 part starts 2-byte aligned) as one uint8
+    tensor on their device: the keep bitmask (``n / 8`` bytes), float16 weights (``2 n``),
+    uint8 strength codes ``round(255 s)`` (``n``). A weight above the float16 range becomes inf."""
+    n = keep.numel()
+    if n % 16:
+        raise ValueError(f"pack_decision needs a multiple of 16 samples, got {n}")
+    bits = torch.tensor(_BIT_WEIGHTS, dtype=torch.uint8, device=keep.device)
+    mask = keep.to(torch.uint8).view(-1, 8).mul_(bits).sum(1, dtype=torch.uint8)
+    half = weight.to(torch.float16).view(torch.uint8)
+    codes = torch.round(strength.float() * _STRENGTH_LEVELS).to(torch.uint8)
+    return torch.cat([mask, half, codes])
+
+
+def unpack_decision(packed: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Inverse of :func:`pack_decision` for a buffer of ``size`` samples (a multiple of 16),
+    keeping the first ``n``: ``keep`` (bool), ``weight`` and ``strength`` (float32, decoded
+    as the snapshot decodes them)."""
+    size = packed.numel() * 8 // 25  # 25 bytes per 8 samples
+    bits = torch.tensor(_BIT_WEIGHTS, dtype=torch.uint8, device=packed.device)
+    keep = (packed[: size // 8, None] & bits).ne(0).view(-1)[:n]
+    weight = packed[size // 8 : size // 8 + 2 * size].view(torch.float16)[:n].float()
+    strength = packed[size // 8 + 2 * size :][:n].float() / _STRENGTH_LEVELS
+    return keep, weight, strength
+
+
 class ScaledCodes:
     """Read-only uint8 codes seen as floats ``code / levels``: ``codes[i]`` gives a float,
     array indexing or ``np.asarray`` a float32 array. Wraps the shared array without copying."""

@@ -11,8 +11,16 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from typing_extensions import override
 
-from ..checks import Range, run_checks
-from ..curation import CurationPlan, Decision, Ledger, LedgerStats
+from ..checks import OneOf, Range, run_checks
+from ..curation import (
+    CurationPlan,
+    Decision,
+    Ledger,
+    LedgerStats,
+    ShardedLedger,
+    make_ledger,
+)
+from ..curation.sharded import LedgerMode
 from .datamodule import CuratedDataModule
 from .loss import _curated_datamodule
 from .run_record import FINAL_STATE, run_record, save_final_state
@@ -52,20 +60,28 @@ class CurationCallback(Callback):
             the log dir without checkpointing), if the trainer keeps
             checkpoints or logs; ``None`` writes none. ``curated-loader report``/``export``
             read it like a checkpoint.
+        ledger_mode: ``"dense"`` (every rank holds all N rows), ``"sharded"`` (each rank holds
+            the rows of the ids it owns; plans run over the slices and the decision is
+            all-gathered) or ``"auto"``: sharded with several ranks and at least
+            ``AUTO_SHARD_MIN_SAMPLES`` samples (see :func:`~curated_loader.curation.make_ledger`).
+            With a sharded ledger, ``decision.reason``/``score`` and :attr:`stats` cover this
+            rank's ids only (``decision.offset``); the ``curation/*`` metrics are global.
     """
 
     records_losses = True
     #: argument → range check, run at construction (and by the Hydra schema validation)
-    argument_checks = {"ema": Range(0.0, 1.0, hi_open=True), "num_classes": Range(2, optional=True)}
+    argument_checks = {"ema": Range(0.0, 1.0, hi_open=True), "num_classes": Range(2, optional=True),
+                       "ledger_mode": OneOf(("dense", "sharded", "auto"))}
 
     def __init__(self, plan: CurationPlan | None = None, *, num_classes: int | None = None, ema: float = 0.9,
-                 final_state: str | os.PathLike | None = FINAL_STATE) -> None:
+                 final_state: str | os.PathLike | None = FINAL_STATE, ledger_mode: LedgerMode = "auto") -> None:
         run_checks(locals(), self.argument_checks)
         self.plan = plan or CurationPlan()
         self.final_state = final_state
         self.num_classes = num_classes
         self.ema = ema
-        self.ledger: Ledger | None = None
+        self.ledger_mode = ledger_mode
+        self.ledger: Ledger | ShardedLedger | None = None
         self.stats: LedgerStats | None = None
         self.decision: Decision | None = None
         self.history: list[dict[str, float]] = []
@@ -86,7 +102,10 @@ class CurationCallback(Callback):
         dm = self._datamodule = _curated_datamodule(trainer)
         if self.plan.num_epochs is None and trainer.max_epochs is not None and trainer.max_epochs > 0:
             self.plan.num_epochs = trainer.max_epochs
-        self.ledger = Ledger(dm.train_stream.num_samples, self.num_classes, device=pl_module.device, ema=self.ema)
+        # a sharded ledger is made where training runs (it cannot move); a dense one moves at train start
+        sharded = self.ledger_mode != "dense" and trainer.world_size > 1
+        device = trainer.strategy.root_device if sharded else pl_module.device
+        self.ledger = make_ledger(dm.train_stream.num_samples, self.num_classes, device, self.ema, mode=self.ledger_mode)
         self._record = run_record(self.plan, dm.train_stream.index)
         if self._pending_state is not None:
             self._restore(dm, self._pending_state)
@@ -94,7 +113,7 @@ class CurationCallback(Callback):
 
     @override
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.ledger is not None and self.ledger.device != pl_module.device:
+        if isinstance(self.ledger, Ledger) and self.ledger.device != pl_module.device:
             self.ledger = self.ledger.to(pl_module.device)
 
     @override
@@ -111,8 +130,8 @@ class CurationCallback(Callback):
 
     def _decide(self, dm: CuratedDataModule, epoch: int) -> None:
         """Make and publish the decision for ``epoch`` from everything recorded so far."""
-        self.stats = self.ledger.stats()  # syncs across ranks; kept for monitors this epoch
-        self.decision = self.plan.decide(self.stats, epoch)
+        self.stats = self.ledger.stats()  # syncs across ranks; kept for monitors this epoch (a slice if sharded)
+        self.decision = self.plan.decide(self.stats, epoch)  # all N ids on every rank (gathered if sharded)
         self.decision.publish_to(dm.snapshot)
 
     # -- metrics -----------------------------------------------------------------------
@@ -138,14 +157,17 @@ class CurationCallback(Callback):
             checkpoints = getattr(trainer.checkpoint_callback, "dirpath", None)
             base = Path(checkpoints).parent if checkpoints else Path(trainer.log_dir or trainer.default_root_dir)
             path = base / path
+        state = self.state_dict()  # on every rank: a sharded ledger gathers its slices (a collective)
         if trainer.is_global_zero:
-            save_final_state(path, self.state_dict(), epoch=trainer.current_epoch, global_step=trainer.global_step)
+            save_final_state(path, state, epoch=trainer.current_epoch, global_step=trainer.global_step)
 
     # -- checkpoints -------------------------------------------------------------------
     @override
     def state_dict(self) -> dict[str, Any]:
         if self.ledger is None:
             return {}
+        if self.decision is not None and self.decision.owner_local:  # sharded: reports need every id's reason
+            self.decision = self.decision.whole(self.ledger.reducer)
         return {
             "ledger": self.ledger.state_dict(),
             "decision": None if self.decision is None else self.decision.to("cpu").state_dict(),

@@ -283,6 +283,7 @@ class CurationMonitor(Callback):
         self.augment_previews = int(augment_previews)
         self.history: list[dict[str, float]] = []
         self.tables_logged = 0
+        self._warned_sharded = False
         self.previews_logged = 0
 
     @property
@@ -312,6 +313,12 @@ class CurationMonitor(Callback):
         curation = find_curation_callback(trainer)
         decision: Decision | None = curation.decision
         if decision is None or curation.ledger is None:
+            return
+        if decision.owner_local:  # a sharded ledger: reasons, scores and stats cover one rank's ids
+            if not self._warned_sharded:
+                rank_zero_warn("CurationMonitor: nothing logged with a sharded ledger (per-sample panels need "
+                               "every id's statistics on one rank); use ledger_mode='dense'")
+                self._warned_sharded = True
             return
         stats = curation.stats if curation.stats is not None else curation.ledger.stats(sync=False)
         flagged = flagged_of(decision.reason)

@@ -16,6 +16,7 @@ import torch
 from ...checks import OneOf, Range
 from ..decision import NoisePart, Reason
 from ..ledger import LedgerStats
+from ..reducer import Reducer
 from ..schedule import LOSS_KEY, Policy
 
 
@@ -120,13 +121,9 @@ def fit_gmm_1d(
     return GMM1D(means[order], variances[order], mix[order], iterations)
 
 
-def _normalized(values: torch.Tensor, mask: torch.Tensor, everywhere: bool) -> torch.Tensor:
-    """Min-max normalization to [0, 1] with the range taken over ``mask``."""
-    if everywhere:
-        lo, hi = torch.aminmax(values)
-    else:
-        lo = values.masked_fill(~mask, math.inf).amin()
-        hi = values.masked_fill(~mask, -math.inf).amax()
+def _normalized(values: torch.Tensor, mask: torch.Tensor, everywhere: bool, reducer: Reducer) -> torch.Tensor:
+    """Min-max normalization to [0, 1] with the range taken over ``mask`` (on every rank)."""
+    lo, hi = reducer.min_max(values, None if everywhere else mask)
     return (values - lo).mul_((hi - lo).clamp_min(1e-12).reciprocal()).clamp_(0.0, 1.0)
 
 
@@ -142,13 +139,17 @@ def _fit_loss_gmm(
     reg_covar: float,
 ) -> tuple[torch.Tensor, GMM1D]:
     """The min-max normalized loss (over judged samples) and the GMM fitted to it (on a
-    ``bins``-bin histogram when ``bins`` is set)."""
-    x = _normalized(getattr(stats, loss_key).float(), judged, everywhere)
+    ``bins``-bin histogram when ``bins`` is set: over a sharded ledger, the histogram's counts
+    are summed across ranks, so every rank fits the dense ledger's mixture)."""
+    reducer = stats.reducer
+    if not bins and reducer.distributed:
+        raise ValueError("bins=None fits the mixture on every sample: a sharded ledger needs bins (e.g. 1024)")
+    x = _normalized(getattr(stats, loss_key).float(), judged, everywhere, reducer)
     if bins:
         index = x.mul(bins).long().clamp_(max=bins - 1)
         if not everywhere:
             index.masked_fill_(~judged, bins)  # an overflow bin, dropped below
-        counts = torch.bincount(index, minlength=bins + 1)[:bins].to(torch.float64)
+        counts = reducer.sum(torch.bincount(index, minlength=bins + 1)[:bins]).to(torch.float64)
         centers = (torch.arange(bins, dtype=torch.float64, device=x.device) + 0.5) / bins
         return x, fit_gmm_1d(centers, counts, max_iter=max_iter, tol=tol, reg_covar=reg_covar)
     return x, fit_gmm_1d(x, judged, max_iter=max_iter, tol=tol, reg_covar=reg_covar)
@@ -225,12 +226,13 @@ def loss_margin(
     ``curation/filter_*``). Score: 1 - p(clean) in loss mode, -AUM in margin mode.
     """
     judged = _judged(stats.has_logits, keep)
-    num_judged = stats.num_with_logits if keep is None else int(judged.sum())
+    reducer = stats.reducer
+    num_judged = stats.num_with_logits if keep is None else reducer.count(judged)
     if num_judged < 2:
         zeros = torch.zeros(stats.num_samples, device=stats.device)
         info = {"filter_mode": 0.0, "filter_separation": 0.0, "filter_guard": 1.0}
         return NoisePart(torch.zeros_like(judged), zeros, Reason.FLAGGED_GMM, info)
-    everywhere = num_judged == stats.num_samples
+    everywhere = num_judged == reducer.total
     x, model = _fit_loss_gmm(stats, judged, everywhere, loss_key=loss_key, bins=bins, max_iter=100,
                              tol=1e-6, reg_covar=5e-4)
     d = separation(model)
@@ -246,7 +248,7 @@ def loss_margin(
     else:
         evidence = flagged = torch.zeros_like(judged)
         score, reason, mode = p_clean.neg_().add_(1.0), Reason.FLAGGED_GMM, 2.0
-    guard = float(evidence.sum()) > max_flag_fraction * num_judged
+    guard = reducer.count(evidence) > max_flag_fraction * num_judged
     if guard:
         flagged = torch.zeros_like(judged)
     info = {"filter_mode": mode, "filter_separation": d, "filter_guard": float(guard)}

@@ -9,6 +9,7 @@ import torch
 
 from ...checks import Range
 from ..decision import PrunePart
+from ..draws import IdDraws, uniform_draws
 from ..ledger import LedgerStats
 from ..schedule import LOSS_KEY, Policy
 
@@ -16,7 +17,7 @@ from ..schedule import LOSS_KEY, Policy
 def infobatch(
     stats: LedgerStats,
     epoch: int,
-    generator: torch.Generator | None = None,
+    generator: IdDraws | torch.Generator | None = None,
     *,
     keep: torch.Tensor | None = None,
     ratio: float = 0.5,
@@ -24,15 +25,19 @@ def infobatch(
 ) -> PrunePart:
     """Among seen samples in ``keep``, those with loss below the pool's mean are
     well-learned; each is skipped with probability ``ratio`` (one uniform draw per sample
-    from ``generator``), and the kept well-learned ones get factor ``1 / (1 - ratio)``, so
-    ``E[sum_kept factor * loss] = sum_pool loss``. Unseen samples are never pruned."""
+    from ``generator``: per id with :class:`~curated_loader.curation.draws.IdDraws`, as the
+    plan passes), and the kept well-learned ones get factor ``1 / (1 - ratio)``, so
+    ``E[sum_kept factor * loss] = sum_pool loss``. Unseen samples are never pruned. The mean
+    is accumulated in float64 (over all ranks of a sharded ledger: one ``all_reduce``)."""
     if not 0.0 <= ratio < 1.0:
         raise ValueError(f"ratio must lie in [0, 1), got {ratio}")
     loss = getattr(stats, loss_key)
     pool = stats.seen if keep is None else stats.seen & keep
-    pool_sum = loss.sum() if keep is None and stats.all_seen else loss.masked_fill(~pool, 0.0).sum()
-    well_learned = pool & (loss < pool_sum / pool.sum().clamp_min(1))
-    draw = torch.rand(stats.num_samples, generator=generator, device=stats.device)
+    reducer = stats.reducer
+    pooled = loss if keep is None and stats.all_seen else loss.masked_fill(~pool, 0.0)
+    pool_sum, pool_size = reducer.sum(torch.stack([pooled.sum(dtype=torch.float64), pool.sum().to(torch.float64)]))
+    well_learned = pool & (loss < pool_sum / pool_size.clamp_min(1))
+    draw = uniform_draws(generator, reducer, stats.num_samples, stats.device)
     pruned = well_learned & (draw < ratio)
     factor = draw.fill_(1.0).masked_fill_(well_learned & ~pruned, 1.0 / (1.0 - ratio))
     return PrunePart(pruned, factor)

@@ -10,7 +10,9 @@ import torch
 
 from ...checks import OneOf, Range
 from ..decision import WeightPart
+from ..draws import IdDraws, uniform_draws
 from ..ledger import LedgerStats
+from ..reducer import Reducer
 from ..schedule import LOSS_KEY, Policy
 
 
@@ -22,6 +24,7 @@ def normalize_clipped(
     *,
     max_iter: int = 50,
     tol: float = 1e-6,
+    reducer: Reducer | None = None,
 ) -> torch.Tensor:
     """``clamp(c * raw, w_min, w_max)`` on ``members`` (0 elsewhere), with the scale ``c``
     chosen so the mean over members is 1.
@@ -30,30 +33,33 @@ def normalize_clipped(
     found by Newton steps on the linear piece at hand, kept inside a bisection bracket, until
     the mean is within ``tol`` of 1 (a few host syncs). Needs ``0 <= w_min <= 1 <= w_max``; if
     no ``c`` reaches mean 1 (e.g. every raw weight is 0), the closest clipped result is
-    returned.
+    returned. ``reducer`` (default: these are all the samples) makes every sum global, for the
+    slice of a sharded ledger.
     """
     if not 0.0 <= w_min <= 1.0 <= w_max:
         raise ValueError(f"need 0 <= w_min <= 1 <= w_max, got [{w_min}, {w_max}]")
-    n = int(members.sum())
+    reducer = reducer or Reducer(raw.numel())
+    local = int(members.sum())
+    n = int(reducer.sum(members.sum())) if reducer.distributed else local
     if n == 0:
         return torch.zeros_like(raw, dtype=torch.float32)
-    raw = raw.to(torch.float32) if n == raw.numel() else raw.masked_fill(~members, 0.0).to(torch.float32)
-    outside = (raw.numel() - n) * w_min  # non-members have raw 0, so clamp gives them w_min
-    total = float(raw.sum())
+    raw = raw.to(torch.float32) if local == raw.numel() else raw.masked_fill(~members, 0.0).to(torch.float32)
+    outside = (reducer.total - n) * w_min  # non-members have raw 0, so clamp gives them w_min
+    total = float(reducer.sum(raw.sum()))
     c = n / total if total > 0 else 1.0
     lo_raw, hi_raw = (
-        float(v) for v in torch.aminmax(torch.where(members, raw, total / n) if n < raw.numel() else raw)
+        float(v) for v in reducer.min_max(torch.where(members, raw, total / n) if local < raw.numel() else raw)
     )
     if w_min <= lo_raw * c and hi_raw * c <= w_max:  # nothing to clip: one scale does it
         return raw * c
     low, high = 0.0, float("inf")
     for _ in range(max_iter):
         scaled = raw * c
-        err = (float(scaled.clamp_(w_min, w_max).sum()) - outside) / n - 1.0
+        err = (float(reducer.sum(scaled.clamp_(w_min, w_max).sum())) - outside) / n - 1.0
         if abs(err) < tol:
             break
         low, high = (c, high) if err < 0 else (low, c)
-        slope = float(raw.masked_fill((scaled <= w_min) | (scaled >= w_max), 0.0).sum()) / n
+        slope = float(reducer.sum(raw.masked_fill((scaled <= w_min) | (scaled >= w_max), 0.0).sum())) / n
         step = c - err / slope if slope > 0 else float("nan")
         if low < step < high:
             c = step
@@ -62,24 +68,35 @@ def normalize_clipped(
     return (raw * c).clamp_(w_min, w_max).masked_fill_(~members, 0.0)
 
 
-def balance_classes(raw: torch.Tensor, labels: torch.Tensor, members: torch.Tensor) -> torch.Tensor:
+def balance_classes(
+    raw: torch.Tensor, labels: torch.Tensor, members: torch.Tensor, reducer: Reducer | None = None
+) -> torch.Tensor:
     """Rescale ``raw`` so every class present among ``members`` carries the same total mass
-    (the total over labelled members is kept). Members with label -1 are left as they are."""
+    (the total over labelled members is kept). Members with label -1 are left as they are.
+    ``reducer`` sums the class masses over the ranks of a sharded ledger (two ``all_reduce``)."""
+    reducer = reducer or Reducer(raw.numel())
     labelled = members & (labels >= 0)
     index = labels.clamp_min(0)
-    num_classes = int(index.amax()) + 1 if index.numel() else 0
+    if reducer.distributed:
+        num_classes = int(reducer.max(index.amax() if index.numel() else index.new_tensor(-1))) + 1
+    else:
+        num_classes = int(index.amax()) + 1 if index.numel() else 0
     mass = torch.zeros(num_classes, dtype=torch.float64, device=raw.device)
     mass.index_put_((index,), torch.where(labelled, raw, 0.0).to(torch.float64), accumulate=True)
+    mass = reducer.sum(mass)
     present = mass > 0
     target = mass.sum() / present.sum().clamp_min(1)
     scale = torch.where(present, target / mass.clamp_min(1e-300), 0.0)
     return torch.where(labelled, raw * scale[index].to(raw.dtype), raw)
 
 
-def stochastic_round(weight: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Integer counts with ``E[count] = weight``: floor plus a Bernoulli of the fraction."""
+def stochastic_round(
+    weight: torch.Tensor, generator: IdDraws | torch.Generator | None = None, reducer: Reducer | None = None
+) -> torch.Tensor:
+    """Integer counts with ``E[count] = weight``: floor plus a Bernoulli of the fraction (one
+    uniform per sample; per global id with :class:`IdDraws` and the rows' ``reducer``)."""
     base = torch.floor(weight)
-    draw = torch.rand(weight.shape, generator=generator, device=weight.device)
+    draw = uniform_draws(generator, reducer or Reducer(weight.numel()), weight.numel(), weight.device)
     return (base + (draw < weight - base).to(base.dtype)).to(torch.int32)
 
 
@@ -102,14 +119,18 @@ def sample_weights(
     ``[w_min, w_max]`` (see :func:`normalize_clipped`). Unseen samples get the mean raw
     weight of the seen ones. Class balance is exact when no weight hits the clip."""
     members = torch.ones_like(stats.seen) if keep is None else keep
+    reducer = stats.reducer
     raw = getattr(stats, loss_key).clamp_min(0).add_(eps).pow_(alpha)
     if not stats.all_seen:
         seen = members & stats.seen
-        neutral = raw.masked_fill(~seen, 0.0).sum() / seen.sum().clamp_min(1)
-        raw = torch.where(stats.seen, raw, torch.where(seen.any(), neutral, 1.0))
+        raw_sum, num = raw.masked_fill(~seen, 0.0).sum(), seen.sum()
+        if reducer.distributed:  # one all_reduce of both
+            raw_sum, num = reducer.sum(torch.stack([raw_sum.to(torch.float64), num.to(torch.float64)]))
+        neutral = raw_sum / num.clamp_min(1)
+        raw = torch.where(stats.seen, raw, torch.where(num > 0, neutral, 1.0))
     if class_balance:
-        raw = balance_classes(raw, stats.labels, members)
-    return WeightPart(normalize_clipped(raw, members, w_min, w_max), as_counts=as_counts)
+        raw = balance_classes(raw, stats.labels, members, reducer)
+    return WeightPart(normalize_clipped(raw, members, w_min, w_max, reducer=reducer), as_counts=as_counts)
 
 
 @dataclass(frozen=True, kw_only=True)
