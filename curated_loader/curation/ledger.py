@@ -152,7 +152,7 @@ class _Deferred:
     """A :class:`LedgerStats` value computed when first read, or when its ledger is about to
     change (so a statistic always describes the ledger as it was at ``stats()``)."""
 
-    __slots__ = ("_compute", "_value", "__weakref__")
+    __slots__ = ("__weakref__", "_compute", "_value")
 
     def __init__(self, compute: Callable[[], torch.Tensor]) -> None:
         self._compute: Callable[[], torch.Tensor] | None = compute

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pickle
 
-import kornia
 import pytest
 import torch
 

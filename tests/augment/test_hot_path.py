@@ -9,10 +9,16 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-from op_counts import augment_call, count, image_compose, record_call, signal_augment_call  # noqa: E402
+from augmentation import signal_augment
+from op_counts import (
+    augment_call,
+    count,
+    image_compose,
+    record_call,
+    signal_augment_call,
+)
 
-from augmentation import signal_augment  # noqa: E402
-from curated_loader.augment import augment_batch, seed_of_sample  # noqa: E402
+from curated_loader.augment import augment_batch, seed_of_sample
 
 # aten ops per call on a 256-batch, as measured (goals: record <= 20, image Compose <= 300)
 MAX_RECORD_OPS = 20
