@@ -17,7 +17,9 @@ each with its own Adam (manual optimization), and trains both on every batch:
 The arms alternate which goes first from batch to batch, so load on a shared machine hits
 both alike; the device-path augmentation (``_augment_on_device``: strength lookup +
 ``augment_batch``) is timed on the same batches. Ratios are of medians over every step after
-the first epoch (warm-up), wall clock and thread CPU time, all from this one run. The
+the first epoch (warm-up), wall clock and thread CPU time, all from this one run; beside them
+the median of per-step ratios (each step's parts timed back to back, so load that changes
+from step to step cancels) and the ratio of minima (the least-disturbed step of each). The
 epoch-end re-curation (ledger sync, plan, publish) is timed separately. With ``--device cuda``
 each timed part runs under ``torch.cuda.set_sync_debug_mode("error")`` (a host sync inside it
 fails the run) and is bracketed by ``torch.cuda.synchronize()``.
@@ -81,6 +83,14 @@ class Clock:
 
     def median(self, name: str, which: int) -> float:
         return statistics.median(t[which] for t in self.times[name])
+
+    def minimum(self, name: str, which: int) -> float:
+        return min(t[which] for t in self.times[name])
+
+    def paired_ratio(self, name: str, base: str, which: int) -> float:
+        """Median over steps of ``name``'s time over ``base``'s in the same step (timed
+        back to back, so load that changes from step to step cancels)."""
+        return statistics.median(a[which] / b[which] for a, b in zip(self.times[name], self.times[base]))
 
 
 class TwoArms(L.LightningModule):
@@ -201,13 +211,17 @@ def report(args: argparse.Namespace, clock: Clock, curation: Curation) -> dict[s
     labels = {"plain": "plain step", "tracked": "tracked step (curated_loss)", "augment": "device-path augmentation"}
     for part, (wall, cpu) in med.items():
         print(f"| {labels[part]} | {wall * 1e3:.3f} | {cpu * 1e3:.3f} |")
-    ratios = {
-        "tracked_over_plain": [med["tracked"][i] / med["plain"][i] for i in (0, 1)],
-        "augment_over_plain_step": [med["augment"][i] / med["plain"][i] for i in (0, 1)],
-    }
-    print(f"\ntracked / plain step: {ratios['tracked_over_plain'][0]:.3f} wall, {ratios['tracked_over_plain'][1]:.3f} CPU")
-    aug = ratios["augment_over_plain_step"]
-    print(f"device augmentation / plain step: {aug[0]:.1%} wall, {aug[1]:.1%} CPU")
+    pairs = {"tracked_over_plain": "tracked", "augment_over_plain_step": "augment"}
+    ratios = {key: [med[part][i] / med["plain"][i] for i in (0, 1)] for key, part in pairs.items()}
+    paired = {key: [clock.paired_ratio(part, "plain", i) for i in (0, 1)] for key, part in pairs.items()}
+    of_min = {key: [clock.minimum(part, i) / clock.minimum("plain", i) for i in (0, 1)] for key, part in pairs.items()}
+    t, a = ratios["tracked_over_plain"], ratios["augment_over_plain_step"]
+    print(f"\ntracked / plain step: {t[0]:.3f} wall, {t[1]:.3f} CPU")
+    print(f"device augmentation / plain step: {a[0]:.1%} wall, {a[1]:.1%} CPU")
+    print("\n| ratio | of medians (wall, CPU) | median of per-step ratios (wall, CPU) | of minima (wall, CPU) |")
+    print("|---|---:|---:|---:|")
+    for key, label in (("tracked_over_plain", "tracked / plain step"), ("augment_over_plain_step", "device augmentation / plain step")):
+        print(f"| {label} | " + " | ".join(f"{r[key][0]:.3f}, {r[key][1]:.3f}" for r in (ratios, paired, of_min)) + " |")
     end = statistics.median(curation.epoch_end)
     print(f"epoch-end re-curation (sync + plan + publish), median: {end * 1e3:.1f} ms")
     return {
@@ -219,6 +233,8 @@ def report(args: argparse.Namespace, clock: Clock, curation: Curation) -> dict[s
         "timed_steps": steps,
         "median_ms": {part: {"wall": w * 1e3, "cpu": c * 1e3} for part, (w, c) in med.items()},
         "ratios_wall_cpu": ratios,
+        "paired_ratios_wall_cpu": paired,
+        "ratios_of_minima_wall_cpu": of_min,
         "epoch_end_ms": end * 1e3,
     }
 

@@ -1,6 +1,10 @@
 """Per-sample cost of augmentation in a loader worker, this tree against a git ref, in one run.
 
     python benchmarks/worker_augment_cost.py [--ref main] [--json docs/results/worker_augment_cost.json]
+    python benchmarks/worker_augment_cost.py --path device --samples 256 [--json ...]
+
+``--path device`` times the batched device path instead (``augment_batch`` on one batch of
+``--samples``, on the CPU), per batch.
 
 The worker path calls ``aug(sample, strength)`` on one loader sample dict at a time (the
 decoded tensor plus ``__id__``, ``__epoch__``, ``__seed__``, ``__repeat__``). Two Composes:
@@ -33,7 +37,8 @@ import torch
 from curated_loader.augment import (AmplitudeScale, ColorJitter, Compose, GaussianNoise, HorizontalFlip,
                                     RandomErasing, RandomResizedCrop, Shift, TimeStretch)
 torch.set_num_threads(1)
-samples, repeats = int(sys.argv[1]), int(sys.argv[2])
+samples, repeats, path = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+from curated_loader.augment import augment_batch
 g = torch.Generator().manual_seed(0)
 cases = {
     "signal Compose [40]": (Compose([Shift(max_shift=4, field="x"), AmplitudeScale(a_max=0.2, field="x"),
@@ -45,16 +50,21 @@ cases = {
 }
 out = {}
 for name, (aug, data) in cases.items():
-    batch = [{"x": data[i], "__id__": i, "__epoch__": 3, "__seed__": 0, "__repeat__": 0} for i in range(samples)]
-    for sample in batch[:20]:
-        aug(sample, 0.5)
+    if path == "device":
+        strength, ids = torch.full((samples,), 0.5), torch.arange(samples)
+        calls, per = [lambda: augment_batch(aug, data, strength, ids, epoch=3, seed=0)] * 20, 20
+    else:
+        batch = [{"x": data[i], "__id__": i, "__epoch__": 3, "__seed__": 0, "__repeat__": 0} for i in range(samples)]
+        calls, per = [lambda sample=sample: aug(sample, 0.5) for sample in batch], samples
+    for call in calls[:20]:
+        call()
     cpu, wall = [], []
     for _ in range(repeats):
         c, w = time.thread_time(), time.perf_counter()
-        for sample in batch:
-            aug(sample, 0.5)
-        cpu.append((time.thread_time() - c) / samples)
-        wall.append((time.perf_counter() - w) / samples)
+        for call in calls:
+            call()
+        cpu.append((time.thread_time() - c) / per)
+        wall.append((time.perf_counter() - w) / per)
     out[name] = {"cpu_us": statistics.median(cpu) * 1e6, "wall_us": statistics.median(wall) * 1e6}
 print(json.dumps(out))
 """
@@ -68,9 +78,9 @@ def export(ref: str, into: Path) -> Path:
     return into
 
 
-def measure(tree: Path, samples: int, repeats: int) -> dict[str, dict[str, float]]:
+def measure(tree: Path, samples: int, repeats: int, path: str = "worker") -> dict[str, dict[str, float]]:
     env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-c", CHILD, str(samples), str(repeats)], env=env, cwd=tree,
+    proc = subprocess.run([sys.executable, "-c", CHILD, str(samples), str(repeats), path], env=env, cwd=tree,
                           capture_output=True, text=True, check=True)
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -81,6 +91,8 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=500)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--path", default="worker", choices=("worker", "device"),
+                        help="per-sample worker calls, or augment_batch on one batch of --samples")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -88,13 +100,14 @@ def main() -> None:
         runs: dict[str, list[dict[str, dict[str, float]]]] = {name: [] for name in trees}
         for _ in range(args.rounds):
             for name, tree in trees.items():
-                runs[name].append(measure(tree, args.samples, args.repeats))
+                runs[name].append(measure(tree, args.samples, args.repeats, args.path))
     cases = list(runs[args.ref][0])
     result = {
         name: {case: {k: statistics.median(r[case][k] for r in rs) for k in ("cpu_us", "wall_us")} for case in cases}
         for name, rs in runs.items()
     }
-    print(f"worker path, µs per sample (median of {args.rounds} alternating rounds, 1 torch thread)\n")
+    unit = "sample" if args.path == "worker" else f"batch of {args.samples}"
+    print(f"{args.path} path, µs per {unit} (median of {args.rounds} alternating rounds, 1 torch thread)\n")
     print(f"| augmentation | {args.ref} CPU | this tree CPU | ratio | {args.ref} wall | this tree wall |")
     print("|---|---:|---:|---:|---:|---:|")
     for case in cases:
@@ -104,7 +117,8 @@ def main() -> None:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         command = " ".join(["python", "benchmarks/worker_augment_cost.py", *sys.argv[1:]])
-        args.json.write_text(json.dumps({"command": command, "us_per_sample": result}, indent=1) + "\n")
+        key = "us_per_sample" if args.path == "worker" else "us_per_batch"
+        args.json.write_text(json.dumps({"command": command, key: result}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

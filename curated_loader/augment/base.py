@@ -74,6 +74,12 @@ class Augmentation(SeededAugment):
     field: str = "x"
     num_draws: int = 0  # per-sample uniforms params() reads as draws.u(0 .. num_draws - 1)
 
+    def element_words(self, shape: torch.Size) -> dict[int, int]:
+        """64-bit words per sample that :meth:`params` draws per stream through
+        ``draws.uniform``/``draws.normal`` for a batch of ``shape`` (a composition mixes them
+        with the block in one pass; an undeclared stream is mixed when drawn, same values)."""
+        return {}
+
     def params(self, strength: torch.Tensor, draws: Draws, shape: torch.Size) -> Params:
         """Per-sample parameters (tensors with leading dim B) for a batch of ``shape``."""
         raise NotImplementedError

@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from .base import Augmentation, Params
-from .seeding import Draws
+from .seeding import Draws, normal_words, signed
 
-__all__ = ["GaussianNoise", "signed", "per_sample"]
+__all__ = ["GaussianNoise", "signed", "per_sample", "cached_constant"]
+
+_CONSTANTS: dict[tuple, torch.Tensor] = {}
 
 
-def signed(u: torch.Tensor) -> torch.Tensor:
-    """Map uniforms in [0, 1) to [-1, 1)."""
-    return 2.0 * u - 1.0
+def cached_constant(key: tuple, make: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """A constant tensor (index grids, pixel coordinates) made once per ``key``, which must
+    name everything it depends on (sizes, device, dtype); the cache holds at most 64."""
+    value = _CONSTANTS.get(key)
+    if value is None:
+        if len(_CONSTANTS) >= 64:
+            _CONSTANTS.clear()
+        value = _CONSTANTS[key] = make()
+    return value
 
 
 def per_sample(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -32,8 +42,11 @@ class GaussianNoise(Augmentation):
         self.sigma_max = float(sigma_max)
         self.field = field
 
+    def element_words(self, shape: torch.Size) -> dict[int, int]:
+        return {0: normal_words(shape[1:])}
+
     def params(self, strength: torch.Tensor, draws: Draws, shape: torch.Size) -> Params:
         return {"sigma": strength * self.sigma_max, "noise": draws.normal(0, tuple(shape[1:]))}
 
     def apply(self, x: torch.Tensor, params: Params) -> torch.Tensor:
-        return x + per_sample(params["sigma"], x) * params["noise"].to(x.dtype)
+        return torch.addcmul(x, per_sample(params["sigma"], x), params["noise"].to(x.dtype))

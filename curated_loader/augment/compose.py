@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from .base import Augmentation, SeededAugment, as_strength, keep_where_zero
-from .seeding import Draws, IntLike, draw_block, fold_in, sample_seed
+from .seeding import Draws, IntLike, fold_in, sample_seed
 
 __all__ = ["Compose", "FromCallable", "augment_batch"]
 
@@ -65,7 +65,8 @@ class Compose(SeededAugment):
     def apply_seeded(self, sample: dict[str, Any], strength: float, seeds: torch.Tensor) -> dict[str, Any]:
         if strength <= 0.0:
             return sample
-        for i, (aug, draws) in enumerate(zip(self.augs, self._draws(seeds))):
+        shape = getattr(sample.get(self.field), "shape", None) if self.field is not None else None
+        for i, (aug, draws) in enumerate(zip(self.augs, self._draws(seeds, None if shape is None else torch.Size((1, *shape))))):
             if draws is None:
                 sample = aug.apply_seeded(sample, strength, fold_in(seeds, i))
             else:
@@ -77,26 +78,22 @@ class Compose(SeededAugment):
         seeds = seeds if seeds.dim() == 1 else seeds.reshape(-1)
         strength = as_strength(strength, x)
         out = x
-        for i, (aug, draws) in enumerate(zip(self.augs, self._draws(seeds))):
+        for i, (aug, draws) in enumerate(zip(self.augs, self._draws(seeds, x.shape))):
             if draws is None:
                 out = aug.batch(out, strength, fold_in(seeds, i))
             else:
                 out = aug.transform(out, strength, draws)  # type: ignore[attr-defined]
         return keep_where_zero(out, x, strength)  # strength 0: the input, bit for bit
 
-    def _draws(self, seeds: torch.Tensor) -> list[Draws | None]:
-        """Per member: its slice of one block of draws, or None for wrapped callables."""
-        members = [(i, a.num_draws) for i, a in enumerate(self.augs) if isinstance(a, Augmentation)]
-        block = draw_block(seeds, members)
-        out: list[Draws | None] = []
-        start = 0
-        for i, aug in enumerate(self.augs):
-            if isinstance(aug, Augmentation):
-                out.append(Draws(seeds, block[:, start : start + aug.num_draws], i))
-                start += aug.num_draws
-            else:
-                out.append(None)
-        return out
+    def _draws(self, seeds: torch.Tensor, shape: torch.Size | None = None) -> list[Draws | None]:
+        """Per member: its draws, all mixed in one pass (with the element draws members declare
+        for a batch of ``shape``, when given), or None for wrapped callables."""
+        members = [
+            (i, a.num_draws, {} if shape is None else a.element_words(shape))
+            for i, a in enumerate(self.augs) if isinstance(a, Augmentation)
+        ]
+        drawn = iter(Draws.for_members(seeds, members))
+        return [next(drawn) if isinstance(aug, Augmentation) else None for aug in self.augs]
 
 
 def augment_batch(

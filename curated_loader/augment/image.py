@@ -1,9 +1,11 @@
 """Strength-aware augmentations for float images (``[C, H, W]`` per sample, values in [0, 1]).
 
 Parameters are drawn per sample with :func:`~curated_loader.augment.seeding.uniform`; the pixel
-work is done by kornia's functional ops on the whole batch (kornia's own random modules draw from
-a global generator, which cannot reproduce a sample's parameters from its seed). kornia is
-imported when an op first runs, so the package imports without it.
+work runs on the whole batch: the crop as one ``grid_sample`` over a sampling grid built from
+two per-sample rows (it is axis-aligned), flip and colour through kornia's functional ops
+(kornia's own random modules draw from a global generator, which cannot reproduce a sample's
+parameters from its seed). kornia is imported when an op first runs, so the package imports
+without it.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import math
 import torch
 
 from .base import Augmentation, Params
-from .common import per_sample, signed
+from .common import cached_constant, per_sample
 from .seeding import Draws
 
 __all__ = ["RandomResizedCrop", "HorizontalFlip", "ColorJitter", "RandomErasing"]
@@ -28,27 +30,31 @@ def _bchw(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-_PIXEL_CENTRES: dict[tuple, torch.Tensor] = {}
-
-
-def _pixel_centres(height: int, width: int, like: torch.Tensor) -> torch.Tensor:
-    """``[H, W, 2]`` pixel-centre coordinates (x + 0.5, y + 0.5), cached per size and device."""
-    key = (height, width, like.device, like.dtype)
-    grid = _PIXEL_CENTRES.get(key)
-    if grid is None:
-        if len(_PIXEL_CENTRES) > 64:
-            _PIXEL_CENTRES.clear()
-        ys, xs = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
-        grid = _PIXEL_CENTRES[key] = torch.stack([xs, ys], -1).to(like.device, like.dtype) + 0.5
-    return grid
+def _pixel_centres(size: int, like: torch.Tensor) -> torch.Tensor:
+    """``[1, size, 1]`` pixel-centre coordinates 0.5, 1.5, ..., cached per size, device and dtype."""
+    return cached_constant(
+        ("pixel_centres", size, like.device, like.dtype),
+        lambda: (torch.arange(size).to(like.device, like.dtype) + 0.5).reshape(1, size, 1),
+    )
 
 
 def _box_mask(corner: torch.Tensor, size: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """bool ``[B, H, W]``: pixels inside the integer boxes ``corner`` (x0, y0) of ``size`` (w, h),
-    both ``[B, 2]``: ``x0 <= x <= x0 + w - 1`` and the same for y."""
+    both ``[B, 2]``: ``x0 <= x <= x0 + w - 1`` and the same for y (tested per axis, then
+    combined)."""
     half = size * 0.5
-    centre = (corner + half).reshape(-1, 1, 1, 2)
-    return (_pixel_centres(height, width, centre) - centre).abs_().lt_(half.reshape(-1, 1, 1, 2)).all(-1)
+    centre = (corner + half).unsqueeze(1)
+    inside = (_pixel_centres(max(height, width), centre) - centre).abs_().lt(half.unsqueeze(1))  # [B, max(H, W), 2]
+    return inside[:, :height, 1].unsqueeze(2) & inside[:, :width, 0].unsqueeze(1)
+
+
+def _unit_grid(size: int, like: torch.Tensor) -> torch.Tensor:
+    """``[1, size]``: ``size`` points evenly from -1 to 1 (grid_sample's pixel centres with
+    ``align_corners=True``), cached per size, device and dtype."""
+    return cached_constant(
+        ("unit_grid", size, like.device, like.dtype),
+        lambda: torch.linspace(-1.0, 1.0, size, dtype=like.dtype, device=like.device).unsqueeze(0),
+    )
 
 
 class RandomResizedCrop(Augmentation):
@@ -67,7 +73,7 @@ class RandomResizedCrop(Augmentation):
 
     def params(self, strength: torch.Tensor, draws: Draws, shape: torch.Size) -> Params:
         area = 1.0 - strength * (1.0 - self.scale_min) * draws.u(0)
-        log_r = strength * math.log(self.ratio_max) * signed(draws.u(1))
+        log_r = strength * math.log(self.ratio_max) * draws.signed(1)
         log_area = torch.log(area)
         log_r = torch.maximum(torch.minimum(log_r, -log_area), log_area)
         w = torch.sqrt(area * torch.exp(log_r)).clamp(max=1.0)
@@ -77,19 +83,19 @@ class RandomResizedCrop(Augmentation):
         return {"area": area, "x0": x0, "y0": y0, "w": w, "h": h}
 
     def apply(self, x: torch.Tensor, params: Params) -> torch.Tensor:
-        from kornia.geometry.transform import warp_affine
-
         img = _bchw(x)
         height, width = img.shape[-2:]
-        w, h = params["w"].to(img.dtype), params["h"].to(img.dtype)
-        # source pixel (x0 + w * j) lands on output pixel j (pixel-centre coordinates)
-        x0 = params["x0"].to(img.dtype) * (width - 1)
-        y0 = params["y0"].to(img.dtype) * (height - 1)
-        zero = torch.zeros_like(w)
-        matrix = torch.stack(
-            [torch.stack([1.0 / w, zero, -x0 / w], 1), torch.stack([zero, 1.0 / h, -y0 / h], 1)], 1
-        )
-        out = warp_affine(img, matrix, (height, width), padding_mode="border", align_corners=True)
+        # output pixel j samples the source at x0 + w * j (pixel-centre coordinates, align_corners):
+        # in grid_sample's [-1, 1] coordinates u_src = w * u_out + (w + 2 * x0 - 1), x0 and w as
+        # fractions of the image; the same for y. The crop is axis-aligned, so each axis is a row.
+        axes = []
+        for scale, start, size in ((params["w"], params["x0"], width), (params["h"], params["y0"], height)):
+            scale = scale.to(img.dtype).unsqueeze(1)
+            offset = start.to(img.dtype).unsqueeze(1).mul(2.0).add_(scale).sub_(1.0)
+            axes.append(torch.addcmul(offset, scale, _unit_grid(size, img)))  # [B, size]
+        gx, gy = axes
+        grid = torch.stack([gx.unsqueeze(1).expand(-1, height, -1), gy.unsqueeze(2).expand(-1, -1, width)], -1)
+        out = torch.nn.functional.grid_sample(img, grid, mode="bilinear", padding_mode="border", align_corners=True)
         return out.reshape(x.shape)
 
 
@@ -126,8 +132,8 @@ class ColorJitter(Augmentation):
 
     def params(self, strength: torch.Tensor, draws: Draws, shape: torch.Size) -> Params:
         return {
-            "brightness": strength * self.brightness * signed(draws.u(0)),
-            "contrast": 1.0 + strength * self.contrast * signed(draws.u(1)),
+            "brightness": strength * self.brightness * draws.signed(0),
+            "contrast": 1.0 + strength * self.contrast * draws.signed(1),
         }
 
     def apply(self, x: torch.Tensor, params: Params) -> torch.Tensor:
@@ -166,7 +172,7 @@ class RandomErasing(Augmentation):
     def params(self, strength: torch.Tensor, draws: Draws, shape: torch.Size) -> Params:
         height, width = int(shape[-2]), int(shape[-1])
         area = strength * (self.area_min + (self.area_max - self.area_min) * draws.u(1))
-        ratio = torch.exp(math.log(self.ratio_max) * signed(draws.u(2)))
+        ratio = torch.exp(math.log(self.ratio_max) * draws.signed(2))
         w = torch.round(torch.sqrt(area * ratio) * width).clamp(0, width)
         h = torch.round(torch.sqrt(area / ratio) * height).clamp(0, height)
         x0 = torch.floor(draws.u(3) * (width - w + 1)).clamp(max=width - w)

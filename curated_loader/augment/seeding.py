@@ -26,7 +26,10 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["sample_seed", "fold_in", "uniform", "normal", "seed_of_sample", "mix64", "mix64_reference", "Draws", "draw_block"]
+__all__ = [
+    "sample_seed", "fold_in", "uniform", "normal", "normal_words", "signed", "seed_of_sample", "mix64", "mix64_reference",
+    "Draws", "draw_block",
+]
 
 _M64 = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15
@@ -55,16 +58,16 @@ def mix64_reference(x: int) -> int:
 
 def _shr(z: torch.Tensor, k: int) -> torch.Tensor:
     """Logical right shift of int64 bits."""
-    return (z >> k) & ((1 << (64 - k)) - 1)
+    return (z >> k).bitwise_and_((1 << (64 - k)) - 1)
 
 
 def mix64(x: torch.Tensor) -> torch.Tensor:
     """SplitMix64's output function on int64 tensors: the same bits as
-    :func:`mix64_reference` (as two's complement)."""
+    :func:`mix64_reference` (as two's complement). Works in place on one fresh tensor."""
     z = x + _signed(_GOLDEN)
-    z = (z ^ _shr(z, 30)) * _signed(_MUL_A)
-    z = (z ^ _shr(z, 27)) * _signed(_MUL_B)
-    return z ^ _shr(z, 31)
+    z.bitwise_xor_(_shr(z, 30)).mul_(_signed(_MUL_A))
+    z.bitwise_xor_(_shr(z, 27)).mul_(_signed(_MUL_B))
+    return z.bitwise_xor_(_shr(z, 31))
 
 
 def _host_hash(*words: int) -> int:
@@ -129,24 +132,40 @@ def _columns(words: tuple[tuple[int, ...], ...], device: torch.device) -> torch.
 
 def _to_uniform(bits: torch.Tensor) -> torch.Tensor:
     """Float32 uniforms in ``[0, 1)`` from the top 24 bits."""
-    return _shr(bits, 40).to(torch.float32) * (1.0 / (1 << 24))
+    return _shr(bits, 40).to(torch.float32).mul_(1.0 / (1 << 24))
+
+
+def signed(u: torch.Tensor) -> torch.Tensor:
+    """Map uniforms in [0, 1) to [-1, 1)."""
+    return 2.0 * u - 1.0
+
+
+def _mixed_columns(keys: torch.Tensor, words: tuple[tuple[int, ...], ...]) -> torch.Tensor:
+    """int64 ``[B, len(words)]``: ``mix64(key ^ column word)`` for every key and host-hashed word."""
+    return mix64(keys.reshape(-1, 1) ^ _columns(words, keys.device))
+
+
+def _block_words(members: Sequence[tuple[int, int]]) -> tuple[tuple[int, ...], ...]:
+    return tuple((_TAG_BLOCK, m, s) for m, n in members for s in range(n))
+
+
+def _element_words(stream: int | tuple[int, ...], n: int) -> tuple[tuple[int, ...], ...]:
+    stream_words = stream if isinstance(stream, tuple) else (stream,)
+    return tuple((_TAG_ELEMENT, *stream_words, j) for j in range(n))
 
 
 def draw_block(keys: torch.Tensor, members: Sequence[tuple[int, int]]) -> torch.Tensor:
     """Uniforms ``[B, total]`` for ``members`` = (member index, number of draws) pairs, in
     that order; column ``(m, s)`` depends only on the key, ``m`` and ``s``."""
-    words = tuple((_TAG_BLOCK, m, s) for m, n in members for s in range(n))
+    words = _block_words(members)
     if not words:
         return torch.empty(keys.shape[0], 0, device=keys.device)
-    return _to_uniform(mix64(keys.unsqueeze(1) ^ _columns(words, keys.device)))
+    return _to_uniform(_mixed_columns(keys, words))
 
 
 def _element_bits(seeds: torch.Tensor, stream: int | tuple[int, ...], n: int) -> torch.Tensor:
     """int64 ``[B, n]`` of mixed bits, elementwise in (key, stream, element index)."""
-    stream_words = stream if isinstance(stream, tuple) else (stream,)
-    words = tuple((_TAG_ELEMENT, *stream_words, j) for j in range(n))
-    keys = seeds.reshape(-1, 1).to(torch.int64)
-    return mix64(keys ^ _columns(words, keys.device))
+    return _mixed_columns(seeds.to(torch.int64), _element_words(stream, n))
 
 
 def _numel(shape: Sequence[int]) -> int:
@@ -154,6 +173,11 @@ def _numel(shape: Sequence[int]) -> int:
     for d in shape:
         n *= int(d)
     return n
+
+
+def normal_words(shape: Sequence[int]) -> int:
+    """How many 64-bit words :func:`normal` mixes per sample for ``shape`` (two normals each)."""
+    return (_numel(shape) + 1) // 2
 
 
 def uniform(seeds: torch.Tensor, stream: int | tuple[int, ...], shape: Sequence[int] = ()) -> torch.Tensor:
@@ -167,36 +191,88 @@ def normal(seeds: torch.Tensor, stream: int | tuple[int, ...], shape: Sequence[i
     """Float32 standard normals of shape ``[B, *shape]``: Box-Muller on two 24-bit uniforms
     from each 64-bit word, giving elements ``2k`` (cosine) and ``2k + 1`` (sine) from word
     ``k``."""
-    n = _numel(shape)
-    bits = _element_bits(seeds, stream, (n + 1) // 2)
-    u = _to_uniform(bits)  # bits 40..63
-    v = (bits >> 16).bitwise_and_((1 << 24) - 1).to(torch.float32).mul_(1.0 / (1 << 24))  # bits 16..39
-    radius = torch.log1p(-u).mul_(-2.0).sqrt_()  # log(1 - u), 1 - u in (0, 1]
-    angle = v.mul_(2.0 * torch.pi)
-    pairs = torch.stack([torch.cos(angle), torch.sin(angle)], -1).mul_(radius.unsqueeze(-1))
-    return pairs.reshape(bits.shape[0], -1)[:, :n].reshape(bits.shape[0], *shape)
+    return _normal_from_bits(_element_bits(seeds, stream, normal_words(shape)), shape)
+
+
+def _normal_from_bits(bits: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """:func:`normal` from its mixed words ``bits`` ``[B, normal_words(shape)]``."""
+    b, n = bits.shape[0], _numel(shape)
+    neg_u = _shr(bits, 40).to(torch.float32).mul_(-1.0 / (1 << 24))  # -u, u from bits 40..63 (exact)
+    radius = torch.log1p(neg_u).mul_(-2.0).sqrt_()  # log(1 - u), 1 - u in (0, 1]
+    angle = (bits >> 16).bitwise_and_((1 << 24) - 1).to(torch.float32).mul_(2.0 * torch.pi / (1 << 24))  # bits 16..39
+    flat = torch.stack([torch.cos(angle), torch.sin(angle)], -1).mul_(radius.unsqueeze(-1)).reshape(b, -1)
+    flat = flat if flat.shape[1] == n else flat[:, :n]
+    return flat if len(shape) == 1 else flat.reshape(b, *shape)
 
 
 class Draws:
     """The random numbers one augmentation gets for a batch: ``u(i)`` is its ``i``-th
-    per-sample uniform (a column of the block drawn for the whole composition);
-    ``uniform``/``normal`` draw per-element arrays from the sample keys."""
+    per-sample uniform (a column of the block drawn for the whole composition), ``signed(i)``
+    the same mapped to [-1, 1); ``uniform``/``normal`` draw per-element arrays from the sample
+    keys, or take them from ``elements`` (stream -> mixed words) when the composition mixed
+    them together with the block."""
 
-    def __init__(self, keys: torch.Tensor, block: torch.Tensor, member: int) -> None:
+    def __init__(
+        self,
+        keys: torch.Tensor,
+        block: torch.Tensor,
+        member: int,
+        elements: dict[int, torch.Tensor] | None = None,
+        signed_block: torch.Tensor | None = None,
+        offset: int = 0,
+    ) -> None:
         self.keys = keys
         self.block = block
         self.member = member
+        self.elements = elements or {}
+        self.signed_block = signed_block
+        self.offset = offset
 
     @classmethod
     def single(cls, keys: torch.Tensor, count: int, member: int = -1) -> Draws:
         """Draws for one augmentation used on its own."""
         return cls(keys, draw_block(keys, [(member, count)]), member)
 
+    @classmethod
+    def for_members(cls, keys: torch.Tensor, members: Sequence[tuple[int, int, dict[int, int]]]) -> list[Draws]:
+        """Draws for several augmentations from one mix of every word they need: ``members``
+        are (member index, block draws, {stream: words of element draws}) triples. The values
+        equal those of :meth:`single` and :func:`uniform`/:func:`normal` bit for bit."""
+        block_words = _block_words([(m, n) for m, n, _ in members])
+        element_words = tuple(w for m, _, streams in members for st, n in streams.items() for w in _element_words((m, st), n))
+        words = block_words + element_words
+        if not words:
+            empty = torch.empty(keys.shape[0], 0, device=keys.device)
+            return [cls(keys, empty, m) for m, _, _ in members]
+        bits = _mixed_columns(keys, words)
+        block = _to_uniform(bits[:, : len(block_words)] if element_words else bits)
+        signed_block = signed(block)
+        out, start, at = [], 0, len(block_words)
+        for m, n, streams in members:
+            elements = {}
+            for st, count in streams.items():
+                elements[st], at = bits[:, at : at + count], at + count
+            out.append(cls(keys, block, m, elements, signed_block, start))
+            start += n
+        return out
+
     def u(self, i: int) -> torch.Tensor:
-        return self.block[:, i]
+        return self.block[:, self.offset + i]
+
+    def signed(self, i: int) -> torch.Tensor:
+        """``signed(u(i))``, from the composition's block mapped once."""
+        if self.signed_block is None:
+            return signed(self.u(i))
+        return self.signed_block[:, self.offset + i]
 
     def uniform(self, stream: int, shape: Sequence[int]) -> torch.Tensor:
-        return uniform(self.keys, (self.member, stream), shape)
+        bits = self.elements.get(stream)
+        if bits is None or bits.shape[1] != _numel(shape):
+            return uniform(self.keys, (self.member, stream), shape)
+        return _to_uniform(bits).reshape(bits.shape[0], *shape)
 
     def normal(self, stream: int, shape: Sequence[int]) -> torch.Tensor:
-        return normal(self.keys, (self.member, stream), shape)
+        bits = self.elements.get(stream)
+        if bits is None or bits.shape[1] != normal_words(shape):
+            return normal(self.keys, (self.member, stream), shape)
+        return _normal_from_bits(bits, shape)

@@ -11,7 +11,7 @@ import math
 import torch
 
 from .base import Augmentation, Params
-from .common import per_sample, signed
+from .common import cached_constant, per_sample
 from .seeding import Draws
 
 __all__ = ["Shift", "AmplitudeScale", "TimeStretch", "gather_last"]
@@ -21,12 +21,20 @@ def gather_last(x: torch.Tensor, idx: torch.Tensor, valid: torch.Tensor | None =
     """``x[b, ..., idx[b, i]]`` for a per-sample index grid ``idx`` of shape ``[B, L_out]``;
     positions where ``valid`` is False read 0 (``None``: every index is valid)."""
     b, length = x.shape[0], x.shape[-1]
-    flat = x.reshape(b, -1, length)
     safe = idx if valid is None else idx.clamp(0, length - 1)
-    out = torch.gather(flat, 2, safe.unsqueeze(1).expand(-1, flat.shape[1], -1))
+    if x.dim() == 2:
+        out = torch.gather(x, 1, safe)
+    else:
+        flat = x.reshape(b, -1, length)
+        out = torch.gather(flat, 2, safe.unsqueeze(1).expand(-1, flat.shape[1], -1))
     if valid is not None:
-        out = torch.where(valid.unsqueeze(1), out, torch.zeros((), dtype=x.dtype, device=x.device))
-    return out.reshape(*x.shape[:-1], idx.shape[-1])
+        out = torch.where(valid if out.dim() == 2 else valid.unsqueeze(1), out, 0.0)
+    return out if x.dim() <= 3 else out.reshape(*x.shape[:-1], idx.shape[-1])
+
+
+def _positions(length: int, device: torch.device) -> torch.Tensor:
+    """int64 ``[1, length]``: 0, 1, ..., length - 1 (cached)."""
+    return cached_constant(("positions", length, device), lambda: torch.arange(length, device=device).unsqueeze(0))
 
 
 class Shift(Augmentation):
@@ -45,14 +53,14 @@ class Shift(Augmentation):
         self.field = field
 
     def params(self, strength: torch.Tensor, draws: Draws, shape: torch.Size) -> Params:
-        shift = torch.round(strength * self.max_shift * signed(draws.u(0)))
+        shift = torch.round(strength * self.max_shift * draws.signed(0))
         return {"shift": shift.to(torch.int64)}
 
     def apply(self, x: torch.Tensor, params: Params) -> torch.Tensor:
         length = x.shape[-1]
-        src = torch.arange(length, device=x.device).unsqueeze(0) - params["shift"].unsqueeze(1)
+        src = _positions(length, x.device) - params["shift"].unsqueeze(1)
         if self.mode == "circular":
-            return gather_last(x, src.remainder(length))
+            return gather_last(x, src.remainder_(length))
         return gather_last(x, src, (src >= 0) & (src < length))
 
 
@@ -66,7 +74,7 @@ class AmplitudeScale(Augmentation):
         self.field = field
 
     def params(self, strength: torch.Tensor, draws: Draws, shape: torch.Size) -> Params:
-        return {"scale": 1.0 + strength * self.a_max * signed(draws.u(0))}
+        return {"scale": 1.0 + strength * self.a_max * draws.signed(0)}
 
     def apply(self, x: torch.Tensor, params: Params) -> torch.Tensor:
         return x * per_sample(params["scale"], x)
@@ -85,19 +93,29 @@ class TimeStretch(Augmentation):
         self.field = field
 
     def params(self, strength: torch.Tensor, draws: Draws, shape: torch.Size) -> Params:
-        return {"factor": 1.0 + strength * self.s_max * signed(draws.u(0))}
+        return {"factor": 1.0 + strength * self.s_max * draws.signed(0)}
 
     def apply(self, x: torch.Tensor, params: Params) -> torch.Tensor:
         length = x.shape[-1]
+        pad, offsets = self._offsets(length, x.device)
+        pos = offsets / params["factor"].unsqueeze(1) + ((length - 1) / 2.0 + pad)  # in padded coordinates, >= 0
+        frac = torch.frac(pos).to(x.dtype)
+        i0 = pos.to(torch.int64)  # truncation is the floor here
+        flat = x if x.dim() == 2 else x.reshape(x.shape[0], -1, length)
+        padded = torch.nn.functional.pad(flat, (pad, pad))
+        x0, x1 = gather_last(padded, i0), gather_last(padded[..., 1:], i0)  # left and right neighbours
+        out = torch.lerp(x0, x1, frac if flat.dim() == 2 else frac.unsqueeze(1))
+        return out if flat is x else out.reshape(x.shape)
+
+    def _offsets(self, length: int, device: torch.device) -> tuple[int, torch.Tensor]:
+        """The zero padding on each side, wide enough for the strongest stretch
+        (``|pos - centre| <= centre / (1 - s_max)``), and float32 ``[1, length]`` output
+        positions relative to the centre, in padded coordinates (cached)."""
         centre = (length - 1) / 2.0
-        # zeros on both sides wide enough for the strongest stretch: |pos - centre| <= centre / (1 - s_max)
         pad = math.ceil(centre * self.s_max / (1.0 - self.s_max)) + 2
-        grid = torch.arange(pad, length + pad, device=x.device, dtype=torch.float32).unsqueeze(0)
-        pos = (centre + pad) + (grid - (centre + pad)) / params["factor"].unsqueeze(1)  # in padded coordinates
-        left = torch.floor(pos)
-        frac = (pos - left).unsqueeze(1).to(x.dtype)
-        i0 = left.to(torch.int64)
-        padded = torch.nn.functional.pad(x.reshape(x.shape[0], -1, length), (pad, pad))
-        ends = gather_last(padded, torch.cat([i0, i0 + 1], 1))  # left and right neighbours, one gather
-        x0, x1 = ends[..., :length], ends[..., length:]
-        return (x0 + frac * (x1 - x0)).reshape(x.shape)
+
+        def make() -> torch.Tensor:
+            grid = torch.arange(pad, length + pad, device=device, dtype=torch.float32).unsqueeze(0)
+            return grid - (centre + pad)
+
+        return pad, cached_constant(("stretch_offsets", length, pad, device), make)

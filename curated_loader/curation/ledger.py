@@ -38,7 +38,10 @@ batch size: every intermediate lives in a per-batch-size workspace whose views a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from functools import cached_property
 from typing import Any, Literal
 
 import torch
@@ -145,12 +148,50 @@ _SUMS = (
 _CODE_NAMES = {"label": "label", "last_pred": "pred", "last_epoch": "epoch", "last_correct": "correct"}
 
 
+class _Deferred:
+    """A :class:`LedgerStats` value computed when first read, or when its ledger is about to
+    change (so a statistic always describes the ledger as it was at ``stats()``)."""
+
+    __slots__ = ("__weakref__", "_compute", "_value")
+
+    def __init__(self, compute: Callable[[], torch.Tensor]) -> None:
+        self._compute: Callable[[], torch.Tensor] | None = compute
+        self._value: torch.Tensor | None = None
+
+    def value(self) -> torch.Tensor:
+        if self._compute is not None:
+            self._value, self._compute = self._compute(), None
+        assert self._value is not None
+        return self._value
+
+
+class _Lazy:
+    """Data descriptor for a :class:`LedgerStats` field that may be given as a
+    :class:`_Deferred`: reads return the computed tensor (computed once)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:
+            raise AttributeError(self.name)  # no class-level default: the field stays required
+        value = obj.__dict__[self.name]
+        if isinstance(value, _Deferred):
+            value = obj.__dict__[self.name] = value.value()
+        return value
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        obj.__dict__[self.name] = value
+
+
 @dataclass(frozen=True)
 class LedgerStats:
     """Read-only derived per-sample statistics (tensors of length N on the ledger's device).
 
     Means are over all recorded observations; ``aum``, ``confidence``, ``variability``,
     ``correct_frac`` are over observations recorded with logits. Unseen entries hold 0.
+    :meth:`Ledger.stats` computes each per-sample statistic when it is first read (a plan reads
+    a few of them), or before its ledger next records or syncs, whichever comes first.
     """
 
     epoch: int
@@ -158,17 +199,20 @@ class LedgerStats:
     num_with_logits: int
     seen: torch.Tensor  # bool: recorded at least once
     has_logits: torch.Tensor  # bool: recorded at least once with logits
-    count: torch.Tensor  # int32
-    mean_loss: torch.Tensor
-    ema_loss: torch.Tensor
-    last_loss: torch.Tensor
-    aum: torch.Tensor  # mean margin: assigned-label logit minus largest other logit
-    confidence: torch.Tensor  # mean probability of the assigned label
-    variability: torch.Tensor  # std of that probability
-    correct_frac: torch.Tensor
-    forgetting: torch.Tensor  # int32: correct -> incorrect transitions
-    last_epoch: torch.Tensor  # int32: last epoch recorded, -1 never
-    labels: torch.Tensor  # int64: last recorded target, -1 unknown
+    count: torch.Tensor = _Lazy()  # int32
+    mean_loss: torch.Tensor = _Lazy()
+    ema_loss: torch.Tensor = _Lazy()
+    last_loss: torch.Tensor = _Lazy()
+    aum: torch.Tensor = _Lazy()  # mean margin: assigned-label logit minus largest other logit
+    confidence: torch.Tensor = _Lazy()  # mean probability of the assigned label
+    variability: torch.Tensor = _Lazy()  # std of that probability
+    correct_frac: torch.Tensor = _Lazy()
+    forgetting: torch.Tensor = _Lazy()  # int32: correct -> incorrect transitions
+    last_epoch: torch.Tensor = _Lazy()  # int32: last epoch recorded, -1 never
+    labels: torch.Tensor = _Lazy()  # int64: last recorded target, -1 unknown
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, **{f.name: getattr(self, f.name) for f in fields(self)}}
 
     @property
     def num_samples(self) -> int:
@@ -215,6 +259,68 @@ def nearest_rank(q: float, n: int) -> int:
 def _variance(mean_square: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
     """``mean_square - mean**2`` clamped at 0, computed in place into ``mean_square``."""
     return mean_square.addcmul_(mean, mean, value=-1).clamp_min_(0)
+
+
+class _Derived:
+    """The per-sample statistics of :class:`LedgerStats` from the ledger's rows (views), each
+    computed on demand; intermediates shared by several statistics are computed once."""
+
+    def __init__(self, rows: dict[str, torch.Tensor], layout: _CodeLayout, words: torch.Tensor) -> None:
+        self.rows = rows
+        self.layout = layout
+        self.words = words  # code words [words, N]
+
+    @cached_property
+    def inv_n(self) -> torch.Tensor:
+        return self.rows["count"].clamp_min(1).reciprocal_()
+
+    @cached_property
+    def inv_nl(self) -> torch.Tensor:
+        return self.rows["logit_count"].clamp_min(1).reciprocal_()
+
+    @cached_property
+    def confidence(self) -> torch.Tensor:
+        return self.rows["gold_prob_sum"] * self.inv_nl
+
+    def field(self, name: str, dtype: torch.dtype) -> torch.Tensor:
+        """Code-word field ``name`` (-1 where unknown) as ``dtype``, as
+        :meth:`_CodeLayout.field` computes it, in place on one new tensor."""
+        f = self.layout.fields[name]
+        value = self.words[f.word].abs().to(dtype)
+        if f.shift:
+            value.bitwise_right_shift_(f.shift)
+        return value.bitwise_and_(f.limit).sub_(1)
+
+    def value(self, name: str) -> torch.Tensor:
+        """Statistic ``name`` of :class:`LedgerStats` (a new tensor)."""
+        rows = self.rows
+        if name == "count":
+            return rows["count"].to(torch.int32)
+        if name == "mean_loss":
+            return rows["loss_sum"] * self.inv_n
+        if name == "ema_loss":
+            return rows["ema_num"] / rows["ema_den"]
+        if name == "last_loss":
+            return rows["last_loss"].clone()
+        if name == "aum":
+            return rows["margin_sum"] * self.inv_nl
+        if name == "confidence":
+            return self.confidence
+        if name == "variability":
+            return _variance(rows["gold_prob_sq_sum"] * self.inv_nl, self.confidence).sqrt_()
+        if name == "correct_frac":
+            return rows["correct_count"] * self.inv_nl
+        if name == "forgetting":
+            return rows["forget_count"].to(torch.int32)
+        if name == "last_epoch":
+            return self.field("epoch", torch.int32)
+        if name == "labels":
+            return self.field("label", torch.int64)
+        raise KeyError(name)
+
+
+_DERIVED = ("count", "mean_loss", "ema_loss", "last_loss", "aum", "confidence", "variability",
+            "correct_frac", "forgetting", "last_epoch", "labels")
 
 
 class _Workspace:
@@ -335,6 +441,7 @@ class Ledger:
         self._base: torch.Tensor | None = None  # the table at the last sync (distributed only)
         self._workspaces: dict[int, _Workspace] = {}
         self._constants: dict[tuple, tuple[torch.Tensor, ...]] = {}
+        self._open_stats: list[weakref.ref[_Deferred]] = []  # unread statistics of earlier stats()
 
     @property
     def bytes_per_sample(self) -> float:
@@ -497,6 +604,7 @@ class Ledger:
     def _fold(self, ws: _Workspace, ids: torch.Tensor, targets: torch.Tensor | None) -> None:
         """Fold the entries of ``ws.feats`` (call order, ids ``ids``) into the table: one
         accumulating scatter. ``targets`` is only read by calls without logits."""
+        self._settle_stats()
         if self._base is None and self._distributed():
             self._base = self._table.clone()
         self._dirty = True
@@ -558,6 +666,7 @@ class Ledger:
         if not self._distributed():
             self._base = None
             return
+        self._settle_stats()
         if self._base is None:
             self._base = self._table.clone()
         s = self._sum_width
@@ -579,33 +688,31 @@ class Ledger:
         if sync:
             self.sync()
         s = self._sum_width
-        columns = self._table if self._base is None else torch.cat([self._base[:s], self._table[s:]])
-        col = {name: columns[i] for name, i in self.column.items()}
-        count = col["count"]
-        inv_n = count.clamp_min(1).reciprocal_()
-        inv_nl = col["logit_count"].clamp_min(1).reciprocal_()
-        confidence = col["gold_prob_sum"] * inv_nl
-        seen, has_logits = count > 0, col["logit_count"] > 0
+        sums = self._table if self._base is None else self._base  # the folded sums (views, no copy)
+        rows = {name: (sums if i < s else self._table)[i] for name, i in self.column.items()}
         first = self.column["code0"]
-        magnitudes = self.layout.magnitudes(columns[first : first + self.layout.words].t())
+        derived = _Derived(rows, self.layout, self._table[first : first + self.layout.words])
+        deferred = {name: _Deferred(lambda name=name: derived.value(name)) for name in _DERIVED}
+        self._open_stats = [r for r in self._open_stats if r() is not None] + [weakref.ref(d) for d in deferred.values()]
+        seen, has_logits = rows["count"] > 0, rows["logit_count"] > 0
         return LedgerStats(
             epoch=self.epoch,
             num_seen=int(seen.sum()),
             num_with_logits=int(has_logits.sum()),
             seen=seen,
             has_logits=has_logits,
-            count=count.to(torch.int32),
-            mean_loss=col["loss_sum"] * inv_n,
-            ema_loss=col["ema_num"] / col["ema_den"],
-            last_loss=col["last_loss"].clone(),
-            aum=col["margin_sum"] * inv_nl,
-            confidence=confidence,
-            variability=_variance(col["gold_prob_sq_sum"] * inv_nl, confidence).sqrt_(),
-            correct_frac=col["correct_count"] * inv_nl,
-            forgetting=col["forget_count"].to(torch.int32),
-            last_epoch=self.layout.field(magnitudes, "epoch"),
-            labels=self.layout.field(magnitudes, "label").to(torch.int64),
+            **deferred,  # type: ignore[arg-type]
         )
+
+    def _settle_stats(self) -> None:
+        """Compute the statistics still unread of earlier :meth:`stats` calls (those whose
+        results are alive) before the table changes; a host-side check when there are none."""
+        if self._open_stats:
+            for ref in self._open_stats:
+                d = ref()
+                if d is not None:
+                    d.value()
+            self._open_stats = []
 
     # -- persistence ------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -38,10 +38,13 @@ def check_reduction(reduction: str) -> str:
 def weighted_loss(loss: torch.Tensor, weights: torch.Tensor, reduction: str = DEFAULT_REDUCTION) -> torch.Tensor:
     """Reduce per-sample ``loss`` [B] with curation ``weights`` [B] (see the module docstring).
 
-    No host sync: an all-zero weight vector gives 0 under both reductions."""
+    No host sync: an all-zero weight vector gives 0 under both reductions. The weights are
+    normalized first (they carry no gradient), so the loss enters one dot product: one
+    autograd node forward and backward."""
     check_reduction(reduction)
     weights = weights.to(device=loss.device, dtype=loss.dtype)
-    total = (weights * loss).sum()
     if reduction == "mean":
-        return total / (weights > 0).sum().clamp_min(1).to(loss.dtype)
-    return total / weights.sum().clamp_min(torch.finfo(loss.dtype).tiny)
+        scaled = weights / (weights > 0).sum().clamp_min(1).to(loss.dtype)
+    else:
+        scaled = weights / weights.sum().clamp_min(torch.finfo(loss.dtype).tiny)
+    return torch.dot(loss, scaled)

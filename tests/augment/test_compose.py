@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pickle
 
-import kornia
 import pytest
 import torch
 
-import curated_loader.augment.compose as compose_mod
+import curated_loader.augment.seeding as seeding_mod
 from aug_checks import (
     batch_of,
     calls_per_batch,
@@ -32,6 +31,7 @@ from curated_loader.augment import (
     Shift,
     augment_batch,
     fold_in,
+    normal,
     sample_seed,
 )
 
@@ -105,10 +105,22 @@ def test_members_draw_independent_parameters():
 
 def test_compose_batched_is_one_kernel_call_per_member(monkeypatch):
     aug = _image_pipeline()
-    counts = calls_per_batch(aug, _image(), monkeypatch, kornia.geometry.transform, "warp_affine")
+    counts = calls_per_batch(aug, _image(), monkeypatch, torch.nn.functional, "grid_sample")
     assert counts == [1, 1, 1]
-    counts = calls_per_batch(aug, _image(), monkeypatch, compose_mod, "draw_block")
+    counts = calls_per_batch(aug, _image(), monkeypatch, seeding_mod, "_mixed_columns")
     assert counts == [1, 1, 1]  # every member's parameters come from one block per batch
+
+
+def test_compose_mixes_block_and_declared_element_draws_once(monkeypatch):
+    """The noise's per-element normals are mixed with the block, and equal the ones drawn alone."""
+    noise = GaussianNoise(sigma_max=0.3)
+    aug = Compose([Shift(3), noise])
+    assert calls_per_batch(aug, _signal(), monkeypatch, seeding_mod, "_mixed_columns") == [1, 1, 1]
+    monkeypatch.undo()
+    seeds = sample_seed(7, 2, torch.arange(5))
+    drawn = aug._draws(seeds, torch.Size((5, *_signal().shape)))[1]
+    assert set(drawn.elements) == {0}
+    torch.testing.assert_close(drawn.normal(0, _signal().shape), normal(seeds, (1, 0), _signal().shape), rtol=0, atol=0)
 
 
 def test_per_sample_members_may_use_different_fields():

@@ -30,4 +30,7 @@ def test_quick_run_trains_curated_epochs_and_reports_ratios(tmp_path):
     assert figures["timed_steps"] == epochs[1]["steps"] + epochs[2]["steps"]  # every step after epoch 0
     for part in ("plain", "tracked", "augment"):
         assert figures["median_ms"][part]["cpu"] > 0
+    for key in ("ratios_wall_cpu", "paired_ratios_wall_cpu", "ratios_of_minima_wall_cpu"):
+        for ratio in ("tracked_over_plain", "augment_over_plain_step"):
+            assert len(figures[key][ratio]) == 2 and all(r > 0 for r in figures[key][ratio]), (key, ratio)
     assert "tracked / plain step:" in result.stdout and "device augmentation / plain step:" in result.stdout

@@ -218,3 +218,28 @@ def test_batch_size_buffers_are_bounded_and_reused():
         ledger.record(torch.arange(b), torch.ones(b), torch.randn(b, 3), torch.zeros(b, dtype=torch.long))
     assert len(ledger._workspaces) <= 4
     assert ledger.table("count")[:4].tolist() == [6.0] * 4 and ledger.table("count")[8:].sum() == 0
+
+
+def test_stats_describe_the_ledger_at_the_call_even_when_read_after_new_records():
+    """Statistics are computed when first read, yet a read after more records (or a sync) still
+    gives the values of the moment ``stats()`` was called; every field decodes as the tables."""
+    g = torch.Generator().manual_seed(4)
+    ledger = Ledger(30, num_classes=5)
+    for epoch in range(2):
+        ledger.set_epoch(epoch)
+        ids = torch.randperm(30, generator=g)[:20]
+        ledger.record(ids, torch.rand(20, generator=g), torch.randn(20, 5, generator=g), torch.randint(5, (20,), generator=g))
+    names = {"ema_loss": "ema_loss", "last_loss": "last_loss", "labels": "label", "last_epoch": "last_epoch",
+             "forgetting": "forget_count", "count": "count"}
+    before = {field: ledger.table(table).clone() for field, table in names.items()}
+    stats, read_now = ledger.stats(), ledger.stats()
+    read_now_values = {field: getattr(read_now, field) for field in names}
+    ledger.set_epoch(2)
+    ledger.record(torch.arange(30), torch.full((30,), 9.0), torch.randn(30, 5, generator=g), torch.zeros(30, dtype=torch.long))
+    ledger.sync()
+    for field in names:
+        value = getattr(stats, field)
+        assert torch.equal(value.to(before[field].dtype), before[field]), field
+        assert torch.equal(value, read_now_values[field]), field
+    assert stats.labels.dtype == torch.int64 and stats.last_epoch.dtype == torch.int32
+    assert not torch.equal(ledger.stats().ema_loss, stats.ema_loss)
