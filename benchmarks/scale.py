@@ -41,7 +41,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from curated_loader.curation import Decision, Ledger, ShardedLedger
+from curated_loader.curation import CurationPlan, Decision, InfoBatchPrune, Ledger, LossMarginFilter, ShardedLedger
 from curated_loader.curation.sharded import DEFAULT_EXCHANGE_ROUND, DEFAULT_FOLD_CHUNK
 from curated_loader.data.snapshot import CurationSnapshot
 
@@ -75,11 +75,26 @@ def _memory(field: str) -> int:
     raise KeyError(f"{path} has no {field}")
 
 
-def plan_phase(ledger: ShardedLedger, epoch: int) -> tuple[Decision, dict[str, float]]:
-    """Plan epoch ``epoch + 1`` over the synced ledger with :func:`sharded_plan.full_plan`
-    (every policy kind that needs a global quantity): the owned slice's statistics, each
-    owner's decision and its all-gather in the snapshot's compact format. A collective."""
-    timed = time_plan(ledger, full_plan(), epoch + 1)
+def _reset_peak() -> None:
+    """Reset this process's peak RSS (``VmHWM``) to its current RSS (Linux ``clear_refs``)."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def filter_prune_plan(seed: int = 0) -> CurationPlan:
+    """The default noise filter, then InfoBatch: the plan of a large noisy data set."""
+    return CurationPlan(noise_filter=LossMarginFilter(warmup_epochs=0), prune=InfoBatchPrune(warmup_epochs=0),
+                        seed=seed, num_epochs=10)
+
+
+#: ``--plan`` choices: every policy kind that needs a global quantity, or filter + prune.
+PLANS = {"full": full_plan, "filter_prune": filter_prune_plan}
+
+
+def plan_phase(ledger: ShardedLedger, epoch: int, plan: str = "full") -> tuple[Decision, dict[str, float]]:
+    """Plan epoch ``epoch + 1`` over the synced ledger with ``PLANS[plan]``: the owned slice's
+    statistics, each owner's decision and its all-gather in the snapshot's compact format.
+    A collective."""
+    timed = time_plan(ledger, PLANS[plan](), epoch + 1)
     return timed.pop("decision"), timed
 
 
@@ -90,7 +105,7 @@ def publish_phase(decision: Decision, snapshot: CurationSnapshot) -> float:
     return time.perf_counter() - t0
 
 
-def _worker(rank: int, port: int, n: int, epochs: int, batch: int, out: str, keep_tables: bool) -> None:
+def _worker(rank: int, port: int, n: int, epochs: int, batch: int, out: str, keep_tables: bool, plan: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
     try:
@@ -114,13 +129,21 @@ def _worker(rank: int, port: int, n: int, epochs: int, batch: int, out: str, kee
         peak_after_sync = _memory("VmHWM")
         ledger.release_buffer()
         dist.barrier()
-        decision, timed = plan_phase(ledger, epoch)
-        times["plan_s"], times["plan_stats_s"] = timed["plan_s"], timed["stats_s"]
+        _reset_peak()
+        rss_before_plan = _memory("VmRSS")
         snapshot = CurationSnapshot(n)
-        dist.barrier()
-        times["publish_s"] = publish_phase(decision, snapshot)
-        kept, flagged, pruned = int(decision.keep.sum()), decision.summary()["flagged"], decision.summary()["pruned"]
-        del decision
+        if plan == "none":  # the exchange alone
+            timed, summary = {"plan_s": 0.0, "stats_s": 0.0, "gathered_bytes_per_sample": 0.0}, None
+            times["publish_s"] = 0.0
+        else:
+            decision, timed = plan_phase(ledger, epoch, plan)
+            dist.barrier()
+            times["publish_s"] = publish_phase(decision, snapshot)
+            summary = {"kept": int(decision.keep.sum()), "flagged": decision.summary()["flagged"],
+                       "pruned": decision.summary()["pruned"], "gathered_bytes_per_sample": timed["gathered_bytes_per_sample"]}
+            del decision
+        peak_plan = _memory("VmHWM")
+        times["plan_s"], times["plan_stats_s"] = timed["plan_s"], timed["stats_s"]
         owned = max(ledger.num_owned, 1)
         result = {
             "rank": rank,
@@ -134,13 +157,15 @@ def _worker(rank: int, port: int, n: int, epochs: int, batch: int, out: str, kee
             "rss_before_ledger_bytes": rss_before,
             "peak_rss_after_record_bytes": peak_after_record,
             "peak_rss_after_sync_bytes": peak_after_sync,
-            "peak_rss_bytes": _memory("VmHWM"),
+            "peak_rss_plan_publish_bytes": _memory("VmHWM"),  # since the reset before the plan
+            "peak_rss_plan_bytes": peak_plan,
+            "rss_before_plan_bytes": rss_before_plan,
+            "plan_peak_growth_per_owned": (peak_plan - rss_before_plan) / owned,
             "peak_rss_after_sync_per_owned": peak_after_sync / owned,
             "peak_rss_above_start_per_owned": (peak_after_sync - rss_before) / owned,
             "snapshot_bytes_per_sample": snapshot.bytes_per_sample,
             "snapshot_kept": int(snapshot.keep.sum()),
-            "decision": {"kept": kept, "flagged": flagged, "pruned": pruned,
-                         "gathered_bytes_per_sample": timed["gathered_bytes_per_sample"]},
+            "decision": summary,
             **times,
             "sync_plan_publish_s": times["sync_s"] + times["plan_s"] + times["publish_s"],
         }
@@ -157,21 +182,23 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def run(n: int, epochs: int, batch: int, keep_tables: bool = False) -> list[dict]:
+def run(n: int, epochs: int, batch: int, keep_tables: bool = False, plan: str = "full") -> list[dict]:
     """Run the two ranks; their result dicts in rank order."""
     with tempfile.TemporaryDirectory() as out:
-        mp.spawn(_worker, args=(_free_port(), n, epochs, batch, out, keep_tables), nprocs=WORLD, join=True)
+        mp.spawn(_worker, args=(_free_port(), n, epochs, batch, out, keep_tables, plan), nprocs=WORLD, join=True)
         return [torch.load(Path(out) / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
 
 
-def estimated_peak_bytes(n: int, batch: int) -> int:
+def estimated_peak_bytes(n: int, batch: int, plan: bool = True) -> int:
     """A generous estimate of one rank's peak: table and buffer (48 B each per owned id), the
-    exchange's working set (sent, received, fold workspace), record's workspaces; or, after
-    the buffer is freed, the plan: the stats of the owned slice and the policies' temporaries
-    (~160 B per owned id) and the gathered decision (~14 B per id of N); 0.6 GiB for the process."""
+    exchange's working set (sent, received, fold workspace), record's workspaces; or, with a
+    plan, after the buffer is freed, the exchange's leftovers and the plan's growth (stats of
+    the owned slice, the policies' temporaries, the gathered decision: ~155 B per owned id,
+    measured at N = 10**7); 0.6 GiB for the process."""
     owned = -(-n // WORLD)
     exchange = 2 * 48 * DEFAULT_EXCHANGE_ROUND + 330 * DEFAULT_FOLD_CHUNK + 4 * 330 * batch
-    return 48 * owned + max(48 * owned + exchange, 160 * owned + 14 * n) + int(0.6 * GiB)
+    planning = exchange + 160 * owned if plan else 0
+    return 48 * owned + max(48 * owned + exchange, planning) + int(0.6 * GiB)
 
 
 def equality_check(n: int, batch: int, epochs: int = 2) -> dict:
@@ -197,6 +224,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--check-size", type=float, default=1e6)
     parser.add_argument("--batch", type=int, default=1 << 18, help="entries per record call")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--plan", choices=[*sorted(PLANS), "none"], default="full",
+                        help="full: every policy kind that needs a global quantity; filter_prune: the default "
+                             "noise filter, then InfoBatch; none: the exchange alone (no plan, no publish)")
     parser.add_argument("--quick", action="store_true", help="N = 10**5, check at 10**4")
     args = parser.parse_args(argv)
     if args.quick:
@@ -204,22 +234,22 @@ def main(argv: list[str] | None = None) -> dict:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     rows, refused = [], []
     print("| N | rank | table B/sample | buffered B/sample | RSS before ledger | peak RSS after record | peak RSS after sync | per owned sample | above start per owned"
-          " | peak RSS at end | rounds | record s | sync s | plan s | publish s |")
+          " | peak RSS in plan + publish (growth in the plan per owned sample) | rounds | record s | sync s | plan s | publish s |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for size in args.sizes:
         n = int(size)
-        need, available = WORLD * estimated_peak_bytes(n, args.batch), _memory("MemAvailable")
+        need, available = WORLD * estimated_peak_bytes(n, args.batch, args.plan != "none"), _memory("MemAvailable")
         if need > available:
             refused.append({"n": n, "estimated_bytes": need, "available_bytes": available})
             print(f"| {n:.0e} | refused: needs about {need / GiB:.1f} GiB for {WORLD} ranks, {available / GiB:.1f} GiB available |")
             continue
-        for r in run(n, 1, args.batch):
+        for r in run(n, 1, args.batch, plan=args.plan):
             rows.append({"n": n, **r})
             print(
                 f"| {n:.0e} | {r['rank']} | {r['table_bytes_per_sample']:.1f} | {r['buffered_bytes_per_sample']:.1f}"
                 f" | {r['rss_before_ledger_bytes'] / GiB:.2f} GiB | {r['peak_rss_after_record_bytes'] / GiB:.2f} GiB"
                 f" | {r['peak_rss_after_sync_bytes'] / GiB:.2f} GiB"
-                f" | {r['peak_rss_after_sync_per_owned']:.0f} B | {r['peak_rss_above_start_per_owned']:.0f} B | {r['peak_rss_bytes'] / GiB:.2f} GiB | {r['exchange_rounds']}"
+                f" | {r['peak_rss_after_sync_per_owned']:.0f} B | {r['peak_rss_above_start_per_owned']:.0f} B | {r['peak_rss_plan_publish_bytes'] / GiB:.2f} GiB (+{r['plan_peak_growth_per_owned']:.0f} B) | {r['exchange_rounds']}"
                 f" | {r['record_s']:.2f} | {r['sync_s']:.2f} | {r['plan_s']:.2f} | {r['publish_s']:.2f} |"
             )
     epoch_end = {}
@@ -233,7 +263,7 @@ def main(argv: list[str] | None = None) -> dict:
     worst = max(check["max_abs_diff"], key=check["max_abs_diff"].get)
     print(f"equality at N={check['n']:.0e}, {check['epochs']} epochs: {'equal' if check['equal'] else 'DIFFERENT'}"
           f" (largest difference {check['max_abs_diff'][worst]:.2e} in {worst})")
-    result = {"world": WORLD, "num_classes": NUM_CLASSES, "batch": args.batch, "runs": rows, "refused": refused,
+    result = {"world": WORLD, "num_classes": NUM_CLASSES, "batch": args.batch, "plan": args.plan, "runs": rows, "refused": refused,
               "sync_plan_publish_s": {str(n): s for n, s in epoch_end.items()}, "equality": check}
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
