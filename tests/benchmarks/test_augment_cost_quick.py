@@ -4,23 +4,17 @@ path shares the machinery)."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.benchmarks.conftest import run_benchmark
 
 
 @pytest.mark.timeout(300)
 def test_both_trees_are_timed_for_every_compose_on_the_device_path(tmp_path):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     out = tmp_path / "cost.json"
-    argv = [sys.executable, str(ROOT / "benchmarks" / "worker_augment_cost.py"), "--ref", "HEAD", "--path", "device",
-            "--samples", "24", "--repeats", "1", "--rounds", "1", "--json", str(out)]
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=280, check=False, cwd=ROOT, env=env)
+    result = run_benchmark("worker_augment_cost.py", "--ref", "HEAD", "--path", "device", "--samples", "24",
+                                             "--repeats", "1", "--rounds", "1", "--json", out, timeout=280)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     figures = json.loads(out.read_text())["us_per_batch"]
     assert set(figures) == {"HEAD", "this tree"}

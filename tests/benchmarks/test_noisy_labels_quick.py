@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.benchmarks.conftest import run_benchmark
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "noisy_labels.py"
@@ -19,11 +18,7 @@ def test_quick_noisy_labels_prints_tables_plot_and_json(tmp_path):
     pytest.importorskip("cleanlab")
     pytest.importorskip("matplotlib")
     plot, out = tmp_path / "noisy.png", tmp_path / "noisy.json"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--plot", str(plot), "--json", str(out)],
-        capture_output=True, text=True, timeout=290, check=False, cwd=ROOT, env=env,
-    )
+    result = run_benchmark(SCRIPT, "--quick", "--plot", str(plot), "--json", str(out), timeout=290)
     assert result.returncode == 0, result.stderr[-3000:]
     text = result.stdout
     assert "**sym40** — symmetric noise, 40%" in text and "**Summary**" in text
@@ -56,12 +51,9 @@ FLOORS = {"inst40": 0.55, "sym40": 0.65}
 @pytest.mark.timeout(400)
 def test_default_filter_keeps_its_quality_floor(tmp_path):
     out = tmp_path / "floor.json"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--samples", "3000", "--epochs", "20", "--settings", *FLOORS, "--seeds", "0",
-         "--methods", "default", "--no-plain", "--no-clean", "--processes", "1", "--plot", "", "--json", str(out)],
-        capture_output=True, text=True, timeout=390, check=False, cwd=ROOT, env=env,
-    )
+    result = run_benchmark(SCRIPT, "--samples", "3000", "--epochs", "20", "--settings", *FLOORS, "--seeds", "0",
+                           "--methods", "default", "--no-plain", "--no-clean", "--processes", "1", "--plot", "",
+                           "--json", str(out), timeout=390)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = {r["setting"]: r for r in json.loads(out.read_text())["results"]}
     for setting, floor in FLOORS.items():

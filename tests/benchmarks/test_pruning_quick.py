@@ -4,12 +4,11 @@ InfoBatch run's budget."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.benchmarks.conftest import run_benchmark
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "pruning.py"
@@ -19,11 +18,7 @@ SCRIPT = ROOT / "benchmarks" / "pruning.py"
 def test_quick_pruning_prints_table_plot_and_json(tmp_path):
     pytest.importorskip("matplotlib")
     plot, out = tmp_path / "pruning.png", tmp_path / "pruning.json"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--plot", str(plot), "--json", str(out)],
-        capture_output=True, text=True, timeout=110, check=False, cwd=ROOT, env=env,
-    )
+    result = run_benchmark(SCRIPT, "--quick", "--plot", str(plot), "--json", str(out), timeout=110)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [line for line in result.stdout.splitlines() if line.startswith("| ")]
     assert rows[0].startswith("| lr schedule | method | test acc |")
@@ -45,12 +40,8 @@ def test_quick_pruning_runs_every_variant_with_the_same_final_lr_decay(tmp_path)
     """``--final-lr-decay`` repeats full, InfoBatch (both reductions) and random with the decay;
     each delta is taken against the full-data run of the same schedule."""
     out = tmp_path / "pruning.json"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--plot", "", "--json", str(out), "--final-lr-decay", "1", "0.5",
-         "--reductions", "normalized", "mean"],
-        capture_output=True, text=True, timeout=190, check=False, cwd=ROOT, env=env,
-    )
+    result = run_benchmark(SCRIPT, "--quick", "--plot", "", "--json", str(out), "--final-lr-decay", "1", "0.5",
+                           "--reductions", "normalized", "mean", timeout=190)
     assert result.returncode == 0, result.stderr[-3000:]
     saved = json.loads(out.read_text())
     cells = {(r["schedule"], r["method"]) for r in saved["results"]}
@@ -60,8 +51,7 @@ def test_quick_pruning_runs_every_variant_with_the_same_final_lr_decay(tmp_path)
         full = next(r for r in saved["rows"] if r["schedule"] == row["schedule"] and r["method"] == "full")
         assert row["test_acc"] - full["test_acc"] == pytest.approx(row["delta_acc"], abs=1e-9) or row["seeds"] > 1
     # the same table again from the JSON, without training
-    again = subprocess.run([sys.executable, str(SCRIPT), "--from-json", str(out), "--plot", ""],
-                           capture_output=True, text=True, timeout=60, check=False, cwd=ROOT, env=env)
+    again = run_benchmark(SCRIPT, "--from-json", str(out), "--plot", "", timeout=60)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "| decay | InfoBatch r=0.5 (mean) |" in again.stdout
 
@@ -74,13 +64,9 @@ def test_quick_noisy_filter_then_prune_keeps_its_floor(tmp_path):
     keeps a floor measured when it was added: passes saved 33.4% (floor 30%), last-5 accuracy
     +1.27 points over the uniform random twin (floor -1.0), flag precision 0.94 (floor 0.85)."""
     out = tmp_path / "noisy.json"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--samples", "3000", "--epochs", "16", "--noise", "sym", "0.3",
-         "--filter", "agree10", "--arms", "full", "filter+infobatch", "--ratios", "0.7",
-         "--final-lr-decay", "2", "0.5", "--schedules", "decay", "--plot", "", "--json", str(out)],
-        capture_output=True, text=True, timeout=390, check=False, cwd=ROOT, env=env,
-    )
+    result = run_benchmark(SCRIPT, "--quick", "--samples", "3000", "--epochs", "16", "--noise", "sym", "0.3",
+                           "--filter", "agree10", "--arms", "full", "filter+infobatch", "--ratios", "0.7",
+                           "--final-lr-decay", "2", "0.5", "--schedules", "decay", "--plot", "", "--json", str(out), timeout=390)
     assert result.returncode == 0, result.stderr[-3000:]
     saved = json.loads(out.read_text())
     assert saved["config"]["noise"] == ["sym", 0.3]
@@ -95,16 +81,13 @@ def test_quick_noisy_filter_then_prune_keeps_its_floor(tmp_path):
     assert both["flag_precision"] >= 0.85 and both["flagged"] > 0
     assert "flag_f1" not in twin  # the uniform twin runs no filter
     # the goal check comes back from the JSON alone
-    again = subprocess.run([sys.executable, str(SCRIPT), "--from-json", str(out), "--plot", ""],
-                           capture_output=True, text=True, timeout=60, check=False, cwd=ROOT, env=env)
+    again = run_benchmark(SCRIPT, "--from-json", str(out), "--plot", "", timeout=60)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "| decay | filter + InfoBatch r=0.7 | 1 |" in again.stdout
     assert "| decay | uniform random r=0.7 (twin of filter + InfoBatch) |" in again.stdout
 
 
 def test_noise_option_rejects_an_unknown_kind(tmp_path):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    result = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--noise", "gaussian", "0.2", "--plot", ""],
-                            capture_output=True, text=True, timeout=60, check=False, cwd=ROOT, env=env)
+    result = run_benchmark(SCRIPT, "--quick", "--noise", "gaussian", "0.2", "--plot", "", timeout=60)
     assert result.returncode == 2
     assert "--noise KIND must be one of" in result.stderr and "'gaussian'" in result.stderr

@@ -5,22 +5,16 @@ the slices equals a dense ledger fed the same records."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.benchmarks.conftest import run_benchmark
 
 
 @pytest.mark.timeout(300)
 def test_quick_run_plans_and_publishes_over_the_sharded_ledger(tmp_path):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     out = tmp_path / "scale.json"
-    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "scale.py"), "--quick", "--json", str(out)],
-                            capture_output=True, text=True, timeout=280, check=False, cwd=ROOT, env=env)
+    result = run_benchmark("scale.py", "--quick", "--json", str(out), timeout=280)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     figures = json.loads(out.read_text())
     assert figures["equality"]["equal"] and figures["refused"] == []

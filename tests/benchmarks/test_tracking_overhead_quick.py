@@ -4,22 +4,16 @@ epoch counter advances and the decisions prune), and the timed parts and ratios 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.benchmarks.conftest import run_benchmark
 
 
 @pytest.mark.timeout(300)
 def test_quick_run_trains_curated_epochs_and_reports_ratios(tmp_path):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     out = tmp_path / "tracking.json"
-    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "tracking_overhead.py"), "--quick", "--json", str(out)],
-                            capture_output=True, text=True, timeout=280, check=False, cwd=ROOT, env=env)
+    result = run_benchmark("tracking_overhead.py", "--quick", "--json", str(out), timeout=280)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     figures = json.loads(out.read_text())
     epochs = figures["epochs"]
