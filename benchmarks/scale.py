@@ -19,8 +19,8 @@ rank's ids belong to the other rank). Then the epoch-end phases, each timed on i
   ``CurationSnapshot``.
 
 Prints per rank: table and buffered bytes per sample of N, the process's RSS before the ledger,
-its peak RSS (VmHWM) after recording, after sync (also per owned sample) and at the end, exchange rounds, wall time per
-phase; per N the slowest rank's sync + plan + publish and its ratio to the smallest N. Then the
+its peak RSS (VmHWM) after recording, after sync (also per owned sample) and during plan and publish (with the
+plan's growth per owned sample), exchange rounds, wall time per phase; per N the slowest rank's sync + plan + publish and its ratio to the smallest N. Then the
 equality check: at ``--check-size`` the two ranks record two epochs, and the union of their
 slices is compared column by column with a dense single-process ``Ledger`` fed the same records.
 A size whose estimated peak does not fit the available memory is refused before it starts.

@@ -102,11 +102,7 @@ class OwnedStats(LedgerStats):
 
     @property
     def reducer(self) -> Reducer:
-        world = _world_size(self.process_group)
-        if world == 1:
-            return Reducer(self.total_samples)
-        ranges = [owned_range(self.total_samples, r, world) for r in range(world)]
-        return GroupReducer(self.total_samples, self.offset, ranges, self.process_group)
+        return owner_reducer(self.total_samples, self.offset, self.process_group)
 
     def quantile(self, values: torch.Tensor, q: float, mask: torch.Tensor | None = None) -> torch.Tensor:
         """The ``q`` quantile (nearest rank) of ``values`` over ``mask`` (default: seen
@@ -137,6 +133,16 @@ def owned_range(num_samples: int, rank: int, world: int) -> tuple[int, int]:
     chunk = max(1, math.ceil(num_samples / world))
     lo = min(num_samples, rank * chunk)
     return lo, min(num_samples, lo + chunk)
+
+
+def owner_reducer(num_samples: int, offset: int, process_group: Any = None) -> Reducer:
+    """The reducer of the rank whose slice starts at ``offset``, ranks owning the ranges of
+    :func:`owned_range` (the identity on one process)."""
+    world = _world_size(process_group)
+    if world == 1:
+        return Reducer(num_samples)
+    ranges = [owned_range(num_samples, r, world) for r in range(world)]
+    return GroupReducer(num_samples, offset, ranges, process_group)
 
 
 def _id_runs(sorted_ids: torch.Tensor, size: int) -> Iterator[tuple[int, int]]:
@@ -238,10 +244,7 @@ class ShardedLedger:
     @property
     def reducer(self) -> Reducer:
         """Collectives over this ledger's process group and owned ranges."""
-        if self.world == 1:
-            return Reducer(self.num_samples)
-        ranges = [owned_range(self.num_samples, r, self.world) for r in range(self.world)]
-        return GroupReducer(self.num_samples, self.lo, ranges, self.process_group)
+        return owner_reducer(self.num_samples, self.lo, self.process_group)
 
     @property
     def num_owned(self) -> int:

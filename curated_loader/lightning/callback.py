@@ -159,7 +159,8 @@ class CurationCallback(Callback):
             checkpoints = getattr(trainer.checkpoint_callback, "dirpath", None)
             base = Path(checkpoints).parent if checkpoints else Path(trainer.log_dir or trainer.default_root_dir)
             path = base / path
-        state = self.state_dict()  # on every rank: a sharded ledger gathers its slices (a collective)
+        if isinstance(self.ledger, ShardedLedger) or trainer.is_global_zero:
+            state = self.state_dict()  # a sharded ledger gathers its slices: a collective, on every rank
         if trainer.is_global_zero:
             save_final_state(path, state, epoch=trainer.current_epoch, global_step=trainer.global_step)
 

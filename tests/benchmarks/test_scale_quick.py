@@ -24,7 +24,7 @@ def test_quick_run_plans_and_publishes_over_the_sharded_ledger(tmp_path):
         assert r["table_bytes_per_sample"] == pytest.approx(48 / 2, rel=0.01)  # 48 B per owned id, N / 2 owned
         assert r["snapshot_bytes_per_sample"] <= 4
         assert r["decision"]["gathered_bytes_per_sample"] == pytest.approx(3.125, rel=0.01)
-        assert r["plan_s"] > 0 and r["publish_s"] >= 0
+        assert r["plan_s"] > 0
     # every rank holds the same gathered decision: the full plan flags and prunes
     assert ranks[0]["decision"] == ranks[1]["decision"]
     assert ranks[0]["decision"]["flagged"] > 0 and ranks[0]["decision"]["pruned"] > 0
