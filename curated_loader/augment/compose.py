@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -13,6 +15,9 @@ from .seeding import Draws, IntLike, fold_in, sample_seed
 __all__ = ["Compose", "FromCallable", "augment_batch"]
 
 SampleFn = Callable[[dict[str, Any], float], dict[str, Any]]
+log = logging.getLogger("curated_loader")
+# Compose -> its torch.compile'd batched form (kept outside the object: not pickled, not in repr)
+_COMPILED: weakref.WeakKeyDictionary[Compose, Callable[..., torch.Tensor]] = weakref.WeakKeyDictionary()
 
 
 class FromCallable(SeededAugment):
@@ -51,10 +56,17 @@ class Compose(SeededAugment):
     members' parameters are independent); a wrapped callable gets child keys
     ``fold_in(seeds, i)``. Plain
     callables are wrapped in :class:`FromCallable`. The batched form needs every member to have
-    ``batch`` and applies all of them to the one tensor it is given."""
+    ``batch`` and applies all of them to the one tensor it is given.
 
-    def __init__(self, augs: Sequence[Any]) -> None:
+    ``compile=True`` runs the batched form through ``torch.compile`` (fused kernels; the first
+    batch of each shape compiles, which takes tens of seconds on a CPU and needs a C++
+    compiler there). Off by default. Integer-hashed draws stay exact; values computed in float
+    (normals, interpolation) may differ from the eager ones in the last bit. If compiling or
+    running the compiled form fails, the eager form is used from then on, with one warning."""
+
+    def __init__(self, augs: Sequence[Any], compile: bool = False) -> None:
         self.augs = [_as_member(a) for a in augs]
+        self.compile = bool(compile)
 
     @property
     def field(self) -> str | None:
@@ -77,6 +89,20 @@ class Compose(SeededAugment):
         seeds = torch.as_tensor(seeds, dtype=torch.int64, device=x.device)
         seeds = seeds if seeds.dim() == 1 else seeds.reshape(-1)
         strength = as_strength(strength, x)
+        if self.compile and x.device.type != "meta":
+            compiled = _COMPILED.get(self)
+            if compiled is None:
+                compiled = _COMPILED[self] = torch.compile(Compose._batch)  # unbound: no reference to self
+            try:
+                return compiled(self, x, strength, seeds)
+            except Exception as error:  # noqa: BLE001 - any compiler failure falls back to eager
+                log.warning("Compose(compile=True): torch.compile failed (%s: %s); using the eager form",
+                            type(error).__name__, error)
+                self.compile = False
+        return self._batch(x, strength, seeds)
+
+    def _batch(self, x: torch.Tensor, strength: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
+        """The batched form for int64 ``[B]`` keys and a ready strength."""
         out = x
         for i, (aug, draws) in enumerate(zip(self.augs, self._draws(seeds, x.shape))):
             if draws is None:

@@ -61,10 +61,11 @@ def _shr(z: torch.Tensor, k: int) -> torch.Tensor:
     return (z >> k).bitwise_and_((1 << (64 - k)) - 1)
 
 
-def mix64(x: torch.Tensor) -> torch.Tensor:
+def mix64(x: torch.Tensor, fresh: bool = False) -> torch.Tensor:
     """SplitMix64's output function on int64 tensors: the same bits as
-    :func:`mix64_reference` (as two's complement). Works in place on one fresh tensor."""
-    z = x + _signed(_GOLDEN)
+    :func:`mix64_reference` (as two's complement). Works in place on one fresh tensor
+    (``fresh``: ``x`` itself, which the caller made for this and hands over)."""
+    z = x.add_(_signed(_GOLDEN)) if fresh else x + _signed(_GOLDEN)
     z.bitwise_xor_(_shr(z, 30)).mul_(_signed(_MUL_A))
     z.bitwise_xor_(_shr(z, 27)).mul_(_signed(_MUL_B))
     return z.bitwise_xor_(_shr(z, 31))
@@ -95,14 +96,14 @@ def sample_seed(seed: IntLike, epoch: IntLike, ids: IntLike, repeat: IntLike = 0
     ids = torch.as_tensor(ids, dtype=torch.int64)
     if isinstance(repeat, torch.Tensor) and repeat.numel() != 1:
         counter = ids + (repeat.to(ids.device, torch.int64) << _REPEAT_SHIFT)
-    else:
-        counter = ids + _signed(_host_int(repeat, "repeat") << _REPEAT_SHIFT)
-    return mix64(counter ^ base)
+        return mix64(counter.bitwise_xor_(base), fresh=True)
+    offset = _signed(_host_int(repeat, "repeat") << _REPEAT_SHIFT)
+    return mix64(ids ^ base if offset == 0 else (ids + offset).bitwise_xor_(base), fresh=True)
 
 
 def fold_in(seeds: torch.Tensor, key: int) -> torch.Tensor:
     """Derive independent child keys (e.g. for a user callable inside a composition)."""
-    return mix64(seeds ^ _host_hash(_TAG_FOLD, key))
+    return mix64(seeds ^ _host_hash(_TAG_FOLD, key), fresh=True)
 
 
 def seed_of_sample(sample: dict) -> torch.Tensor:
@@ -142,7 +143,7 @@ def signed(u: torch.Tensor) -> torch.Tensor:
 
 def _mixed_columns(keys: torch.Tensor, words: tuple[tuple[int, ...], ...]) -> torch.Tensor:
     """int64 ``[B, len(words)]``: ``mix64(key ^ column word)`` for every key and host-hashed word."""
-    return mix64(keys.reshape(-1, 1) ^ _columns(words, keys.device))
+    return mix64(keys.reshape(-1, 1) ^ _columns(words, keys.device), fresh=True)
 
 
 def _block_words(members: Sequence[tuple[int, int]]) -> tuple[tuple[int, ...], ...]:
@@ -200,9 +201,34 @@ def _normal_from_bits(bits: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
     neg_u = _shr(bits, 40).to(torch.float32).mul_(-1.0 / (1 << 24))  # -u, u from bits 40..63 (exact)
     radius = torch.log1p(neg_u).mul_(-2.0).sqrt_()  # log(1 - u), 1 - u in (0, 1]
     angle = (bits >> 16).bitwise_and_((1 << 24) - 1).to(torch.float32).mul_(2.0 * torch.pi / (1 << 24))  # bits 16..39
-    flat = torch.stack([torch.cos(angle), torch.sin(angle)], -1).mul_(radius.unsqueeze(-1)).reshape(b, -1)
+    # (cos, sin) pairs interleaved as one complex tensor's real view: contiguous kernels only
+    pairs = torch.complex(torch.cos(angle).mul_(radius), angle.sin_().mul_(radius))
+    flat = torch.view_as_real(pairs).reshape(b, -1)
     flat = flat if flat.shape[1] == n else flat[:, :n]
     return flat if len(shape) == 1 else flat.reshape(b, *shape)
+
+
+class _Block:
+    """A block's 24-bit draws (exact in float32), mapped to [0, 1) and to [-1, 1) when first
+    asked for: a member that only reads signed draws costs no uniform mapping, and back."""
+
+    def __init__(self, top: torch.Tensor) -> None:
+        self.top = top
+        self._uniform: torch.Tensor | None = None
+        self._signed: torch.Tensor | None = None
+
+    @property
+    def uniform(self) -> torch.Tensor:
+        if self._uniform is None:
+            self._uniform = self.top * (1.0 / (1 << 24))
+        return self._uniform
+
+    @property
+    def signed(self) -> torch.Tensor:
+        """``signed(uniform)`` bit for bit: ``2 * (v / 2**24)`` is ``v / 2**23`` exactly."""
+        if self._signed is None:
+            self._signed = self.top.mul(1.0 / (1 << 23)).sub_(1.0)
+        return self._signed
 
 
 class Draws:
@@ -215,18 +241,23 @@ class Draws:
     def __init__(
         self,
         keys: torch.Tensor,
-        block: torch.Tensor,
+        block: torch.Tensor | _Block,
         member: int,
         elements: dict[int, torch.Tensor] | None = None,
         signed_block: torch.Tensor | None = None,
         offset: int = 0,
     ) -> None:
         self.keys = keys
-        self.block = block
+        self._block = block
         self.member = member
         self.elements = elements or {}
         self.signed_block = signed_block
         self.offset = offset
+
+    @property
+    def block(self) -> torch.Tensor:
+        """The uniforms ``[B, total]`` of the whole block this augmentation's columns are in."""
+        return self._block.uniform if isinstance(self._block, _Block) else self._block
 
     @classmethod
     def single(cls, keys: torch.Tensor, count: int, member: int = -1) -> Draws:
@@ -245,14 +276,13 @@ class Draws:
             empty = torch.empty(keys.shape[0], 0, device=keys.device)
             return [cls(keys, empty, m) for m, _, _ in members]
         bits = _mixed_columns(keys, words)
-        block = _to_uniform(bits[:, : len(block_words)] if element_words else bits)
-        signed_block = signed(block)
+        block = _Block(_shr(bits[:, : len(block_words)] if element_words else bits, 40).to(torch.float32))
         out, start, at = [], 0, len(block_words)
         for m, n, streams in members:
             elements = {}
             for st, count in streams.items():
                 elements[st], at = bits[:, at : at + count], at + count
-            out.append(cls(keys, block, m, elements, signed_block, start))
+            out.append(cls(keys, block, m, elements, None, start))
             start += n
         return out
 
@@ -261,6 +291,8 @@ class Draws:
 
     def signed(self, i: int) -> torch.Tensor:
         """``signed(u(i))``, from the composition's block mapped once."""
+        if isinstance(self._block, _Block):
+            return self._block.signed[:, self.offset + i]
         if self.signed_block is None:
             return signed(self.u(i))
         return self.signed_block[:, self.offset + i]

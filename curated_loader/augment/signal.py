@@ -32,9 +32,11 @@ def gather_last(x: torch.Tensor, idx: torch.Tensor, valid: torch.Tensor | None =
     return out if x.dim() <= 3 else out.reshape(*x.shape[:-1], idx.shape[-1])
 
 
-def _positions(length: int, device: torch.device) -> torch.Tensor:
-    """int64 ``[1, length]``: 0, 1, ..., length - 1 (cached)."""
-    return cached_constant(("positions", length, device), lambda: torch.arange(length, device=device).unsqueeze(0))
+def _positions(length: int, device: torch.device, first: int = 0) -> torch.Tensor:
+    """int64 ``[1, length]``: first, first + 1, ..., first + length - 1 (cached)."""
+    return cached_constant(
+        ("positions", length, first, device), lambda: torch.arange(first, first + length, device=device).unsqueeze(0)
+    )
 
 
 class Shift(Augmentation):
@@ -58,9 +60,11 @@ class Shift(Augmentation):
 
     def apply(self, x: torch.Tensor, params: Params) -> torch.Tensor:
         length = x.shape[-1]
-        src = _positions(length, x.device) - params["shift"].unsqueeze(1)
         if self.mode == "circular":
-            return gather_last(x, src.remainder_(length))
+            # wrap the per-sample shift, not every index: x[(i - s) mod L] is [x, x][i + L - (s mod L)]
+            src = _positions(length, x.device, first=length) - params["shift"].remainder(length).unsqueeze(1)
+            return gather_last(torch.cat([x, x], -1), src)
+        src = _positions(length, x.device) - params["shift"].unsqueeze(1)
         return gather_last(x, src, (src >= 0) & (src < length))
 
 

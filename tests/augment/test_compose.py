@@ -196,3 +196,24 @@ def test_same_result_whatever_the_worker_count():
     assert torch.equal(results[0], results[1])
     batched = augment_batch(aug, batch_of(_image(), 24), 0.9, torch.arange(24), epoch=1, seed=5)
     torch.testing.assert_close(results[0], batched, atol=1e-5, rtol=1e-5)
+
+
+def test_compile_is_off_by_default_and_falls_back_to_eager(monkeypatch, caplog):
+    members = [Shift(4), AmplitudeScale(0.3), GaussianNoise(0.1)]
+    assert Compose(members).compile is False
+    x, seeds = batch_of(_signal(), 8), sample_seed(1, 2, torch.arange(8))
+    eager = Compose(members).batch(x, torch.full((8,), 0.6), seeds)
+
+    def broken_compile(fn):
+        def run(*args):
+            raise RuntimeError("no C++ compiler")
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    aug = Compose(members, compile=True)
+    clone = pickle.loads(pickle.dumps(aug))  # nothing compiled travels with the object
+    with caplog.at_level("WARNING", logger="curated_loader"):
+        assert torch.equal(aug.batch(x, torch.full((8,), 0.6), seeds), eager)
+    assert "no C++ compiler" in caplog.text and aug.compile is False
+    assert clone.compile is True
+    assert torch.equal(clone.batch(x, torch.full((8,), 0.6), seeds), eager)

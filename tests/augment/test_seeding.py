@@ -121,6 +121,17 @@ def test_normal_distribution():
     assert torch.isfinite(z).all()
 
 
+def test_normal_pairs_are_cosine_then_sine_of_each_word():
+    """Element 2k is r cos(a), element 2k + 1 is r sin(a), r and a from word k, bit for bit."""
+    seeds = sample_seed(2, 0, torch.arange(6))
+    bits = seeding._element_bits(seeds, 0, seeding.normal_words((7,)))
+    u = seeding._shr(bits, 40).to(torch.float32) / (1 << 24)
+    radius = torch.sqrt(-2.0 * torch.log1p(-u))
+    angle = ((bits >> 16) & ((1 << 24) - 1)).to(torch.float32) * (2.0 * torch.pi / (1 << 24))
+    expect = torch.stack([torch.cos(angle) * radius, torch.sin(angle) * radius], -1).reshape(6, -1)[:, :7]
+    assert torch.equal(normal(seeds, 0, (7,)), expect)
+
+
 def test_fold_in_gives_independent_children():
     seeds = sample_seed(0, 0, torch.arange(20_000))
     c0, c1 = fold_in(seeds, 0), fold_in(seeds, 1)

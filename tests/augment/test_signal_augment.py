@@ -130,3 +130,15 @@ def test_noise_sigma_matches_strength():
     for s in (0.25, 1.0):
         y = GaussianNoise(sigma_max=0.2).batch(batch_of(x, n), torch.full((n,), s), sample_seed(3, 0, torch.arange(n)))
         assert abs(float(y.std()) - 0.2 * s) < 0.01 * s
+
+
+def test_circular_shift_wraps_shifts_longer_than_the_signal():
+    aug = Shift(max_shift=3 * L)
+    x = torch.arange(L, dtype=torch.float32).unsqueeze(0)  # [C=1, L]
+    n = 64
+    seeds = sample_seed(4, 1, torch.arange(n))
+    k = aug.params(torch.ones(n), Draws.single(seeds, aug.num_draws), torch.Size([n, 1, L]))["shift"]
+    assert k.abs().max() > L and (k < 0).any()
+    y = aug.batch(batch_of(x, n), torch.ones(n), seeds)
+    for i in range(n):
+        assert torch.equal(y[i], torch.roll(x, int(k[i]), -1))
