@@ -189,15 +189,22 @@ def run(n: int, epochs: int, batch: int, keep_tables: bool = False, plan: str = 
         return [torch.load(Path(out) / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
 
 
+#: The plan's growth of one rank's RSS per owned sample (stats of the owned slice read by the
+#: policies, their temporaries, the gathered decision, heap left unreturned): the largest
+#: ``plan_peak_growth_per_owned`` measured at N = 10**7 by
+#: ``python benchmarks/scale.py --sizes 1e6 1e7 1e8`` (72-109 B over three runs of the two ranks;
+#: 128-151 B before the plan's working set was cut), rounded up.
+PLAN_BYTES_PER_OWNED = 110
+
+
 def estimated_peak_bytes(n: int, batch: int, plan: bool = True) -> int:
     """A generous estimate of one rank's peak: table and buffer (48 B each per owned id), the
     exchange's working set (sent, received, fold workspace), record's workspaces; or, with a
-    plan, after the buffer is freed, the exchange's leftovers and the plan's growth (stats of
-    the owned slice, the policies' temporaries, the gathered decision: ~155 B per owned id,
-    measured at N = 10**7); 0.6 GiB for the process."""
+    plan, after the buffer is freed, the exchange's leftovers and the plan's growth
+    (:data:`PLAN_BYTES_PER_OWNED`); 0.6 GiB for the process."""
     owned = -(-n // WORLD)
     exchange = 2 * 48 * DEFAULT_EXCHANGE_ROUND + 330 * DEFAULT_FOLD_CHUNK + 4 * 330 * batch
-    planning = exchange + 160 * owned if plan else 0
+    planning = exchange + PLAN_BYTES_PER_OWNED * owned if plan else 0
     return 48 * owned + max(48 * owned + exchange, planning) + int(0.6 * GiB)
 
 

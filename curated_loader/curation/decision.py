@@ -30,6 +30,50 @@ class Reason(IntEnum):
         return self.name.startswith("FLAGGED_")
 
 
+#: Samples packed or unpacked per step of :meth:`Decision.gathered` (a multiple of 16): its
+#: workspace is about 30 bytes per sample of one step, whatever N.
+GATHER_CHUNK = 1 << 20
+
+
+def _sections(size: int, start: int, count: int) -> tuple[slice, slice, slice]:
+    """Where samples ``[start, start + count)`` lie in the packed layout of ``size`` samples
+    (``pack_decision``: keep bits, float16 weight bytes, strength codes); ``start`` and
+    ``count`` multiples of 8 (of 16 for all but the last samples)."""
+    half, codes = size // 8, size // 8 + 2 * size
+    return (slice(start // 8, (start + count) // 8), slice(half + 2 * start, half + 2 * (start + count)),
+            slice(codes + start, codes + start + count))
+
+
+def _pack_into(out: torch.Tensor, keep: torch.Tensor, weight: torch.Tensor, strength: torch.Tensor, size: int) -> None:
+    """Write ``pack_decision`` of the first ``len(keep)`` of ``size`` samples into ``out`` (zeroed:
+    the padding packs as keep 0, weight 0, strength 0), :data:`GATHER_CHUNK` samples per step."""
+    n = keep.numel()
+    for start in range(0, n, GATHER_CHUNK):
+        end = min(n, start + GATHER_CHUNK)
+        padded = 16 * math.ceil((end - start) / 16)
+        columns = [t[start:end] for t in (keep, weight, strength)]
+        if padded > end - start:
+            columns = [torch.cat([t, t.new_zeros(padded - (end - start))]) for t in columns]
+        packed = pack_decision(*columns)
+        for into, at in zip(_sections(size, start, padded), _sections(padded, 0, padded)):
+            out[into] = packed[at]
+
+
+def _unpack_into(packed: torch.Tensor, size: int, into: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> bool:
+    """``unpack_decision`` of one rank's packed slice (layout of ``size`` samples) into the
+    views ``into`` (keep, weight, strength), :data:`GATHER_CHUNK` samples per step; whether
+    every weight is finite."""
+    n, finite = into[0].numel(), True
+    for start in range(0, n, GATHER_CHUNK):
+        end = min(n, start + GATHER_CHUNK)
+        padded = 16 * math.ceil((end - start) / 16)
+        chunk = torch.cat([packed[s] for s in _sections(size, start, padded)])
+        for target, values in zip(into, unpack_decision(chunk, end - start)):
+            target[start:end] = values
+        finite &= bool(torch.isfinite(into[1][start:end]).all())
+    return finite
+
+
 @dataclass(frozen=True)
 class NoisePart:
     """A noise filter's verdict: ``flagged`` bool[N] (likely mislabeled), ``score`` float32[N]
@@ -140,15 +184,21 @@ class Decision:
         if not isinstance(reducer, GroupReducer):
             return self
         size = 16 * math.ceil(max(hi - lo for lo, hi in reducer.ranges) / 16)
-        pad = size - self.num_samples
-        padded = [torch.cat([t, t.new_zeros(pad)]) for t in (self.keep, self.weight, self.strength)]
-        parts = reducer.all_gather(pack_decision(*padded))
-        slices = [unpack_decision(part, hi - lo) for part, (lo, hi) in zip(parts, reducer.ranges)]
-        keep, weight, strength = (torch.cat(column) for column in zip(*slices))
-        if not bool(torch.isfinite(weight).all()):
+        local = torch.zeros(size * 25 // 8, dtype=torch.uint8, device=self.keep.device)
+        _pack_into(local, self.keep, self.weight, self.strength, size)
+        parts: list[torch.Tensor | None] = list(reducer.all_gather(local))
+        del local
+        keep = torch.empty(reducer.total, dtype=torch.bool, device=self.keep.device)
+        weight = torch.empty(reducer.total, dtype=torch.float32, device=self.keep.device)
+        strength = torch.empty(reducer.total, dtype=torch.float32, device=self.keep.device)
+        finite = True
+        for rank, (lo, hi) in enumerate(reducer.ranges):
+            finite &= _unpack_into(parts[rank], size, (keep[lo:hi], weight[lo:hi], strength[lo:hi]))
+            parts[rank] = None  # freed as soon as it is unpacked
+        if not finite:
             raise ValueError(f"a decision weight exceeds {torch.finfo(torch.float16).max:g}, the largest float16 "
                              "(the snapshot's format)")
-        reason_counts = reducer.sum(torch.bincount(self.reason.long(), minlength=len(Reason)))
+        reason_counts = reducer.sum(torch.bincount(self.reason, minlength=len(Reason)))
         counts = None if self.counts is None else weight.to(torch.int32)
         return replace(self, keep=keep, weight=weight, strength=strength, counts=counts, offset=reducer.offset,
                        reason_counts=reason_counts)

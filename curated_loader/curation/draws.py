@@ -1,18 +1,46 @@
 """The plan's random draws: one uniform per sample id, a pure function of (seed, id).
 
-A :class:`IdDraws` hashes each *global* sample id with its seed (SplitMix64 through
-:mod:`curated_loader.augment.seeding`), so a sample draws the same value whichever rank holds
-its statistics and however the ids are split: a plan over a sharded ledger draws what the
-dense plan draws. The plan gives each stage its own seed (``derive_seed(seed, epoch, stage)``).
-Policies also accept a plain ``torch.Generator`` (dense statistics only), drawn in id order.
+A :class:`IdDraws` hashes each *global* sample id with its seed (SplitMix64, the values of
+:func:`curated_loader.augment.seeding.uniform` of ``sample_seed(seed, 0, ids)``), so a sample
+draws the same value whichever rank holds its statistics and however the ids are split: a plan
+over a sharded ledger draws what the dense plan draws. The plan gives each stage its own seed
+(``derive_seed(seed, epoch, stage)``). Policies also accept a plain ``torch.Generator`` (dense
+statistics only), drawn in id order.
+
+The hashing here is a lean path to the same bits: the two SplitMix64 rounds run in place on
+blocks of :data:`DRAW_CHUNK` ids (two int64 buffers that stay in cache, no temporaries), and
+the second round skips its last xor-shift, which does not touch the 24 top bits a uniform
+keeps. ``tests/curation/test_draws.py`` checks it bit for bit against ``seeding.uniform``.
 """
 
 from __future__ import annotations
 
 import torch
 
-from ..augment.seeding import sample_seed, uniform
+from ..augment.seeding import _GOLDEN, _MUL_A, _MUL_B, _TAG_BASE, _TAG_ELEMENT, _host_hash, _signed
 from .reducer import Reducer
+
+#: Ids hashed per step (two int64 buffers of this many entries: 4 MiB).
+DRAW_CHUNK = 1 << 18
+_UNIFORM_BITS = 24
+
+
+def _shift_xor_(z: torch.Tensor, k: int, scratch: torch.Tensor) -> None:
+    """``z ^= z >>> k`` (logical shift of int64 bits) in place."""
+    torch.bitwise_right_shift(z, k, out=scratch)
+    z.bitwise_xor_(scratch.bitwise_and_((1 << (64 - k)) - 1))
+
+
+def _mix_(z: torch.Tensor, scratch: torch.Tensor, last_shift: bool = True) -> None:
+    """SplitMix64's output function in place (``seeding.mix64``); without ``last_shift`` the
+    final ``z ^= z >>> 31``, which leaves bits 33..63 as they are, is skipped."""
+    z.add_(_signed(_GOLDEN))
+    _shift_xor_(z, 30, scratch)
+    z.mul_(_signed(_MUL_A))
+    _shift_xor_(z, 27, scratch)
+    z.mul_(_signed(_MUL_B))
+    if last_shift:
+        _shift_xor_(z, 31, scratch)
 
 
 class IdDraws:
@@ -20,10 +48,35 @@ class IdDraws:
 
     def __init__(self, seed: int) -> None:
         self.seed = int(seed)
+        self._base = _host_hash(_TAG_BASE, self.seed, 0)  # sample_seed's word for (seed, epoch 0)
+        self._column = _host_hash(_TAG_ELEMENT, 0, 0)  # uniform's word for stream 0, element 0
 
     def uniform(self, ids: torch.Tensor) -> torch.Tensor:
         """float32 uniforms for int64 ``ids`` (same device): same id, same value."""
-        return uniform(sample_seed(self.seed, 0, ids), 0)
+        ids = ids.reshape(-1)
+        out = torch.empty(ids.numel(), dtype=torch.float32, device=ids.device)
+        self._fill(out, lambda start, end, z: z.copy_(ids[start:end]))
+        return out
+
+    def uniform_range(self, first: int, n: int, device: torch.device | str) -> torch.Tensor:
+        """:meth:`uniform` of the ids ``first, ..., first + n - 1`` (without making them)."""
+        out = torch.empty(n, dtype=torch.float32, device=device)
+        self._fill(out, lambda start, end, z: torch.arange(first + start, first + end, out=z))
+        return out
+
+    def _fill(self, out: torch.Tensor, load) -> None:  # noqa: ANN001 - load(start, end, z) writes ids into z
+        n = out.numel()
+        z = torch.empty(min(n, DRAW_CHUNK), dtype=torch.int64, device=out.device)
+        scratch = torch.empty_like(z)
+        for start in range(0, n, DRAW_CHUNK):
+            end = min(n, start + DRAW_CHUNK)
+            zc, sc = z[: end - start], scratch[: end - start]
+            load(start, end, zc)
+            _mix_(zc.bitwise_xor_(self._base), sc)  # the sample's key
+            _mix_(zc.bitwise_xor_(self._column), sc, last_shift=False)  # its first uniform's bits
+            torch.bitwise_right_shift(zc, 64 - _UNIFORM_BITS, out=sc)
+            out[start:end] = sc.bitwise_and_((1 << _UNIFORM_BITS) - 1)
+        out.mul_(1.0 / (1 << _UNIFORM_BITS))
 
     def __repr__(self) -> str:
         return f"IdDraws(seed={self.seed})"
@@ -36,7 +89,7 @@ def uniform_draws(
     from an :class:`IdDraws`, else ``torch.rand`` from ``generator`` in row order (dense
     statistics only: a sharded ledger's rows would draw differently than the dense ones)."""
     if isinstance(generator, IdDraws):
-        return generator.uniform(reducer.ids(n, device))
+        return generator.uniform_range(reducer.offset, n, device)
     if reducer.distributed:
         raise ValueError("statistics of a sharded ledger need IdDraws (per-id draws), not a torch.Generator")
     return torch.rand(n, generator=generator, device=device)

@@ -111,12 +111,12 @@ class GroupReducer(Reducer):
     def kth_smallest(self, values: torch.Tensor, k: int, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Exact radix selection: per round of 8 bits, the global histogram of the next digit
         among the values that share the digits chosen so far (one ``all_reduce`` of 256 int64)."""
-        keys = _sortable_keys(values.float() if mask is None else values.float()[mask])
+        keys = _sortable_keys(values, mask)
         prefix, remaining = 0, int(k)
         for shift in range(32 - _RADIX_BITS, -1, -_RADIX_BITS):
-            candidates = keys if shift == 32 - _RADIX_BITS else keys[(keys >> (shift + _RADIX_BITS)) == prefix]
-            digits = (candidates >> shift) & (_RADIX - 1)
-            counts = self.sum(torch.bincount(digits, minlength=_RADIX)).tolist()
+            if shift != 32 - _RADIX_BITS:  # keep the keys that share the digits chosen so far
+                keys = keys[_digits(keys, shift + _RADIX_BITS, 32 - shift - _RADIX_BITS) == prefix]
+            counts = self.sum(torch.bincount(_digits(keys, shift, _RADIX_BITS), minlength=_RADIX)).tolist()
             digit = 0
             while remaining > counts[digit]:
                 remaining -= counts[digit]
@@ -125,12 +125,18 @@ class GroupReducer(Reducer):
         return _from_sortable_key(prefix, values.device)
 
 
-def _sortable_keys(values: torch.Tensor) -> torch.Tensor:
-    """int64 keys in ``[0, 2**32)`` whose order is the order of the float32 ``values``
-    (negative floats have their magnitude bits flipped; -0.0 sorts just below +0.0)."""
-    bits = values.contiguous().view(torch.int32).to(torch.int64)
-    flipped = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
-    return flipped + (1 << 31)
+def _sortable_keys(values: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """int32 keys of the float32 ``values`` (over ``mask``) whose order *as unsigned 32-bit
+    integers* is the order of the values: the sign bit flipped, and every bit of a negative
+    value (-0.0 sorts just below +0.0). 4 bytes per value, a fresh tensor."""
+    values = values.float()
+    bits = (values[mask] if mask is not None else values.clone()).view(torch.int32)
+    return bits.bitwise_xor_((bits >> 31).bitwise_or_(-(1 << 31)))
+
+
+def _digits(keys: torch.Tensor, shift: int, width: int) -> torch.Tensor:
+    """Bits ``[shift, shift + width)`` of the unsigned keys of :func:`_sortable_keys`."""
+    return (keys >> shift).bitwise_and_((1 << width) - 1)
 
 
 def _from_sortable_key(key: int, device: torch.device | str) -> torch.Tensor:

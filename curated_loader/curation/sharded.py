@@ -59,7 +59,7 @@ from typing import Any, Literal
 import torch
 import torch.distributed as dist
 
-from .ledger import Ledger, LedgerStats, _Workspace, _world_size, nearest_rank
+from .ledger import Ledger, LedgerStats, _Deferred, _Workspace, _world_size, nearest_rank
 from .reducer import GroupReducer, Reducer
 
 # Dense below this many samples (and always on one process); see make_ledger.
@@ -119,6 +119,15 @@ class OwnedStats(LedgerStats):
         if n == 0:
             return torch.tensor(float("nan"), device=values.device)
         return reducer.kth_smallest(values, nearest_rank(q, n), mask)
+
+
+def _owned_rows(value: Any, n: int) -> Any:
+    """The first ``n`` rows of a statistic of the owned table (without its scratch row); a
+    statistic not computed yet stays deferred, so reading the slice computes only what a plan
+    reads (the Ledger still computes it before the table next changes)."""
+    if isinstance(value, _Deferred):
+        return _Deferred(lambda: value.value()[:n])
+    return value[:n] if isinstance(value, torch.Tensor) else value
 
 
 class _OwnedTable(Ledger):
@@ -439,11 +448,7 @@ class ShardedLedger:
             self.sync()
         full = self._owned.stats(sync=False)
         n = self.num_owned
-        values = {
-            f.name: (v[:n] if isinstance(v, torch.Tensor) else v)
-            for f in dataclasses.fields(LedgerStats)
-            for v in (getattr(full, f.name),)
-        }
+        values = {f.name: _owned_rows(full.__dict__[f.name], n) for f in dataclasses.fields(LedgerStats)}
         counts = torch.stack([values["seen"].sum(), values["has_logits"].sum()])
         if self.world > 1:
             dist.all_reduce(counts, group=self.process_group)

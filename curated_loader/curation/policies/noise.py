@@ -146,7 +146,7 @@ def _fit_loss_gmm(
         raise ValueError("bins=None fits the mixture on every sample: a sharded ledger needs bins (e.g. 1024)")
     x = _normalized(getattr(stats, loss_key).float(), judged, everywhere, reducer)
     if bins:
-        index = x.mul(bins).long().clamp_(max=bins - 1)
+        index = x.mul(bins).to(torch.int32).clamp_(max=bins - 1)
         if not everywhere:
             index.masked_fill_(~judged, bins)  # an overflow bin, dropped below
         counts = reducer.sum(torch.bincount(index, minlength=bins + 1)[:bins]).to(torch.float64)
