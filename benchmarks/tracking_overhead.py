@@ -25,13 +25,13 @@ epoch-end re-curation (ledger sync, plan, publish) is timed separately.
 
 ``--augment-compile`` also runs every batch through a second, equal Compose built with
 ``compile=True`` (``torch.compile``), on the same batch and strengths, the two alternating which
-goes first; training uses the eager output. Its first call (in the warm-up epoch) compiles: that
-time is reported on its own, never in the per-step medians, together with the graphs dynamo
-made (1 means no recompile for any later batch size, strength, epoch or seed), its graph breaks,
-whether inductor's on-disk graph cache answered, and the largest difference from the eager
-output over every batch. With ``--device cuda``
-each timed part runs under ``torch.cuda.set_sync_debug_mode("error")`` (a host sync inside it
-fails the run) and is bracketed by ``torch.cuda.synchronize()``.
+goes first; training uses the eager output. Its first call (in the warm-up epoch) compiles:
+that time (a cold compile: inductor's cache goes to an empty temporary directory) is reported
+on its own, never in the per-step medians, together with the graphs dynamo made (1: no
+recompile for any later batch size, strength, epoch or seed), its graph breaks, the batch
+sizes it saw and the largest difference from the eager output over every batch. With
+``--device cuda`` each timed part runs under ``torch.cuda.set_sync_debug_mode("error")`` (a
+host sync inside it fails the run) and is bracketed by ``torch.cuda.synchronize()``.
 """
 
 from __future__ import annotations
@@ -149,6 +149,7 @@ class TimedDevicePath(CuratedDataModule):
         self.compiled = compiled
         self.compile_s: tuple[float, float] | None = None  # wall, thread CPU of the first compiled call
         self.max_abs_diff = 0.0
+        self.batch_sizes: set[int] = set()
         self._batches = 0
 
     def _augment_on_device(self, x: torch.Tensor, ids: torch.Tensor, epoch: int, repeats: torch.Tensor | None) -> torch.Tensor:
@@ -169,6 +170,7 @@ class TimedDevicePath(CuratedDataModule):
             self.compile_s = (time.perf_counter() - wall, time.thread_time() - cpu)
         arms = [("augment", run(self.augment)), ("augment_compiled", run(self.compiled))]
         self._batches += 1
+        self.batch_sizes.add(x.shape[0])
         out = {name: self.clock(name, fn) for name, fn in (arms if self._batches % 2 else arms[::-1])}
         self.max_abs_diff = max(self.max_abs_diff, float((out["augment"] - out["augment_compiled"]).abs().max()))
         return out["augment"]
@@ -220,6 +222,7 @@ def main() -> None:
         compiled = signal_augment("npy") if args.augment_compile else None
         if compiled is not None:
             compiled.compile = True
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(tmp) / "inductor")  # empty: the compile is a cold one
         dm = TimedDevicePath(paths.train_index, fields=("npy", "cls"), decode=(), batch_size=args.batch,
                              augment=signal_augment("npy"), augment_on="device", clock=clock, compiled=compiled)
         plan = CurationPlan(noise_filter=GMMFilter(warmup_epochs=2), prune=InfoBatchPrune(ratio=0.3),
@@ -306,6 +309,7 @@ def compile_report(dm: TimedDevicePath) -> dict[str, Any]:
         "still_compiled": dm.compiled.compile,  # False: it failed and fell back to eager
         "dynamo_graphs": counters["stats"]["unique_graphs"],
         "graph_breaks": sum(counters["graph_break"].values()),
+        "batch_sizes_seen": sorted(dm.batch_sizes),
         "inductor_fx_cache_hits_misses": [counters["inductor"]["fxgraph_cache_hit"], counters["inductor"]["fxgraph_cache_miss"]],
         "max_abs_diff_from_eager": dm.max_abs_diff,
     }
