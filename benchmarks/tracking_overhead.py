@@ -3,6 +3,7 @@
     python benchmarks/tracking_overhead.py [--json docs/results/tracking_overhead.json]
     python benchmarks/tracking_overhead.py --quick    # tiny, for the test suite
     python benchmarks/tracking_overhead.py --device cuda
+    python benchmarks/tracking_overhead.py --augment-compile   # + the compiled Compose, same batches
 
 One Trainer fits ``--epochs`` curated epochs of noisy MNIST-1D: a ``CurationCallback`` (GMM
 noise filter, InfoBatch pruning, adaptive augmentation strength) re-curates at every epoch end
@@ -20,15 +21,24 @@ both alike; the device-path augmentation (``_augment_on_device``: strength looku
 the first epoch (warm-up), wall clock and thread CPU time, all from this one run; beside them
 the median of per-step ratios (each step's parts timed back to back, so load that changes
 from step to step cancels) and the ratio of minima (the least-disturbed step of each). The
-epoch-end re-curation (ledger sync, plan, publish) is timed separately. With ``--device cuda``
-each timed part runs under ``torch.cuda.set_sync_debug_mode("error")`` (a host sync inside it
-fails the run) and is bracketed by ``torch.cuda.synchronize()``.
+epoch-end re-curation (ledger sync, plan, publish) is timed separately.
+
+``--augment-compile`` also runs every batch through a second, equal Compose built with
+``compile=True`` (``torch.compile``), on the same batch and strengths, the two alternating which
+goes first; training uses the eager output. Its first call (in the warm-up epoch) compiles:
+that time (a cold compile: inductor's cache goes to an empty temporary directory) is reported
+on its own, never in the per-step medians, together with the graphs dynamo made (1: no
+recompile for any later batch size, strength, epoch or seed), its graph breaks, the batch
+sizes it saw and the largest difference from the eager output over every batch. With
+``--device cuda`` each timed part runs under ``torch.cuda.set_sync_debug_mode("error")`` (a
+host sync inside it fails the run) and is bracketed by ``torch.cuda.synchronize()``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -130,14 +140,40 @@ class TwoArms(L.LightningModule):
 
 
 class TimedDevicePath(CuratedDataModule):
-    """The data module, timing its device-path augmentation."""
+    """The data module, timing its device-path augmentation; with ``compiled`` (an equal
+    Compose built with ``compile=True``) also that one on the same batches."""
 
-    def __init__(self, *args: Any, clock: Clock, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, clock: Clock, compiled: Any = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.clock = clock
+        self.compiled = compiled
+        self.compile_s: tuple[float, float] | None = None  # wall, thread CPU of the first compiled call
+        self.max_abs_diff = 0.0
+        self.batch_sizes: set[int] = set()
+        self._batches = 0
 
     def _augment_on_device(self, x: torch.Tensor, ids: torch.Tensor, epoch: int, repeats: torch.Tensor | None) -> torch.Tensor:
-        return self.clock("augment", lambda: super(TimedDevicePath, self)._augment_on_device(x, ids, epoch, repeats))
+        def run(aug: Any) -> Callable[[], torch.Tensor]:
+            def call() -> torch.Tensor:
+                eager, self.augment = self.augment, aug
+                try:
+                    return super(TimedDevicePath, self)._augment_on_device(x, ids, epoch, repeats)
+                finally:
+                    self.augment = eager
+            return call
+
+        if self.compiled is None:
+            return self.clock("augment", run(self.augment))
+        if self.compile_s is None:
+            wall, cpu = time.perf_counter(), time.thread_time()
+            run(self.compiled)()
+            self.compile_s = (time.perf_counter() - wall, time.thread_time() - cpu)
+        arms = [("augment", run(self.augment)), ("augment_compiled", run(self.compiled))]
+        self._batches += 1
+        self.batch_sizes.add(x.shape[0])
+        out = {name: self.clock(name, fn) for name, fn in (arms if self._batches % 2 else arms[::-1])}
+        self.max_abs_diff = max(self.max_abs_diff, float((out["augment"] - out["augment_compiled"]).abs().max()))
+        return out["augment"]
 
 
 class Curation(CurationCallback):
@@ -173,15 +209,22 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--augment-compile", action="store_true",
+                        help="also time the compiled Compose (compile=True) on the same batches")
     args = parser.parse_args()
     if args.quick:
         args.samples, args.epochs = 1000, 3
     torch.set_num_threads(1)
+    load_before = os.getloadavg()
     clock = Clock(args.device == "cuda")
     with tempfile.TemporaryDirectory() as tmp:
         paths = write_noisy_mnist1d(tmp, num_samples=args.samples, noise_rate=0.4, progress=False)
+        compiled = signal_augment("npy") if args.augment_compile else None
+        if compiled is not None:
+            compiled.compile = True
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(tmp) / "inductor")  # empty: the compile is a cold one
         dm = TimedDevicePath(paths.train_index, fields=("npy", "cls"), decode=(), batch_size=args.batch,
-                             augment=signal_augment("npy"), augment_on="device", clock=clock)
+                             augment=signal_augment("npy"), augment_on="device", clock=clock, compiled=compiled)
         plan = CurationPlan(noise_filter=GMMFilter(warmup_epochs=2), prune=InfoBatchPrune(ratio=0.3),
                             augment=AugmentStrength(warmup_epochs=0))
         curation = Curation(plan, num_classes=10, clock=clock)
@@ -189,16 +232,19 @@ def main() -> None:
                             logger=False, enable_checkpointing=False, enable_progress_bar=False,
                             enable_model_summary=False, callbacks=[curation])
         trainer.fit(TwoArms(args.width, clock), dm)
-    result = report(args, clock, curation)
+    result = report(args, clock, curation, dm)
+    result["load_average_before_after"] = [round(v, 2) for v in (*load_before, *os.getloadavg())]
+    print(f"load average (1, 5, 15 min) before: {load_before}, after: {os.getloadavg()}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=1) + "\n")
 
 
-def report(args: argparse.Namespace, clock: Clock, curation: Curation) -> dict[str, Any]:
+def report(args: argparse.Namespace, clock: Clock, curation: Curation, dm: TimedDevicePath) -> dict[str, Any]:
     """Print the tables and return the figures."""
     name = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU ({platform.machine()}, 1 torch thread)"
-    med = {part: (clock.median(part, 0), clock.median(part, 1)) for part in ("plain", "tracked", "augment")}
+    parts = ("plain", "tracked", "augment") + (("augment_compiled",) if dm.compiled is not None else ())
+    med = {part: (clock.median(part, 0), clock.median(part, 1)) for part in parts}
     steps = len(clock.times["plain"])
     print(f"device: {name}; {args.samples} noisy MNIST-1D samples, batch {args.batch}, CNN width {args.width}")
     print(f"{args.epochs} curated epochs in one Trainer; timed: the {steps} steps after epoch 0\n")
@@ -208,22 +254,35 @@ def report(args: argparse.Namespace, clock: Clock, curation: Curation) -> dict[s
         print(f"| {e['epoch']} | {e['steps']} | {e['kept_next']} | {e['mean_strength_next']} |")
     print("\n| part (per batch) | median wall ms | median CPU ms |")
     print("|---|---:|---:|")
-    labels = {"plain": "plain step", "tracked": "tracked step (curated_loss)", "augment": "device-path augmentation"}
+    labels = {"plain": "plain step", "tracked": "tracked step (curated_loss)", "augment": "device-path augmentation",
+              "augment_compiled": "device-path augmentation, compiled Compose"}
     for part, (wall, cpu) in med.items():
         print(f"| {labels[part]} | {wall * 1e3:.3f} | {cpu * 1e3:.3f} |")
-    pairs = {"tracked_over_plain": "tracked", "augment_over_plain_step": "augment"}
-    ratios = {key: [med[part][i] / med["plain"][i] for i in (0, 1)] for key, part in pairs.items()}
-    paired = {key: [clock.paired_ratio(part, "plain", i) for i in (0, 1)] for key, part in pairs.items()}
-    of_min = {key: [clock.minimum(part, i) / clock.minimum("plain", i) for i in (0, 1)] for key, part in pairs.items()}
+    pairs = {"tracked_over_plain": ("tracked", "plain"), "augment_over_plain_step": ("augment", "plain")}
+    if "augment_compiled" in med:
+        pairs["augment_compiled_over_plain_step"] = ("augment_compiled", "plain")
+        pairs["augment_compiled_over_eager"] = ("augment_compiled", "augment")
+    ratios = {key: [med[part][i] / med[base][i] for i in (0, 1)] for key, (part, base) in pairs.items()}
+    paired = {key: [clock.paired_ratio(part, base, i) for i in (0, 1)] for key, (part, base) in pairs.items()}
+    of_min = {key: [clock.minimum(part, i) / clock.minimum(base, i) for i in (0, 1)] for key, (part, base) in pairs.items()}
     t, a = ratios["tracked_over_plain"], ratios["augment_over_plain_step"]
     print(f"\ntracked / plain step: {t[0]:.3f} wall, {t[1]:.3f} CPU")
     print(f"device augmentation / plain step: {a[0]:.1%} wall, {a[1]:.1%} CPU")
     print("\n| ratio | of medians (wall, CPU) | median of per-step ratios (wall, CPU) | of minima (wall, CPU) |")
     print("|---|---:|---:|---:|")
-    for key, label in (("tracked_over_plain", "tracked / plain step"), ("augment_over_plain_step", "device augmentation / plain step")):
+    ratio_labels = {"tracked_over_plain": "tracked / plain step", "augment_over_plain_step": "device augmentation / plain step",
+                    "augment_compiled_over_plain_step": "compiled device augmentation / plain step",
+                    "augment_compiled_over_eager": "compiled / eager device augmentation"}
+    for key in pairs:
+        label = ratio_labels[key]
         print(f"| {label} | " + " | ".join(f"{r[key][0]:.3f}, {r[key][1]:.3f}" for r in (ratios, paired, of_min)) + " |")
     end = statistics.median(curation.epoch_end)
     print(f"epoch-end re-curation (sync + plan + publish), median: {end * 1e3:.1f} ms")
+    compiled = compile_report(dm) if dm.compiled is not None else None
+    if compiled is not None:
+        c = ratios["augment_compiled_over_plain_step"]
+        print(f"compiled device augmentation / plain step: {c[0]:.1%} wall, {c[1]:.1%} CPU")
+        print(f"compiled Compose: {compiled}")
     return {
         "command": " ".join(["python", "benchmarks/tracking_overhead.py", *sys.argv[1:]]),
         "device": name,
@@ -236,6 +295,23 @@ def report(args: argparse.Namespace, clock: Clock, curation: Curation) -> dict[s
         "paired_ratios_wall_cpu": paired,
         "ratios_of_minima_wall_cpu": of_min,
         "epoch_end_ms": end * 1e3,
+        **({"augment_compile": compiled} if compiled is not None else {}),
+    }
+
+
+def compile_report(dm: TimedDevicePath) -> dict[str, Any]:
+    """The compiled Compose's first call (its compile), what dynamo made of it, and how far
+    its outputs were from the eager ones."""
+    from torch._dynamo.utils import counters
+
+    return {
+        "first_call_s_wall_cpu": [round(v, 3) for v in dm.compile_s],
+        "still_compiled": dm.compiled.compile,  # False: it failed and fell back to eager
+        "dynamo_graphs": counters["stats"]["unique_graphs"],
+        "graph_breaks": sum(counters["graph_break"].values()),
+        "batch_sizes_seen": sorted(dm.batch_sizes),
+        "inductor_fx_cache_hits_misses": [counters["inductor"]["fxgraph_cache_hit"], counters["inductor"]["fxgraph_cache_miss"]],
+        "max_abs_diff_from_eager": dm.max_abs_diff,
     }
 
 

@@ -242,6 +242,7 @@ STORED: dict[tuple[str | None, str], type] = {
     ("curation/noise_filter", "base_aum"): SCHEMAS[AUMFilter],
     ("curation/noise_filter", "base_cartography"): SCHEMAS[CartographyFilter],
     ("curation/noise_filter", "base_loss_margin"): SCHEMAS[LossMarginFilter],
+    ("augment", "base_compose"): SCHEMAS[Compose],
     ("model", "base_classifier"): SCHEMAS[Classifier],
     ("logger", "base_wandb"): SCHEMAS[WandbLogger],
     ("logger", "base_csv"): SCHEMAS[CSVLogger],

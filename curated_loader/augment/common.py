@@ -16,7 +16,11 @@ _CONSTANTS: dict[tuple, torch.Tensor] = {}
 
 def cached_constant(key: tuple, make: Callable[[], torch.Tensor]) -> torch.Tensor:
     """A constant tensor (index grids, pixel coordinates) made once per ``key``, which must
-    name everything it depends on (sizes, device, dtype); the cache holds at most 64."""
+    name everything it depends on (sizes, device, dtype); the cache holds at most 64. Under
+    ``torch.compile`` the constant is made in the graph instead (a cache read there would be
+    guarded on, and its first fill would force a recompile)."""
+    if torch.compiler.is_compiling():
+        return make()
     value = _CONSTANTS.get(key)
     if value is None:
         if len(_CONSTANTS) >= 64:

@@ -58,10 +58,12 @@ class Compose(SeededAugment):
     callables are wrapped in :class:`FromCallable`. The batched form needs every member to have
     ``batch`` and applies all of them to the one tensor it is given.
 
-    ``compile=True`` runs the batched form through ``torch.compile`` (fused kernels; the first
-    batch of each shape compiles, which takes tens of seconds on a CPU and needs a C++
-    compiler there). Off by default. Integer-hashed draws stay exact; values computed in float
-    (normals, interpolation) may differ from the eager ones in the last bit. If compiling or
+    ``compile=True`` runs the batched form through ``torch.compile`` (fused kernels; needs a
+    C++ compiler on a CPU). The first batch compiles (tens of seconds on a CPU); the batch
+    dimension is dynamic, so other batch sizes, strengths, seeds and epochs reuse that graph
+    (a batch of one runs eager; a new sample shape, dtype or device compiles once more). Off by
+    default. Integer-hashed draws stay exact; values computed in float (normals,
+    interpolation) may differ from the eager ones by a few float32 ulps. If compiling or
     running the compiled form fails, the eager form is used from then on, with one warning."""
 
     def __init__(self, augs: Sequence[Any], compile: bool = False) -> None:
@@ -89,12 +91,12 @@ class Compose(SeededAugment):
         seeds = torch.as_tensor(seeds, dtype=torch.int64, device=x.device)
         seeds = seeds if seeds.dim() == 1 else seeds.reshape(-1)
         strength = as_strength(strength, x)
-        if self.compile and x.device.type != "meta":
-            compiled = _COMPILED.get(self)
-            if compiled is None:
-                compiled = _COMPILED[self] = torch.compile(Compose._batch)  # unbound: no reference to self
+        if self.compile and x.device.type != "meta" and x.shape[0] >= 2:
             try:
-                return compiled(self, x, strength, seeds)
+                compiled = _COMPILED.get(self)
+                if compiled is None:
+                    compiled = _COMPILED[self] = torch.compile(Compose._batch)  # unbound: no reference to self
+                return compiled(self, *_batch_dim_dynamic(x, strength, seeds))
             except Exception as error:  # noqa: BLE001 - any compiler failure falls back to eager
                 log.warning("Compose(compile=True): torch.compile failed (%s: %s); using the eager form",
                             type(error).__name__, error)
@@ -120,6 +122,16 @@ class Compose(SeededAugment):
         ]
         drawn = iter(Draws.for_members(seeds, members))
         return [next(drawn) if isinstance(aug, Augmentation) else None for aug in self.augs]
+
+
+def _batch_dim_dynamic(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Views of ``tensors`` (contiguous: a broadcast strength has other strides than a
+    per-sample one) with dim 0 marked dynamic, so that one compiled graph serves every batch
+    size from 2 up; the caller's tensors are left unmarked."""
+    views = tuple(t.contiguous().view(t.shape) for t in tensors)
+    for view in views:
+        torch._dynamo.mark_dynamic(view, 0)
+    return views
 
 
 def augment_batch(

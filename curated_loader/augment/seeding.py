@@ -121,7 +121,10 @@ _COLUMN_CACHE: dict[tuple, torch.Tensor] = {}
 
 
 def _columns(words: tuple[tuple[int, ...], ...], device: torch.device) -> torch.Tensor:
-    """int64 ``[len(words)]`` of host-hashed column words, cached per device."""
+    """int64 ``[len(words)]`` of host-hashed column words, cached per device (made in the graph
+    under ``torch.compile``, like :func:`~curated_loader.augment.common.cached_constant`)."""
+    if torch.compiler.is_compiling():
+        return torch.tensor([_host_hash(*w) for w in words], dtype=torch.int64, device=device)
     key = (words, device)
     cached = _COLUMN_CACHE.get(key)
     if cached is None:
@@ -201,9 +204,11 @@ def _normal_from_bits(bits: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
     neg_u = _shr(bits, 40).to(torch.float32).mul_(-1.0 / (1 << 24))  # -u, u from bits 40..63 (exact)
     radius = torch.log1p(neg_u).mul_(-2.0).sqrt_()  # log(1 - u), 1 - u in (0, 1]
     angle = (bits >> 16).bitwise_and_((1 << 24) - 1).to(torch.float32).mul_(2.0 * torch.pi / (1 << 24))  # bits 16..39
-    # (cos, sin) pairs interleaved as one complex tensor's real view: contiguous kernels only
-    pairs = torch.complex(torch.cos(angle).mul_(radius), angle.sin_().mul_(radius))
-    flat = torch.view_as_real(pairs).reshape(b, -1)
+    cosines, sines = torch.cos(angle).mul_(radius), angle.sin_().mul_(radius)
+    if torch.compiler.is_compiling():  # inductor has no complex kernels; it fuses the stack instead
+        flat = torch.stack((cosines, sines), -1).reshape(b, -1)
+    else:  # (cos, sin) pairs interleaved as one complex tensor's real view: contiguous kernels only
+        flat = torch.view_as_real(torch.complex(cosines, sines)).reshape(b, -1)
     flat = flat if flat.shape[1] == n else flat[:, :n]
     return flat if len(shape) == 1 else flat.reshape(b, *shape)
 

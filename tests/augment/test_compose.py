@@ -29,6 +29,7 @@ from curated_loader.augment import (
     RandomResizedCrop,
     SampleAugment,
     Shift,
+    TimeStretch,
     augment_batch,
     fold_in,
     normal,
@@ -217,3 +218,37 @@ def test_compile_is_off_by_default_and_falls_back_to_eager(monkeypatch, caplog):
     assert "no C++ compiler" in caplog.text and aug.compile is False
     assert clone.compile is True
     assert torch.equal(clone.batch(x, torch.full((8,), 0.6), seeds), eager)
+
+
+def _signal_members() -> list:
+    return [Shift(4), AmplitudeScale(0.2), TimeStretch(0.1), GaussianNoise(0.05)]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_compiled_compose_equals_eager_and_compiles_once():
+    """``compile=True``: one dynamo graph, no graph break, no fallback, for a second batch
+    size, another strength pattern (per sample / one float), epoch and seed. Outputs equal
+    eager within float32 rounding; a different integer draw (a shift by another step) would
+    move values of these random signals by O(1), far beyond the tolerance."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    compiled, eager = Compose(_signal_members(), compile=True), Compose(_signal_members())
+    g = torch.Generator().manual_seed(0)
+    strength = torch.rand(16, generator=g)
+    strength[::5] = 0.0
+    for x, s, epoch, seed in ((torch.randn(16, 40, generator=g), strength, 0, 0),
+                              (torch.randn(5, 40, generator=g), 0.8, 3, 9)):
+        ids = torch.arange(x.shape[0]) + 100
+        got = augment_batch(compiled, x, s, ids, epoch, seed)
+        want = augment_batch(eager, x, s, ids, epoch, seed)
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+        assert not torch.equal(got, x)
+    x = torch.randn(16, 40, generator=g)
+    kept = strength == 0
+    assert torch.equal(augment_batch(compiled, x, strength, torch.arange(16), 1, 1)[kept], x[kept])  # strength 0: bit for bit
+    assert compiled.compile is True  # no failure, no fallback to eager
+    assert counters["stats"]["unique_graphs"] == 1  # the second batch size etc. did not recompile
+    assert sum(counters["graph_break"].values()) == 0

@@ -169,6 +169,9 @@ def test_augment_options(tmp_path):
     assert not torch.equal(aug(sample, 1.0)["npy"], sample["npy"])
     dm = instantiate(cfg.data, _convert_="all")  # the data module gets the same augmentation
     assert isinstance(dm.augment, Compose) and len(dm.augment.augs) == 4
+    assert aug.compile is False  # the constructor's default, reached through augment/base_compose
+    on = validate(compose("augment=signal_default", "augment.compile=true", tmp=tmp_path))
+    assert instantiate(on.data, _convert_="all").augment.compile is True
     cfg = validate(compose("augment=image_default", "data=shards", "data.train_shards=x.tar", tmp=tmp_path))
     aug = instantiate(cfg.augment, _convert_="all")
     assert [type(a) for a in aug.augs] == [RandomResizedCrop, HorizontalFlip, ColorJitter, RandomErasing]
