@@ -340,7 +340,7 @@ class ShardedLedger:
     def _append(self, ids: torch.Tensor, kind: int, ws: _Workspace, targets: torch.Tensor | None) -> None:
         b = ids.numel()
         self.reserve(self._used + b)
-        id_bits = ids.view(torch.float32).view(b, _ID_COLUMNS)
+        id_bits = ids.contiguous().view(torch.float32).view(b, _ID_COLUMNS)  # ids may be a strided slice
         feats = torch.index_select(ws.feats, 0, self._carried)
         done = 0
         while done < b:  # a call may end one block and start the next
@@ -392,13 +392,15 @@ class ShardedLedger:
             raise ValueError(error or f"another rank's ledger record has an id outside [0, {self.num_samples})")
         bounds = _round_bounds(table.sum(0), self.exchange_round)
         self.last_exchange_rounds = max(len(bounds) - 1, 0)
+        rounds = [table[:, :, first:last].sum(-1) for first, last in itertools.pairwise(bounds)]  # [sender, owner]
+        # one send and one receive tensor for all rounds (first touch of fresh memory costs)
+        send = torch.empty(max((int(r[self.rank].sum()) for r in rounds), default=0), self._width, device=self.device)
+        receive = torch.empty(max((int(r[:, self.rank].sum()) for r in rounds), default=0), self._width, device=self.device)
         try:
-            for first, last in itertools.pairwise(bounds):
-                sizes = table[:, :, first:last].sum(-1)  # [sender, owner] entries this round
-                received = self._exchange_round(parts, codes, first, last, sizes, clock)
+            for (first, last), sizes in zip(itertools.pairwise(bounds), rounds):
+                received = self._exchange_round(parts, codes, first, last, sizes, send, receive, clock)
                 for sender_rows in received.split(sizes[:, self.rank].tolist()):
                     self._fold_received(sender_rows, clock)
-                del received
         finally:
             self._fold_ws = None  # the plan and the publish may need the memory
 
@@ -409,7 +411,7 @@ class ShardedLedger:
         counts = torch.zeros(self.world * buckets, dtype=torch.int64, device=self.device)
         codes, error = [], None
         for part in parts:
-            ids = _entry_ids(part)
+            ids = _entry_ids(part).contiguous()  # one strided read of the block
             low, high = torch.aminmax(ids)
             if error is None and (int(low) < 0 or int(high) >= n):
                 bad = (ids < 0) | (ids >= n)
@@ -426,14 +428,14 @@ class ShardedLedger:
 
     def _exchange_round(
         self, parts: list[torch.Tensor], codes: list[torch.Tensor], first: int, last: int, sizes: torch.Tensor,
-        clock: _PhaseClock,
+        send: torch.Tensor, receive: torch.Tensor, clock: _PhaseClock,
     ) -> torch.Tensor:
         """One round: send every owner this rank's entries in buckets ``[first, last)`` of its
-        range (call order within each owner, picked block by block straight into the send
-        tensor), receive this rank's; the received rows by sender."""
+        range (call order within each owner, picked block by block straight into ``send``),
+        receive this rank's into ``receive``; the received rows by sender (a view)."""
         send_sizes = sizes[self.rank].tolist()
         received_sizes = sizes[:, self.rank].tolist()
-        send = torch.empty(sum(send_sizes), self._width, dtype=torch.float32, device=self.device)
+        send, received = send[: sum(send_sizes)], receive[: sum(received_sizes)]
         at = 0
         for owner, count in enumerate(send_sizes):
             if not count:
@@ -444,7 +446,6 @@ class ShardedLedger:
                 if picked.numel():
                     torch.index_select(part, 0, picked, out=send[at : at + picked.numel()])
                     at += picked.numel()
-        received = torch.empty(sum(received_sizes), self._width, dtype=torch.float32, device=self.device)
         clock.lap("pack")
         dist.all_to_all_single(received, send, received_sizes, send_sizes, group=self.process_group)
         clock.lap("all_to_all")
