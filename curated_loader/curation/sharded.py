@@ -3,7 +3,7 @@
 Rank ``r`` of ``world`` owns the contiguous id range ``[lo, hi)`` with
 ``lo = r * ceil(N / world)``. Its table is a :class:`~curated_loader.curation.ledger.Ledger`
 of ``hi - lo`` rows (plus one scratch row). Per-rank memory is the table (48 B per owned id with up to 127 classes), the epoch's buffered
-records (48 B each) and a working set bounded by the settings, not by N.
+records (40 B each) and a working set bounded by the settings, not by N.
 
 :meth:`ShardedLedger.record` computes every entry's feature row once (the Ledger's own code),
 folds the entries of owned ids into the local table (the others go to the scratch row) and
@@ -22,7 +22,9 @@ owner folds what it received before the next round starts. So an epoch costs
 ``1 + ceil(received / exchange_round)`` collectives (about; ``last_exchange_rounds`` says how
 many rounds ran), and the exchange's working set is about ``exchange_round`` entries sent,
 the same received, and the fold's workspace (``fold_chunk`` entries) — no full copy of the
-buffer. All entries of one id fall into one round, so rounds do not change the fold.
+buffer. All entries of one id fall into one round, so rounds do not change the fold. The owner
+sorts each sender's ids of a round once and folds them in id order through one workspace per
+sync; when no id repeats among them the scatter is a plain ``index_add_`` (the same sums).
 
 Order of folding, per id and epoch: the owner's own records as they came (call by call), then
 each other rank's records in rank order, each rank's entries of the epoch as *one* call. Sums,
@@ -66,8 +68,8 @@ from .reducer import GroupReducer, Reducer
 # Dense below this many samples (and always on one process); see make_ledger.
 AUTO_SHARD_MIN_SAMPLES = 10_000_000
 # Received records are folded in chunks of about this many entries (~330 B of workspace each).
-DEFAULT_FOLD_CHUNK = 1 << 19
-# An owner receives about this many records (48 B each) per exchange round.
+DEFAULT_FOLD_CHUNK = 1 << 17
+# An owner receives about this many records (40 B each) per exchange round.
 DEFAULT_EXCHANGE_ROUND = 1 << 22
 # Id buckets per owner range that exchange rounds are made of (counted per sender at sync).
 DEFAULT_EXCHANGE_BUCKETS = 1024
@@ -248,8 +250,10 @@ class ShardedLedger:
         self._scratch = self.hi - self.lo
         ws = _Workspace(self._owned, 1)
         c = self._owned.column
-        # the feature rows the fold reads: the sums it adds, the code words, the forgetting threshold
-        carried = [*range(c["forget_count"]), *ws.code_rows, ws.threshold]
+        # the feature rows the fold reads: the sums it adds, the code words, the forgetting threshold;
+        # not the counts (1, and 1 or 0 by the kind of call): the fold sets them
+        carried = [*range(c["loss_sum"], c["forget_count"]), *ws.code_rows, ws.threshold]
+        self._count_rows = (c["count"], c["logit_count"])
         self._carried = torch.tensor(carried, device=self.device)
         self._target_column = _FEATS + carried.index(ws.code_rows[0])  # calls without logits: the target
         self._width = _FEATS + len(carried)
@@ -485,6 +489,9 @@ class ShardedLedger:
         ws.mode = "logits" if kind == _LOGITS else "loss"
         rows = part.index_select(0, order)
         ws.permuted[:, :m].index_copy_(0, self._carried, rows[:, _FEATS:].t())
+        count, logit_count = self._count_rows
+        ws.permuted[count].fill_(1.0)
+        ws.permuted[logit_count].fill_(1.0 if kind == _LOGITS else 0.0)
         ws.sorted_ids[:m] = ids
         ws.sorted_ids[m:] = self._scratch
         targets = ws.permuted[ws.code_rows[0]].to(torch.long) if kind == _LOSS_TARGETS else None
