@@ -74,7 +74,7 @@ DEFAULT_EXCHANGE_ROUND = 1 << 22
 # Id buckets per owner range that exchange rounds are made of (counted per sender at sync).
 DEFAULT_EXCHANGE_BUCKETS = 1024
 _MAX_BUCKETS = 1 << 15  # buckets per owner (exchange codes are int16 while world × buckets fits)
-# Records per buffer block (48 MiB with up to 127 classes): the buffer grows a block at a time.
+# Records per buffer block (40 MiB with up to 127 classes): the buffer grows a block at a time.
 DEFAULT_BUFFER_BLOCK = 1 << 20
 # Ids per rank gathered to rank 0 in one step of state_dict (57 B each with up to 127 classes).
 DEFAULT_CHECKPOINT_CHUNK = 1 << 20
@@ -493,7 +493,7 @@ class ShardedLedger:
         ws.permuted[count].fill_(1.0)
         ws.permuted[logit_count].fill_(1.0 if kind == _LOGITS else 0.0)
         ws.sorted_ids[:m] = ids
-        ws.sorted_ids[m:] = self._scratch
+        ws.sorted_ids[m:] = self._scratch  # padding: folds (repeatedly) into the scratch row only
         targets = ws.permuted[ws.code_rows[0]].to(torch.long) if kind == _LOSS_TARGETS else None
         owned._fold(ws, ws.sorted_ids, targets, presorted=True, distinct=distinct)
 
