@@ -601,19 +601,31 @@ class Ledger:
             self._logit_features(ws, logits.to(self.device, torch.float32), targets)
         ws.loss_feat.copy_(loss)
 
-    def _fold(self, ws: _Workspace, ids: torch.Tensor, targets: torch.Tensor | None) -> None:
+    def _fold(
+        self, ws: _Workspace, ids: torch.Tensor, targets: torch.Tensor | None, presorted: bool = False,
+        distinct: bool = False,
+    ) -> None:
         """Fold the entries of ``ws.feats`` (call order, ids ``ids``) into the table: one
-        accumulating scatter. ``targets`` is only read by calls without logits."""
+        accumulating scatter. ``targets`` is only read by calls without logits.
+
+        ``presorted``: the entries are already in id order (stable: call order within an id)
+        in ``ws.permuted``, with ``ids`` and ``targets`` in that order, so no sort and no
+        permutation. ``distinct``: no id occurs twice, so the scatter is an ``index_add_``
+        (one addition per table cell: the same sums, deterministic on every device)."""
         self._settle_stats()
         if self._base is None and self._distributed():
             self._base = self._table.clone()
         self._dirty = True
-        torch.sort(ids, stable=True, out=(ws.sorted_ids, ws.order))
+        if presorted:
+            if ids is not ws.sorted_ids:
+                ws.sorted_ids.copy_(ids)
+        else:
+            torch.sort(ids, stable=True, out=(ws.sorted_ids, ws.order))
+            torch.index_select(ws.feats, 1, ws.order, out=ws.permuted)
         torch.ne(ws.sorted_ids, ws.before_ids, out=ws.first)  # first entry of its id
-        torch.index_select(ws.feats, 1, ws.order, out=ws.permuted)
         torch.index_select(self._table, 1, ws.sorted_ids, out=ws.gathered)
         if ws.mode != "logits":
-            self._kept_code_words(ws, targets)
+            self._kept_code_words(ws, targets if presorted or targets is None else targets[ws.order])
         # the EMA candidate lerp(loss, previous EMA, a) (a = 0 before the first record)
         torch.clamp(ws.g_count, max=self.ema, out=ws.weight)
         torch.div(ws.g_num, ws.g_den, out=ws.prev_ema)
@@ -624,7 +636,10 @@ class Ledger:
         torch.gt(ws.prev_sign, ws.threshold_row, out=ws.forget_out)
         # EMA numerator and denominator: reset at an id's first entry, then candidate and 1
         torch.addcmul(ws.ema_now, ws.first, ws.g_ema, value=-1, out=ws.ema_out)
-        self._table.index_put_(ws.put_index, ws.values, accumulate=True)
+        if distinct:
+            self._table.index_add_(1, ws.sorted_ids, ws.values)
+        else:
+            self._table.index_put_(ws.put_index, ws.values, accumulate=True)
 
     def _logit_features(self, ws: _Workspace, logits: torch.Tensor, targets: torch.Tensor) -> None:
         """Margin, gold probability and its square, correct bit, code words and forgetting
@@ -646,11 +661,11 @@ class Ledger:
                 ws.feats[row].copy_(value)
             ws.feats[ws.threshold].copy_(rows[-1])
 
-    def _kept_code_words(self, ws: _Workspace, targets: torch.Tensor | None) -> None:
-        """Code words of a call without logits, in id order: the epoch, the label when given,
-        the table's prediction and correct bit."""
+    def _kept_code_words(self, ws: _Workspace, sorted_targets: torch.Tensor | None) -> None:
+        """Code words of a call without logits, in id order: the epoch, the label when given
+        (``sorted_targets``, in id order), the table's prediction and correct bit."""
         words = self._code_words(ws.gathered)
-        label = self.layout.decode(words, "label") if targets is None else targets[ws.order]
+        label = self.layout.decode(words, "label") if sorted_targets is None else sorted_targets
         new = self.layout.encode(label, self.layout.decode(words, "pred"), self.layout.decode(words, "correct"), self.epoch)
         for row, value in zip(ws.code_rows, new):
             ws.rows[row, 1:].copy_(value)

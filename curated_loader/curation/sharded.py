@@ -3,7 +3,7 @@
 Rank ``r`` of ``world`` owns the contiguous id range ``[lo, hi)`` with
 ``lo = r * ceil(N / world)``. Its table is a :class:`~curated_loader.curation.ledger.Ledger`
 of ``hi - lo`` rows (plus one scratch row). Per-rank memory is the table (48 B per owned id with up to 127 classes), the epoch's buffered
-records (48 B each) and a working set bounded by the settings, not by N.
+records (40 B each) and a working set bounded by the settings, not by N.
 
 :meth:`ShardedLedger.record` computes every entry's feature row once (the Ledger's own code),
 folds the entries of owned ids into the local table (the others go to the scratch row) and
@@ -22,7 +22,9 @@ owner folds what it received before the next round starts. So an epoch costs
 ``1 + ceil(received / exchange_round)`` collectives (about; ``last_exchange_rounds`` says how
 many rounds ran), and the exchange's working set is about ``exchange_round`` entries sent,
 the same received, and the fold's workspace (``fold_chunk`` entries) — no full copy of the
-buffer. All entries of one id fall into one round, so rounds do not change the fold.
+buffer. All entries of one id fall into one round, so rounds do not change the fold. The owner
+sorts each sender's ids of a round once and folds them in id order through one workspace per
+sync; when no id repeats among them the scatter is a plain ``index_add_`` (the same sums).
 
 Order of folding, per id and epoch: the owner's own records as they came (call by call), then
 each other rank's records in rank order, each rank's entries of the epoch as *one* call. Sums,
@@ -52,6 +54,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -65,13 +68,13 @@ from .reducer import GroupReducer, Reducer
 # Dense below this many samples (and always on one process); see make_ledger.
 AUTO_SHARD_MIN_SAMPLES = 10_000_000
 # Received records are folded in chunks of about this many entries (~330 B of workspace each).
-DEFAULT_FOLD_CHUNK = 1 << 19
-# An owner receives about this many records (48 B each) per exchange round.
+DEFAULT_FOLD_CHUNK = 1 << 17
+# An owner receives about this many records (40 B each) per exchange round.
 DEFAULT_EXCHANGE_ROUND = 1 << 22
 # Id buckets per owner range that exchange rounds are made of (counted per sender at sync).
 DEFAULT_EXCHANGE_BUCKETS = 1024
-_MAX_BUCKETS = 1 << 15  # bucket codes are int16
-# Records per buffer block (48 MiB with up to 127 classes): the buffer grows a block at a time.
+_MAX_BUCKETS = 1 << 15  # buckets per owner (exchange codes are int16 while world × buckets fits)
+# Records per buffer block (40 MiB with up to 127 classes): the buffer grows a block at a time.
 DEFAULT_BUFFER_BLOCK = 1 << 20
 # Ids per rank gathered to rank 0 in one step of state_dict (57 B each with up to 127 classes).
 DEFAULT_CHECKPOINT_CHUNK = 1 << 20
@@ -168,6 +171,28 @@ def _id_runs(sorted_ids: torch.Tensor, size: int) -> Iterator[tuple[int, int]]:
         start = end
 
 
+def _entry_ids(part: torch.Tensor) -> torch.Tensor:
+    """The int64 ids of buffered entries ``part`` (rows of the buffer's layout): a strided view
+    when the row width is even, a copy otherwise."""
+    if part.shape[1] % 2 == 0:
+        return part.view(torch.int64)[:, 0]
+    return part[:, :_ID_COLUMNS].contiguous().view(torch.int64).reshape(-1)
+
+
+class _PhaseClock:
+    """Host wall seconds per named phase, accumulated lap by lap (``seconds``)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, phase: str) -> None:
+        """Charge the time since the previous lap to ``phase``."""
+        now = time.perf_counter()
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + now - self._last
+        self._last = now
+
+
 def _round_bounds(received: torch.Tensor, limit: int) -> list[int]:
     """Bucket boundaries ``[0, b1, ..., B]`` of the exchange rounds: consecutive buckets while
     no owner would receive more than ``limit`` entries in the round (a bucket above ``limit``
@@ -228,19 +253,25 @@ class ShardedLedger:
         self._chunk = max(1, math.ceil(self.num_samples / self.world))
         self._bucket_ids = math.ceil(self._chunk / exchange_buckets)  # ids per bucket
         self._buckets = math.ceil(self._chunk / self._bucket_ids)  # buckets per owner
+        # an entry's exchange code: owner * buckets + bucket, -1 for owned entries
+        self._code_dtype = torch.int16 if self.world * self._buckets < 1 << 15 else torch.int32
         self._owned = _OwnedTable(self.hi - self.lo + 1, num_classes, device, ema)  # + scratch row
         self._scratch = self.hi - self.lo
         ws = _Workspace(self._owned, 1)
         c = self._owned.column
-        # the feature rows the fold reads: the sums it adds, the code words, the forgetting threshold
-        carried = [*range(c["forget_count"]), *ws.code_rows, ws.threshold]
+        # the feature rows the fold reads: the sums it adds, the code words, the forgetting threshold;
+        # not the counts (1, and 1 or 0 by the kind of call): the fold sets them
+        carried = [*range(c["loss_sum"], c["forget_count"]), *ws.code_rows, ws.threshold]
+        self._count_rows = (c["count"], c["logit_count"])
         self._carried = torch.tensor(carried, device=self.device)
         self._target_column = _FEATS + carried.index(ws.code_rows[0])  # calls without logits: the target
         self._width = _FEATS + len(carried)
+        self._fold_ws: _Workspace | None = None  # the fold's workspace, kept for the length of one sync
         self._block = min(int(buffer_block), max(1, self._chunk))  # no bigger than one rank's share
         self._blocks: list[torch.Tensor] = []
         self._used = 0
         self.last_exchange_rounds = 0  # all_to_all rounds of the last sync
+        self.last_sync_seconds: dict[str, float] = {}  # host wall time per phase of the last sync
 
     @property
     def device(self) -> torch.device:
@@ -322,7 +353,7 @@ class ShardedLedger:
     def _append(self, ids: torch.Tensor, kind: int, ws: _Workspace, targets: torch.Tensor | None) -> None:
         b = ids.numel()
         self.reserve(self._used + b)
-        id_bits = ids.view(torch.float32).view(b, _ID_COLUMNS)
+        id_bits = ids.contiguous().view(torch.float32).view(b, _ID_COLUMNS)  # ids may be a strided slice
         feats = torch.index_select(ws.feats, 0, self._carried)
         done = 0
         while done < b:  # a call may end one block and start the next
@@ -349,11 +380,17 @@ class ShardedLedger:
         """Hand every owner the records of its ids and fold them in: one ``all_gather`` of
         per-bucket counts, then one ``all_to_all_single`` per round (on every rank, when
         distributed). Raises ``ValueError`` naming an id outside ``[0, num_samples)``, on every
-        rank (the others after the counts exchange)."""
+        rank (the others after the counts exchange). ``last_sync_seconds`` holds the host wall
+        time of its phases: ``codes`` (each entry's owner and bucket), ``counts`` (their
+        ``all_gather``), ``pack`` (the send tensors), ``all_to_all``, ``sort`` (received ids)
+        and ``fold``."""
         parts = self._filled()
         self._used = 0
         self.last_exchange_rounds = 0
+        clock = _PhaseClock()
+        self.last_sync_seconds = clock.seconds
         codes, counts, error = self._bucket_codes(parts)
+        clock.lap("codes")
         if self.world == 1:
             if error:
                 raise ValueError(error)
@@ -363,80 +400,120 @@ class ShardedLedger:
         gathered = [torch.empty_like(counts) for _ in range(self.world)]
         dist.all_gather(gathered, counts, group=self.process_group)
         table = torch.stack(gathered).view(self.world, self.world, self._buckets).cpu()  # [sender, owner, bucket]
+        clock.lap("counts")
         if error or bool((table < 0).any()):
             raise ValueError(error or f"another rank's ledger record has an id outside [0, {self.num_samples})")
         bounds = _round_bounds(table.sum(0), self.exchange_round)
         self.last_exchange_rounds = max(len(bounds) - 1, 0)
-        for first, last in itertools.pairwise(bounds):
-            sizes = table[:, :, first:last].sum(-1)  # [sender, owner] entries this round
-            received = self._exchange_round(parts, codes, first, last, sizes)
-            for sender_rows in received.split(sizes[:, self.rank].tolist()):
-                self._fold_received(sender_rows)
-            del received
+        rounds = [table[:, :, first:last].sum(-1) for first, last in itertools.pairwise(bounds)]  # [sender, owner]
+        # one send and one receive tensor for all rounds (first touch of fresh memory costs)
+        send = torch.empty(max((int(r[self.rank].sum()) for r in rounds), default=0), self._width, device=self.device)
+        receive = torch.empty(max((int(r[:, self.rank].sum()) for r in rounds), default=0), self._width, device=self.device)
+        try:
+            for (first, last), sizes in zip(itertools.pairwise(bounds), rounds):
+                received = self._exchange_round(parts, codes, first, last, sizes, send, receive, clock)
+                for sender_rows in received.split(sizes[:, self.rank].tolist()):
+                    self._fold_received(sender_rows, clock)
+        finally:
+            self._fold_ws = None  # the plan and the publish may need the memory
 
     def _bucket_codes(self, parts: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor, str | None]:
-        """Each entry's bucket within its owner's range (int16; -1 for owned entries) and the
-        entries per (owner, bucket) bucket, block by block; the first id out of range, if any."""
+        """Each entry's exchange code ``owner * buckets + bucket`` (-1 for owned entries) and
+        the entries per (owner, bucket), block by block; the first id out of range, if any."""
         n, chunk, buckets = self.num_samples, self._chunk, self._buckets
         counts = torch.zeros(self.world * buckets, dtype=torch.int64, device=self.device)
         codes, error = [], None
         for part in parts:
-            ids = part[:, :_ID_COLUMNS].contiguous().view(torch.int64).reshape(-1)
-            if error is None:
+            ids = _entry_ids(part).contiguous()  # one strided read of the block
+            low, high = torch.aminmax(ids)
+            if error is None and (int(low) < 0 or int(high) >= n):
                 bad = (ids < 0) | (ids >= n)
-                if bool(bad.any()):
-                    error = f"ledger record has id {int(ids[bad][0])} outside [0, {n})"
-            ids = ids.clamp_(0, max(n - 1, 0))
-            owner = ids // chunk
-            bucket = ids.sub_(owner * chunk).div_(self._bucket_ids, rounding_mode="floor")
-            counts += torch.bincount(owner * buckets + bucket, minlength=self.world * buckets)
-            codes.append(torch.where(owner == self.rank, -1, bucket).to(torch.int16))
+                error = f"ledger record has id {int(ids[bad][0])} outside [0, {n})"
+            if error is not None:
+                ids = ids.clamp(0, max(n - 1, 0))
+            owner = torch.div(ids, chunk, rounding_mode="floor")
+            code = torch.sub(ids, owner, alpha=chunk).div_(self._bucket_ids, rounding_mode="floor")
+            code.add_(owner, alpha=buckets)
+            counts += torch.bincount(code, minlength=self.world * buckets)
+            codes.append(code.masked_fill_(owner == self.rank, -1).to(self._code_dtype))
         counts[self.rank * buckets : (self.rank + 1) * buckets] = 0  # owned entries were folded at record time
         return codes, counts, error
 
     def _exchange_round(
         self, parts: list[torch.Tensor], codes: list[torch.Tensor], first: int, last: int, sizes: torch.Tensor,
+        send: torch.Tensor, receive: torch.Tensor, clock: _PhaseClock,
     ) -> torch.Tensor:
         """One round: send every owner this rank's entries in buckets ``[first, last)`` of its
-        range (call order within each owner), receive this rank's; the received rows by sender."""
+        range (call order within each owner, picked block by block straight into ``send``),
+        receive this rank's into ``receive``; the received rows by sender (a view)."""
         send_sizes = sizes[self.rank].tolist()
         received_sizes = sizes[:, self.rank].tolist()
-        send = torch.empty(sum(send_sizes), self._width, dtype=torch.float32, device=self.device)
-        cursor = [0, *itertools.accumulate(send_sizes)][:-1]
-        for part, code in zip(parts, codes):
-            picked = ((code >= first) & (code < last)).nonzero().squeeze(1)
-            if not picked.numel():
+        send, received = send[: sum(send_sizes)], receive[: sum(received_sizes)]
+        at = 0
+        for owner, count in enumerate(send_sizes):
+            if not count:
                 continue
-            owner = part[:, :_ID_COLUMNS].index_select(0, picked).view(torch.int64).reshape(-1) // self._chunk
-            owner, order = torch.sort(owner, stable=True)
-            picked = picked[order]
-            start = 0
-            for dest, count in enumerate(torch.bincount(owner, minlength=self.world).tolist()):
-                if count:
-                    torch.index_select(part, 0, picked[start : start + count], out=send[cursor[dest] : cursor[dest] + count])
-                    cursor[dest] += count
-                    start += count
-        received = torch.empty(sum(received_sizes), self._width, dtype=torch.float32, device=self.device)
+            low, high = owner * self._buckets + first, owner * self._buckets + last
+            for part, code in zip(parts, codes):
+                picked = ((code >= low) & (code < high)).nonzero().squeeze(1)
+                if picked.numel():
+                    torch.index_select(part, 0, picked, out=send[at : at + picked.numel()])
+                    at += picked.numel()
+        clock.lap("pack")
         dist.all_to_all_single(received, send, received_sizes, send_sizes, group=self.process_group)
+        clock.lap("all_to_all")
         return received
 
-    def _fold_received(self, received: torch.Tensor) -> None:
-        """Fold one sender's exchanged rows (call order) by kind, one call each."""
+    def _fold_received(self, received: torch.Tensor, clock: _PhaseClock) -> None:
+        """Fold one sender's exchanged rows (call order) by kind, one call each: the kind's ids
+        sorted once (stable), then folded in id order, ``fold_chunk`` entries at a time. When no
+        id repeats (the usual case: the loader hands a rank each id once per epoch) the scatter
+        adds without the accumulating index (:meth:`Ledger._fold`'s ``distinct``)."""
         if not received.shape[0]:
             return
-        owned = self._owned
         kinds = received[:, _KIND]
+        present = torch.bincount(kinds.to(torch.int64), minlength=3).tolist()
         for kind in (_LOGITS, _LOSS_TARGETS, _LOSS_ONLY):
-            mask = kinds == kind
-            part = received if bool(mask.all()) else received[mask]  # one kind (usual): no copy
-            ids, order = torch.sort(part[:, :_ID_COLUMNS].contiguous().view(torch.int64).reshape(-1), stable=True)
-            for start, end in _id_runs(ids, self.fold_chunk):  # a call's workspace per chunk, not per epoch
-                rows = part.index_select(0, order[start:end])
-                ws = _Workspace(owned, end - start)  # one-off size: not kept among the record workspaces
-                ws.mode = "logits" if kind == _LOGITS else "loss"
-                ws.feats.index_copy_(0, self._carried, rows[:, _FEATS:].t())
-                targets = ws.feats[ws.code_rows[0]].to(torch.long) if kind == _LOSS_TARGETS else None
-                owned._fold(ws, ids[start:end] - self.lo, targets)
+            if not present[kind]:
+                continue
+            part = received if present[kind] == received.shape[0] else received[kinds == kind]  # one kind (usual): no copy
+            ids = _entry_ids(part)
+            local = ids.to(torch.int32).sub_(self.lo) if self.num_samples < 1 << 31 else ids - self.lo
+            local, order = torch.sort(local, stable=True)
+            distinct = not bool((local[1:] == local[:-1]).any())
+            clock.lap("sort")
+            ws = self._fold_workspace(min(self.fold_chunk, part.shape[0]))  # fold_chunk entries, not the epoch's
+            for start, end in _id_runs(local, self.fold_chunk):
+                step = ws if end - start <= ws.feats.shape[1] else _Workspace(self._owned, end - start)  # one id above fold_chunk
+                self._fold_sorted(step, part, kind, order[start:end], local[start:end], distinct)
+            clock.lap("fold")
+
+    def _fold_sorted(
+        self, ws: _Workspace, part: torch.Tensor, kind: int, order: torch.Tensor, ids: torch.Tensor, distinct: bool,
+    ) -> None:
+        """Fold the entries ``part[order]`` (id order, local ids ``ids``) as one call of
+        ``kind`` through workspace ``ws``; its entries beyond ``len(ids)`` (left from an earlier
+        step) fold into the scratch row."""
+        owned, m = self._owned, order.numel()
+        ws.mode = "logits" if kind == _LOGITS else "loss"
+        rows = part.index_select(0, order)
+        ws.permuted[:, :m].index_copy_(0, self._carried, rows[:, _FEATS:].t())
+        count, logit_count = self._count_rows
+        ws.permuted[count].fill_(1.0)
+        ws.permuted[logit_count].fill_(1.0 if kind == _LOGITS else 0.0)
+        ws.sorted_ids[:m] = ids
+        ws.sorted_ids[m:] = self._scratch  # padding: folds (repeatedly) into the scratch row only
+        targets = ws.permuted[ws.code_rows[0]].to(torch.long) if kind == _LOSS_TARGETS else None
+        owned._fold(ws, ws.sorted_ids, targets, presorted=True, distinct=distinct)
+
+    def _fold_workspace(self, entries: int) -> _Workspace:
+        """The sync's fold workspace if it holds ``entries`` and at most twice as many (the
+        steps of a small fold then do not pad to a big workspace), else a new one of
+        ``entries``, kept for the next steps of this sync."""
+        ws = self._fold_ws
+        if ws is None or not entries <= ws.feats.shape[1] <= 2 * entries:
+            ws = self._fold_ws = _Workspace(self._owned, entries)
+        return ws
 
     # -- statistics -------------------------------------------------------------------------
     @torch.no_grad()

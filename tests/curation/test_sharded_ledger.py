@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -53,21 +54,24 @@ def restrict(call: tuple, lo: int, hi: int) -> tuple:
     return tuple(None if t is None else t[inside] for t in call)
 
 
-def dense_reference(world: int) -> Ledger:
+def dense_reference(world: int, stream: Callable[[int, int], list[tuple]] | None = None) -> Ledger:
     """A single-process Ledger fed in the sharded ledger's order: per epoch and owner, the
-    owner's calls restricted to its ids, then each other rank's entries (by kind) as one call."""
+    owner's calls restricted to its ids, then each other rank's entries (by kind) as one call.
+    ``stream(rank, epoch)`` gives the calls (default :func:`calls`)."""
+    stream = stream or calls
     dense = Ledger(N, CLASSES)
     for epoch in range(EPOCHS):
         dense.set_epoch(epoch)
         for owner in range(world):
             lo, hi = owned_range(N, owner, world)
-            for call in calls(owner, epoch):
+            for call in stream(owner, epoch):
                 dense.record(*restrict(call, lo, hi))
             for sender in (r for r in range(world) if r != owner):
-                parts = [restrict(c, lo, hi) for c in calls(sender, epoch)]
+                parts = [restrict(c, lo, hi) for c in stream(sender, epoch)]
                 for k in range(3):
                     group = [p for p in parts if kind(p) == k]
-                    dense.record(*(None if column[0] is None else torch.cat(column) for column in zip(*group)))
+                    if group:
+                        dense.record(*(None if column[0] is None else torch.cat(column) for column in zip(*group)))
     return dense
 
 
@@ -132,6 +136,65 @@ def test_owner_slices_of_gloo_ranks_equal_the_dense_ledger(tmp_path, world, limi
     assert int(dense.table("count").sum()) == world * EPOCHS * CALLS * BATCH
     assert int(dense.table("forget_count").sum()) > 0
     assert int((dense.table("count") > world * EPOCHS).sum()) > 0  # duplicates
+
+
+def mixed_calls(rank: int, epoch: int) -> list[tuple[torch.Tensor, ...]]:
+    """Epochs 0 and 2: rank r records its half of a shuffled [0, N) once (two calls with logits,
+    one with targets only), so no id repeats within a sender's exchanged entries. Epoch 1:
+    repeats within calls, across calls and across ranks, and one id recorded 8 times
+    (more than a fold step of 5 entries) of the other rank's range."""
+    g = torch.Generator().manual_seed(2000 * epoch + rank)
+    if epoch == 1:
+        out = list(calls(rank, epoch))
+        ids = torch.full((8,), N - 2 if rank == 0 else 7)  # owned by the other rank
+        return [*out, (ids, torch.rand(8, generator=g), torch.randn(8, CLASSES, generator=g), ids % CLASSES)]
+    share = torch.randperm(N, generator=torch.Generator().manual_seed(epoch))[rank::2]
+    out = []
+    for i, ids in enumerate(share.tensor_split(3)):
+        loss, logits = torch.rand(ids.numel(), generator=g) * 3, torch.randn(ids.numel(), CLASSES, generator=g)
+        out.append((ids, loss, logits, ids % CLASSES) if i < 2 else (ids, loss, None, ids % CLASSES))
+    return out
+
+
+def _mixed_worker(rank: int, port: int, out: str) -> None:
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        ledger = ShardedLedger(N, CLASSES, fold_chunk=5, **SMALL)
+        folds: list[tuple[int, bool]] = []  # (epoch, distinct) of every fold step at the exchange
+        fold = ledger._owned._fold
+
+        def spy(ws, ids, targets, presorted=False, distinct=False):
+            if presorted:
+                folds.append((ledger.epoch, distinct))
+            fold(ws, ids, targets, presorted=presorted, distinct=distinct)
+
+        ledger._owned._fold = spy
+        for epoch in range(EPOCHS):
+            ledger.set_epoch(epoch)
+            for call in mixed_calls(rank, epoch):
+                ledger.record(*call)
+            ledger.sync()
+        tables = {name: ledger.table(name).clone() for name in ledger.table_names}
+        torch.save({"tables": tables, "folds": folds}, Path(out) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.timeout(240)
+def test_distinct_and_repeated_ids_fold_to_the_dense_ledger_exactly(tmp_path):
+    """The fold's two paths — no id repeated in a sender's entries (sorted once, added with
+    ``index_add_``) and repeats within and across calls, ranks and fold steps (the
+    accumulating scatter) — give the dense ledger's tables bit for bit, over many rounds."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    mp.spawn(_mixed_worker, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
+    dense = dense_reference(2, mixed_calls)
+    got = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    for name in dense.table_names:
+        assert torch.equal(torch.cat([g["tables"][name] for g in got]), dense.table(name)), name
+    for g in got:  # both paths ran: distinct steps in epochs 0 and 2, repeated ids in epoch 1
+        assert {distinct for epoch, distinct in g["folds"] if epoch != 1} == {True}, g["folds"]
+        assert False in {distinct for epoch, distinct in g["folds"] if epoch == 1}, g["folds"]
+    assert int(dense.table("count").max()) >= 8 + 1
 
 
 def _bad_id_worker(rank: int, port: int, out: str) -> None:
