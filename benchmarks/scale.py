@@ -202,7 +202,8 @@ PLAN_BYTES_PER_OWNED = 110
 
 
 def estimated_peak_bytes(n: int, batch: int, plan: bool = True) -> int:
-    """A generous estimate of one rank's peak: table and buffer (48 B each per owned id), the
+    """A generous estimate of one rank's peak: table and buffer (48 B of table and at most 48 B
+    of buffered record per owned id; a record is 40 B with 10 classes), the
     exchange's working set (sent, received, fold workspace), record's workspaces; or, with a
     plan, after the buffer is freed, the exchange's leftovers and the plan's growth
     (:data:`PLAN_BYTES_PER_OWNED`); 0.6 GiB for the process."""
