@@ -36,6 +36,13 @@ def noisy_mnist1d(tmp_path_factory):
     return write_noisy_mnist1d(tmp_path_factory.mktemp("mnist1d"), num_samples=20000, noise_rate=0.4, samples_per_shard=1000, progress=False)
 
 
+def first_train_shards(shards, count: int) -> str:
+    """A brace spec of the first ``count`` training shards of a ``write_noisy_mnist1d`` set:
+    ids ``[0, count * shard size)``, the same ids (and noise mask entries) as in the full set.
+    For tests that need real shards but not all of them."""
+    return str(Path(shards.train_index).with_name(f"train-{{000000..{count - 1:06d}}}.tar"))
+
+
 @pytest.fixture
 def make_shards(tmp_path: Path):
     """Write shards of the given sizes (one shard per size); returns the index path."""
@@ -69,7 +76,7 @@ def add_member(tf: tarfile.TarFile, name: str, data: bytes) -> None:
     tf.addfile(info, io.BytesIO(data))
 
 
-__all__ = ["add_member", "id_samples", "write_samples"]
+__all__ = ["add_member", "first_train_shards", "id_samples", "write_samples"]
 
 
 @pytest.fixture(autouse=True, scope="session")

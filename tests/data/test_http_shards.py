@@ -116,13 +116,15 @@ def test_http_stream_gives_the_local_samples_and_indexes_once(shards, server, tm
     assert server.gets() == Counter({n: 3 for n in _names(shards)})  # no second pass for the index
 
 
-def _kill_after_first_batch(loader: CuratedLoader, server: ShardServer) -> list:
+def _kill_after_each_workers_first_batch(loader: CuratedLoader, server: ShardServer) -> list:
+    """Read the epoch; kill the server once every worker delivered a batch (the DataLoader
+    takes them in turn), so each worker had opened its first shard, even on a loaded machine."""
     batches = []
     for batch in loader:
-        if not batches:
+        batches.append(batch)
+        if len(batches) == loader.num_workers:
             server.proc.kill()
             server.proc.wait(timeout=30)
-        batches.append(batch)
     return batches
 
 
@@ -130,14 +132,14 @@ def test_server_killed_mid_epoch_is_a_shard_error_naming_the_url(shards, server,
     urls = server.urls(_names(shards))
     loader = CuratedLoader(_stream(urls, tmp_path, shuffle=False, shuffle_buffer=0), num_workers=2)
     with pytest.raises(ShardError, match=rf"{re.escape(server.base)}/train-\d+\.tar: cannot open \(.*refused") as caught:
-        _kill_after_first_batch(loader, server)
+        _kill_after_each_workers_first_batch(loader, server)
     assert caught.value.url in urls[2:]  # each worker had its first shard; a later one failed
 
 
 def test_server_killed_mid_epoch_is_counted_under_skip(shards, server, tmp_path, caplog):
     urls = server.urls(_names(shards))
     loader = CuratedLoader(_stream(urls, tmp_path, shuffle=False, shuffle_buffer=0, on_error="skip"), num_workers=2)
-    batches = _kill_after_first_batch(loader, server)
+    batches = _kill_after_each_workers_first_batch(loader, server)
     delivered = sum(len(b[2]) for b in batches)
     skipped = loader.skip_counts()
     assert skipped["shard"] > 0

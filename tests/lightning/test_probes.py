@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from curated_loader import CuratedDataModule, CurationCallback, curated_loss
 from curated_loader.curation import CurationPlan, NoisePart, Policy, Reason
 from curated_loader.models import Signal1DCNN
+from tests.conftest import first_train_shards
 
 pytestmark = pytest.mark.timeout(300)
 FLAGGED = 2000  # ids below this are flagged from epoch 1 on
@@ -49,7 +50,7 @@ class Recording(L.LightningModule):
 def test_flagged_samples_are_probed_with_weight_zero_and_recorded(noisy_mnist1d):
     plan = CurationPlan(noise_filter=FlagLowIds(), seed=0, probe_every=2, probe_fraction=0.02)
     callback = CurationCallback(plan, num_classes=10)
-    dm = CuratedDataModule(noisy_mnist1d.train_index, fields=("npy", "cls"), decode=(), batch_size=256,
+    dm = CuratedDataModule(first_train_shards(noisy_mnist1d, 4), fields=("npy", "cls"), decode=(), batch_size=256,
                            num_workers=2, persistent_workers=True)
     module = Recording()
     L.Trainer(max_epochs=3, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,

@@ -10,6 +10,8 @@ from curated_loader import CuratedDataModule, CurationCallback, curated_loss
 from curated_loader.curation import CurationPlan, GMMFilter
 from curated_loader.models import Signal1DCNN
 
+from tests.conftest import first_train_shards
+
 from .recorders import IdRecorder
 
 pytestmark = pytest.mark.timeout(300)
@@ -66,7 +68,8 @@ def test_persistent_workers_deliver_what_the_last_decision_kept(noisy_mnist1d):
     plan = CurationPlan(noise_filter=GMMFilter(warmup_epochs=1), seed=0)
     callback = CurationCallback(plan, num_classes=10)
     recorder = IdRecorder()
-    dm = datamodule(noisy_mnist1d, num_workers=2, persistent_workers=True)
+    dm = CuratedDataModule(first_train_shards(noisy_mnist1d, 4), fields=("npy", "cls"), decode=(), batch_size=256,
+                           num_workers=2, persistent_workers=True)
     trainer([callback, recorder], 3, limit_val_batches=0).fit(PlainModule(), dm)
     for epoch in range(1, 3):
         expected = np.flatnonzero(recorder.keeps[epoch - 1]).tolist()
