@@ -293,10 +293,11 @@ class _Derived:
         """Code-word field ``name`` (-1 where unknown) as ``dtype``, as
         :meth:`_CodeLayout.field` computes it, in place on one new tensor."""
         f = self.layout.fields[name]
-        value = self.words[f.word].abs().to(dtype)
+        value = self.words[f.word].abs().to(torch.int32)  # every field fits: int32 passes, then widened
         if f.shift:
             value.bitwise_right_shift_(f.shift)
-        return value.bitwise_and_(f.limit).sub_(1)
+        value = value.bitwise_and_(f.limit).sub_(1)
+        return value if dtype == torch.int32 else value.to(dtype)
 
     def value(self, name: str) -> torch.Tensor:
         """Statistic ``name`` of :class:`LedgerStats` (a new tensor)."""
