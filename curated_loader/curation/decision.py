@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from ..data.snapshot import pack_decision, unpack_decision
+from ..data.snapshot import _BIT_WEIGHTS, _STRENGTH_LEVELS, pack_decision
 from .reducer import GroupReducer, Reducer
 
 
@@ -61,16 +61,20 @@ def _pack_into(out: torch.Tensor, keep: torch.Tensor, weight: torch.Tensor, stre
 
 def _unpack_into(packed: torch.Tensor, size: int, into: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> bool:
     """``unpack_decision`` of one rank's packed slice (layout of ``size`` samples) into the
-    views ``into`` (keep, weight, strength), :data:`GATHER_CHUNK` samples per step; whether
-    every weight is finite."""
-    n, finite = into[0].numel(), True
+    views ``into`` (keep, weight, strength), :data:`GATHER_CHUNK` samples per step, decoded
+    straight into them (no chunk copy, no decoded temporaries); whether every weight is finite."""
+    keep, weight, strength = into
+    n, finite = keep.numel(), True
+    bits = torch.tensor(_BIT_WEIGHTS, dtype=torch.uint8, device=packed.device)
     for start in range(0, n, GATHER_CHUNK):
         end = min(n, start + GATHER_CHUNK)
         padded = 16 * math.ceil((end - start) / 16)
-        chunk = torch.cat([packed[s] for s in _sections(size, start, padded)])
-        for target, values in zip(into, unpack_decision(chunk, end - start)):
-            target[start:end] = values
-        finite &= bool(torch.isfinite(into[1][start:end]).all())
+        mask, half, codes = (packed[s] for s in _sections(size, start, padded))
+        keep[start:end] = (mask[:, None] & bits).view(-1)[: end - start]  # nonzero -> True
+        half = half.view(torch.float16)[: end - start]
+        finite &= bool(torch.isfinite(half).all())
+        weight[start:end].copy_(half)  # decoded in place, as unpack_decision decodes
+        strength[start:end].copy_(codes[: end - start]).div_(_STRENGTH_LEVELS)
     return finite
 
 

@@ -47,7 +47,7 @@ from typing import Any, Literal
 import torch
 import torch.distributed as dist
 
-from .reducer import Reducer
+from .reducer import Reducer, kth_value
 
 Reduce = Literal["sum", "last"]
 _INT32_MIN = torch.iinfo(torch.int32).min
@@ -231,6 +231,13 @@ class LedgerStats:
         """Global quantities for policies: the identity here (these stats cover every id)."""
         return Reducer(self.num_samples)
 
+    @property
+    def memo(self) -> dict[Any, Any]:
+        """Results policies share while deciding over these statistics, by a key that names
+        what they depend on (e.g. a fitted mixture); small values only, kept as long as the
+        statistics are."""
+        return self.__dict__.setdefault("_memo", {})
+
     def quantile(self, values: torch.Tensor, q: float, mask: torch.Tensor | None = None) -> torch.Tensor:
         """The ``q`` quantile (nearest rank) of ``values`` over ``mask`` (default: seen samples).
 
@@ -244,11 +251,11 @@ class LedgerStats:
         elif mask is self.has_logits:
             n = self.num_with_logits
         else:
-            n = int(mask.sum())
+            n = int(torch.count_nonzero(mask))
         if n == 0:
             return torch.tensor(float("nan"), device=values.device)
         subset = values if n == values.numel() else values[mask]
-        return torch.kthvalue(subset.float(), nearest_rank(q, n)).values
+        return kth_value(subset.float(), nearest_rank(q, n))
 
 
 def nearest_rank(q: float, n: int) -> int:
@@ -286,10 +293,11 @@ class _Derived:
         """Code-word field ``name`` (-1 where unknown) as ``dtype``, as
         :meth:`_CodeLayout.field` computes it, in place on one new tensor."""
         f = self.layout.fields[name]
-        value = self.words[f.word].abs().to(dtype)
+        value = self.words[f.word].abs().to(torch.int32)  # every field fits: int32 passes, then widened
         if f.shift:
             value.bitwise_right_shift_(f.shift)
-        return value.bitwise_and_(f.limit).sub_(1)
+        value = value.bitwise_and_(f.limit).sub_(1)
+        return value if dtype == torch.int32 else value.to(dtype)
 
     def value(self, name: str) -> torch.Tensor:
         """Statistic ``name`` of :class:`LedgerStats` (a new tensor)."""
@@ -712,8 +720,8 @@ class Ledger:
         seen, has_logits = rows["count"] > 0, rows["logit_count"] > 0
         return LedgerStats(
             epoch=self.epoch,
-            num_seen=int(seen.sum()),
-            num_with_logits=int(has_logits.sum()),
+            num_seen=int(torch.count_nonzero(seen)),  # not bool sum(): several times slower
+            num_with_logits=int(torch.count_nonzero(has_logits)),
             seen=seen,
             has_logits=has_logits,
             **deferred,  # type: ignore[arg-type]

@@ -173,8 +173,9 @@ class CurationPlan:
             labels = labels[reducer.offset : reducer.offset + stats.num_samples] if reducer.distributed else labels
             stats = replace(stats, labels=labels.to(stats.device, torch.long))
         device, n = stats.device, stats.num_samples
-        reason = torch.full((n,), int(Reason.UNSEEN), dtype=torch.int8, device=device)
-        reason.masked_fill_(stats.seen, int(Reason.KEPT))
+        reason = torch.full((n,), int(Reason.KEPT if stats.all_seen else Reason.UNSEEN), dtype=torch.int8, device=device)
+        if not stats.all_seen:
+            reason.masked_fill_(stats.seen, int(Reason.KEPT))
         keep, score, info = self._filter(stats, epoch, reason)
         eligible = keep.clone()
         weight = torch.ones(n, device=device)

@@ -121,7 +121,8 @@ class OwnedStats(LedgerStats):
             n = reducer.count(mask)
         if n == 0:
             return torch.tensor(float("nan"), device=values.device)
-        return reducer.kth_smallest(values, nearest_rank(q, n), mask)
+        everywhere = n == self.total_samples  # the mask holds on every row of every rank: no masked copy
+        return reducer.kth_smallest(values, nearest_rank(q, n), None if everywhere else mask)
 
 
 def _owned_rows(value: Any, n: int) -> Any:
@@ -526,7 +527,7 @@ class ShardedLedger:
         full = self._owned.stats(sync=False)
         n = self.num_owned
         values = {f.name: _owned_rows(full.__dict__[f.name], n) for f in dataclasses.fields(LedgerStats)}
-        counts = torch.stack([values["seen"].sum(), values["has_logits"].sum()])
+        counts = torch.stack([torch.count_nonzero(values["seen"]), torch.count_nonzero(values["has_logits"])])
         if self.world > 1:
             dist.all_reduce(counts, group=self.process_group)
         values["num_seen"], values["num_with_logits"] = counts.tolist()

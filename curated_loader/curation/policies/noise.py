@@ -16,7 +16,6 @@ import torch
 from ...checks import OneOf, Range
 from ..decision import NoisePart, Reason
 from ..ledger import LedgerStats
-from ..reducer import Reducer
 from ..schedule import LOSS_KEY, Policy
 
 
@@ -121,9 +120,8 @@ def fit_gmm_1d(
     return GMM1D(means[order], variances[order], mix[order], iterations)
 
 
-def _normalized(values: torch.Tensor, mask: torch.Tensor, everywhere: bool, reducer: Reducer) -> torch.Tensor:
-    """Min-max normalization to [0, 1] with the range taken over ``mask`` (on every rank)."""
-    lo, hi = reducer.min_max(values, None if everywhere else mask)
+def _normalized(values: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    """Min-max normalization of ``values`` to [0, 1] for the range ``[lo, hi]``."""
     return (values - lo).mul_((hi - lo).clamp_min(1e-12).reciprocal()).clamp_(0.0, 1.0)
 
 
@@ -140,19 +138,33 @@ def _fit_loss_gmm(
 ) -> tuple[torch.Tensor, GMM1D]:
     """The min-max normalized loss (over judged samples) and the GMM fitted to it (on a
     ``bins``-bin histogram when ``bins`` is set: over a sharded ledger, the histogram's counts
-    are summed across ranks, so every rank fits the dense ledger's mixture)."""
+    are summed across ranks, so every rank fits the dense ledger's mixture).
+
+    A histogram fit over every sample depends on the values and the settings only, so the
+    filters of one plan that ask for the same one (the default filter and the GMM filter on
+    ``mean_loss``) share it through :meth:`LedgerStats.memo`: the second one skips the range,
+    the histogram, their collectives and the EM."""
     reducer = stats.reducer
     if not bins and reducer.distributed:
         raise ValueError("bins=None fits the mixture on every sample: a sharded ledger needs bins (e.g. 1024)")
-    x = _normalized(getattr(stats, loss_key).float(), judged, everywhere, reducer)
-    if bins:
-        index = x.mul(bins).to(torch.int32).clamp_(max=bins - 1)
-        if not everywhere:
-            index.masked_fill_(~judged, bins)  # an overflow bin, dropped below
-        counts = reducer.sum(torch.bincount(index, minlength=bins + 1)[:bins]).to(torch.float64)
-        centers = (torch.arange(bins, dtype=torch.float64, device=x.device) + 0.5) / bins
-        return x, fit_gmm_1d(centers, counts, max_iter=max_iter, tol=tol, reg_covar=reg_covar)
-    return x, fit_gmm_1d(x, judged, max_iter=max_iter, tol=tol, reg_covar=reg_covar)
+    values = getattr(stats, loss_key).float()
+    key = ("loss_gmm", loss_key, bins, max_iter, tol, reg_covar) if bins and everywhere else None
+    if key in stats.memo:
+        lo, hi, model = stats.memo[key]
+        return _normalized(values, lo, hi), model
+    lo, hi = reducer.min_max(values, None if everywhere else judged)
+    x = _normalized(values, lo, hi)
+    if not bins:
+        return x, fit_gmm_1d(x, judged, max_iter=max_iter, tol=tol, reg_covar=reg_covar)
+    index = x.mul(bins).to(torch.int32).clamp_(max=bins - 1)
+    if not everywhere:
+        index.masked_fill_(~judged, bins)  # an overflow bin, dropped below
+    counts = reducer.sum(torch.bincount(index, minlength=bins + 1)[:bins]).to(torch.float64)
+    centers = (torch.arange(bins, dtype=torch.float64, device=x.device) + 0.5) / bins
+    model = fit_gmm_1d(centers, counts, max_iter=max_iter, tol=tol, reg_covar=reg_covar)
+    if key is not None:
+        stats.memo[key] = (lo, hi, model)
+    return x, model
 
 
 def gmm(

@@ -40,7 +40,8 @@ def infobatch(
     pool = stats.seen if keep is None else stats.seen & keep
     reducer = stats.reducer
     pooled = loss if keep is None and stats.all_seen else loss.masked_fill(~pool, 0.0)
-    pool_sum, pool_size = reducer.sum(torch.stack([pooled.sum(dtype=torch.float64), pool.sum().to(torch.float64)]))
+    pool_size = torch.count_nonzero(pool).to(torch.float64)
+    pool_sum, pool_size = reducer.sum(torch.stack([pooled.sum(dtype=torch.float64), pool_size]))
     well_learned = pool & (loss < pool_sum / pool_size.clamp_min(1))
     draw = uniform_draws(generator, reducer, stats.num_samples, stats.device)
     pruned = well_learned & (draw < ratio)

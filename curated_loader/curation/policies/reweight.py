@@ -39,8 +39,9 @@ def normalize_clipped(
     if not 0.0 <= w_min <= 1.0 <= w_max:
         raise ValueError(f"need 0 <= w_min <= 1 <= w_max, got [{w_min}, {w_max}]")
     reducer = reducer or Reducer(raw.numel())
-    local = int(members.sum())
-    n = int(reducer.sum(members.sum())) if reducer.distributed else local
+    count = torch.count_nonzero(members)
+    local = int(count)
+    n = int(reducer.sum(count)) if reducer.distributed else local
     if n == 0:
         return torch.zeros_like(raw, dtype=torch.float32)
     raw = raw.to(torch.float32) if local == raw.numel() else raw.masked_fill(~members, 0.0).to(torch.float32)
@@ -87,7 +88,8 @@ def balance_classes(
     present = mass > 0
     target = mass.sum() / present.sum().clamp_min(1)
     scale = torch.where(present, target / mass.clamp_min(1e-300), 0.0)
-    return torch.where(labelled, raw * scale[index].to(raw.dtype), raw)
+    factor = scale.to(raw.dtype)[index].masked_fill_(~labelled, 1.0)  # x * 1 == x: raw where not labelled
+    return factor.mul_(raw)
 
 
 def stochastic_round(
@@ -123,7 +125,7 @@ def sample_weights(
     raw = getattr(stats, loss_key).clamp_min(0).add_(eps).pow_(alpha)
     if not stats.all_seen:
         seen = members & stats.seen
-        raw_sum, num = raw.masked_fill(~seen, 0.0).sum(), seen.sum()
+        raw_sum, num = raw.masked_fill(~seen, 0.0).sum(), torch.count_nonzero(seen)
         if reducer.distributed:  # one all_reduce of both
             raw_sum, num = reducer.sum(torch.stack([raw_sum.to(torch.float64), num.to(torch.float64)]))
         neutral = raw_sum / num.clamp_min(1)

@@ -1,0 +1,157 @@
+"""Where a full plan's time goes, stage by stage, over a dense ledger or a sharded one (2 gloo ranks).
+
+    nice -n 10 python benchmarks/plan_profile.py --ledger dense --size 1e7
+    nice -n 10 python benchmarks/plan_profile.py --ledger sharded --size 1e7
+    PYTHONPATH=/path/to/other/tree python benchmarks/plan_profile.py ...   # another package, same plan
+
+The dense ledger is ``recuration_cost.filled_ledger`` with ``recuration_cost.full_plan`` (all four
+noise filters, InfoBatch, reweighting, strength); the sharded one records one epoch of
+``scale.batches`` on each of 2 gloo ranks with ``sharded_plan.full_plan`` (default filter, GMM,
+small-loss, InfoBatch, class-balanced reweighting, strength). Each of ``--repeats`` plans
+(``decide`` over ``stats(sync=False)``, after one warm-up) is timed: wall, process CPU and the
+main thread's CPU (a sharded rank computes on its main thread alone, while the process CPU
+also counts gloo's threads, which spin while a collective waits); the
+last one runs under cProfile, whose cumulative seconds per stage are printed (a stage's function
+and what it calls; ``collective waits`` is the time spent waiting in gloo). The package is the
+one ``curated_loader`` resolves to (``PYTHONPATH`` decides), so two trees can be compared with
+the same plan; ``--save`` writes the decision (rank 0) for a bit-for-bit comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import os
+import pstats
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmarks (not the package)
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+#: Stage name -> the functions (by name) whose cumulative time it is.
+STAGES = {
+    "stats": ("stats",),
+    "noise filters": ("_filter",),
+    "  small-loss": ("small_loss",),
+    "  GMM": ("gmm",),
+    "  default filter": ("loss_margin",),
+    "  AUM": ("aum",),
+    "  cartography": ("cartography",),
+    "InfoBatch": ("infobatch",),
+    "  its draws": ("uniform_draws",),
+    "reweighting": ("sample_weights",),
+    "  class balance": ("balance_classes",),
+    "strength": ("strength",),
+    "quantiles": ("quantile",),
+    "decision gather": ("gathered",),
+    "collective waits": ("<built-in method torch._C._distributed_c10d.wait>",),
+}
+
+
+def _stage_seconds(profile: cProfile.Profile) -> dict[str, float]:
+    table = pstats.Stats(profile).stats  # type: ignore[attr-defined]
+    out = {}
+    for stage, names in STAGES.items():
+        out[stage] = sum(row[3] for (path, _, name), row in table.items()
+                         if name in names and ("curated_loader" in path or path == "~"))
+    return out
+
+
+def time_plans(ledger: Any, plan: Any, epoch: int, repeats: int) -> dict[str, Any]:
+    """Wall and CPU seconds of ``repeats`` plans (after a warm-up), the last profiled."""
+    distributed = dist.is_available() and dist.is_initialized()
+    plan.decide(ledger.stats(sync=False), epoch)
+    wall, cpu, thread = [], [], []
+    profile = cProfile.Profile()
+    for i in range(repeats):
+        if distributed:
+            dist.barrier()
+        t, c, m = time.perf_counter(), time.process_time(), time.thread_time()
+        if i == repeats - 1:
+            profile.enable()
+        decision = plan.decide(ledger.stats(sync=False), epoch)
+        if i == repeats - 1:
+            profile.disable()
+        wall.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
+        thread.append(time.thread_time() - m)
+    return {"wall_s": wall, "cpu_s": cpu, "thread_cpu_s": thread, "stages_s": _stage_seconds(profile), "decision": decision}
+
+
+def _sharded_worker(rank: int, port: int, n: int, repeats: int, out: str) -> None:
+    from scale import batches
+    from sharded_plan import NUM_CLASSES, full_plan
+
+    from curated_loader.curation import ShardedLedger
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        ledger = ShardedLedger(n, NUM_CLASSES)
+        ledger.set_epoch(0)
+        for call in batches(n, rank, 0, 1 << 16):
+            ledger.record(*call)
+        ledger.sync()
+        torch.save(time_plans(ledger, full_plan(), 1, repeats), Path(out) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ledger", choices=("dense", "sharded"), default="dense")
+    parser.add_argument("--size", type=float, default=1e6)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--save", type=Path, help="write rank 0's decision tensors here")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    n = int(args.size)
+    import curated_loader
+
+    package = str(Path(curated_loader.__file__).parent)
+    if args.ledger == "dense":
+        from recuration_cost import filled_ledger, full_plan
+
+        rows = [time_plans(filled_ledger(n, torch.device("cpu")), full_plan(), 5, args.repeats)]
+        threads = torch.get_num_threads()
+    else:
+        from scale import _free_port
+
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+        with tempfile.TemporaryDirectory() as out:
+            mp.spawn(_sharded_worker, args=(_free_port(), n, args.repeats, out), nprocs=2, join=True)
+            rows = [torch.load(Path(out) / f"rank{r}.pt", weights_only=False) for r in range(2)]
+        threads = 1
+    print(f"package {package}; {args.ledger} ledger, N = {n:.0e}, {threads} thread(s) per process, "
+          f"load average {os.getloadavg()[0]:.1f}")
+    for rank, row in enumerate(rows):
+        print(f"rank {rank}: plan wall {', '.join(f'{s:.2f}' for s in row['wall_s'])} s; "
+              f"process CPU {', '.join(f'{s:.2f}' for s in row['cpu_s'])} s; "
+              f"main-thread CPU {', '.join(f'{s:.2f}' for s in row['thread_cpu_s'])} s")
+    print("\n| stage (cumulative, last plan, profiled) | " + " | ".join(f"rank {r} s" for r in range(len(rows))) + " |")
+    print("|---|" + "---:|" * len(rows))
+    for stage in STAGES:
+        print(f"| {stage} | " + " | ".join(f"{row['stages_s'][stage]:.3f}" for row in rows) + " |")
+    if args.save:
+        d = rows[0]["decision"]
+        torch.save({k: getattr(d, k) for k in ("keep", "weight", "strength", "reason", "score", "reason_counts")},
+                   args.save)
+    result = {"package": package, "ledger": args.ledger, "n": n, "load_average": os.getloadavg()[0],
+              "ranks": [{k: v for k, v in row.items() if k != "decision"} for row in rows]}
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=1) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()
