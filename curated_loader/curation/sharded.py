@@ -180,17 +180,20 @@ def _entry_ids(part: torch.Tensor) -> torch.Tensor:
 
 
 class _PhaseClock:
-    """Host wall seconds per named phase, accumulated lap by lap (``seconds``)."""
+    """Host wall seconds (``seconds``) and the calling thread's CPU seconds (``cpu_seconds``:
+    what a phase costs whatever else the machine runs) per named phase, lap by lap."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
-        self._last = time.perf_counter()
+        self.cpu_seconds: dict[str, float] = {}
+        self._last, self._last_cpu = time.perf_counter(), time.thread_time()
 
     def lap(self, phase: str) -> None:
         """Charge the time since the previous lap to ``phase``."""
-        now = time.perf_counter()
+        now, cpu = time.perf_counter(), time.thread_time()
         self.seconds[phase] = self.seconds.get(phase, 0.0) + now - self._last
-        self._last = now
+        self.cpu_seconds[phase] = self.cpu_seconds.get(phase, 0.0) + cpu - self._last_cpu
+        self._last, self._last_cpu = now, cpu
 
 
 def _round_bounds(received: torch.Tensor, limit: int) -> list[int]:
@@ -272,6 +275,7 @@ class ShardedLedger:
         self._used = 0
         self.last_exchange_rounds = 0  # all_to_all rounds of the last sync
         self.last_sync_seconds: dict[str, float] = {}  # host wall time per phase of the last sync
+        self.last_sync_cpu_seconds: dict[str, float] = {}  # the calling thread's CPU time, idem
 
     @property
     def device(self) -> torch.device:
@@ -388,7 +392,7 @@ class ShardedLedger:
         self._used = 0
         self.last_exchange_rounds = 0
         clock = _PhaseClock()
-        self.last_sync_seconds = clock.seconds
+        self.last_sync_seconds, self.last_sync_cpu_seconds = clock.seconds, clock.cpu_seconds
         codes, counts, error = self._bucket_codes(parts)
         clock.lap("codes")
         if self.world == 1:
