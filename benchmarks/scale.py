@@ -20,7 +20,7 @@ rank's ids belong to the other rank). Then the epoch-end phases, each timed on i
 
 Prints per rank: table and buffered bytes per sample of N, the process's RSS before the ledger,
 its peak RSS (VmHWM) after recording, after sync (also per owned sample) and during plan and publish (with the
-plan's growth per owned sample), exchange rounds, wall time per phase and the sync's own phases (``ShardedLedger.last_sync_seconds``); per N the slowest rank's sync + plan + publish and its ratio to the smallest N. Then the
+plan's growth per owned sample), exchange rounds, wall time per phase and the sync's own phases (``ShardedLedger.last_sync_seconds``, and the CPU time of each, ``last_sync_cpu_seconds``); per N the slowest rank's sync + plan + publish and its ratio to the smallest N. Then the
 equality check: at ``--check-size`` the two ranks record two epochs, and the union of their
 slices is compared column by column with a dense single-process ``Ledger`` fed the same records.
 A size whose estimated peak does not fit the available memory is refused before it starts.
@@ -114,6 +114,7 @@ def _worker(rank: int, port: int, n: int, epochs: int, batch: int, out: str, kee
         ledger.reserve((n + WORLD - 1) // WORLD)  # this rank's records of one epoch
         times = {"record_s": 0.0, "sync_s": 0.0}
         phases: dict[str, float] = {}  # the sync's host wall time by phase (ShardedLedger.last_sync_seconds)
+        cpu_phases: dict[str, float] = {}  # its CPU time by phase (ShardedLedger.last_sync_cpu_seconds)
         for epoch in range(epochs):
             ledger.set_epoch(epoch)
             for call in batches(n, rank, epoch, batch):
@@ -128,6 +129,8 @@ def _worker(rank: int, port: int, n: int, epochs: int, batch: int, out: str, kee
             times["sync_s"] += time.perf_counter() - t0
             for phase, seconds in ledger.last_sync_seconds.items():
                 phases[phase] = phases.get(phase, 0.0) + seconds
+            for phase, seconds in ledger.last_sync_cpu_seconds.items():
+                cpu_phases[phase] = cpu_phases.get(phase, 0.0) + seconds
         rounds = ledger.last_exchange_rounds
         peak_after_sync = _memory("VmHWM")
         ledger.release_buffer()
@@ -170,6 +173,7 @@ def _worker(rank: int, port: int, n: int, epochs: int, batch: int, out: str, kee
             "snapshot_kept": int(snapshot.keep.sum()),
             "decision": summary,
             "sync_phases_s": phases,
+            "sync_phases_cpu_s": cpu_phases,
             **times,
             "sync_plan_publish_s": times["sync_s"] + times["plan_s"] + times["publish_s"],
         }
@@ -266,7 +270,8 @@ def main(argv: list[str] | None = None) -> dict:
             )
     for r in rows:
         phases = ", ".join(f"{phase} {seconds:.2f}" for phase, seconds in r["sync_phases_s"].items())
-        print(f"N={r['n']:.0e} rank {r['rank']}: sync phases (s): {phases}")
+        cpu = ", ".join(f"{phase} {seconds:.2f}" for phase, seconds in r["sync_phases_cpu_s"].items())
+        print(f"N={r['n']:.0e} rank {r['rank']}: sync phases (s): {phases}; CPU (s): {cpu}")
     epoch_end = {}
     for row in rows:
         epoch_end[row["n"]] = max(epoch_end.get(row["n"], 0.0), row["sync_plan_publish_s"])

@@ -73,6 +73,8 @@ DEFAULT_FOLD_CHUNK = 1 << 17
 DEFAULT_EXCHANGE_ROUND = 1 << 22
 # Id buckets per owner range that exchange rounds are made of (counted per sender at sync).
 DEFAULT_EXCHANGE_BUCKETS = 1024
+# The fold orders a sender's distinct ids by a counting sort when they span at most this many ids per record.
+_COUNTING_SPAN = 4
 _MAX_BUCKETS = 1 << 15  # buckets per owner (exchange codes are int16 while world × buckets fits)
 # Records per buffer block (40 MiB with up to 127 classes): the buffer grows a block at a time.
 DEFAULT_BUFFER_BLOCK = 1 << 20
@@ -172,6 +174,17 @@ def _id_runs(sorted_ids: torch.Tensor, size: int) -> Iterator[tuple[int, int]]:
         start = end
 
 
+def _runs(rows: list[int]) -> list[tuple[int, int, int]]:
+    """``rows`` as runs of consecutive values: ``(first value, length, position in rows)``."""
+    runs: list[tuple[int, int, int]] = []
+    for at, row in enumerate(rows):
+        if runs and runs[-1][0] + runs[-1][1] == row:
+            runs[-1] = (runs[-1][0], runs[-1][1] + 1, runs[-1][2])
+        else:
+            runs.append((row, 1, at))
+    return runs
+
+
 def _entry_ids(part: torch.Tensor) -> torch.Tensor:
     """The int64 ids of buffered entries ``part`` (rows of the buffer's layout): a strided view
     when the row width is even, a copy otherwise."""
@@ -180,18 +193,47 @@ def _entry_ids(part: torch.Tensor) -> torch.Tensor:
     return part[:, :_ID_COLUMNS].contiguous().view(torch.int64).reshape(-1)
 
 
+def _sorted_ids(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, bool]:
+    """``ids`` (int32 or int64, >= 0) in stable order, the order (``None`` when ``ids`` is
+    sorted already: no sort, no gather) and whether no id repeats.
+
+    Distinct ids over a range of at most ``_COUNTING_SPAN`` × their number are ordered by a
+    counting sort (each id's position scattered into a slot per id of the range, then the
+    filled slots in id order); distinct ids have one order, so this is the stable one. Other
+    ids, or ids found to repeat, are sorted by ``torch.sort(stable=True)``."""
+    n = ids.numel()
+    if n < 2:
+        return ids, None, True
+    if not bool((ids[1:] < ids[:-1]).any()):
+        return ids, None, not bool((ids[1:] == ids[:-1]).any())
+    low, high = (int(v) for v in torch.aminmax(ids))
+    span = high - low + 1
+    if span <= _COUNTING_SPAN * n and n < 1 << 31:
+        slot = torch.full((span,), -1, dtype=torch.int32, device=ids.device)
+        slot.scatter_(0, (ids - low).long(), torch.arange(n, dtype=torch.int32, device=ids.device))
+        filled = slot.ge(0).nonzero().squeeze(1)
+        if filled.numel() == n:  # no id repeats (a repeated id fills one slot)
+            order = slot.index_select(0, filled)
+            return filled.add_(low), order, True
+    ordered, order = torch.sort(ids, stable=True)
+    return ordered, order, not bool((ordered[1:] == ordered[:-1]).any())
+
+
 class _PhaseClock:
-    """Host wall seconds per named phase, accumulated lap by lap (``seconds``)."""
+    """Host wall seconds (``seconds``) and the calling thread's CPU seconds (``cpu_seconds``:
+    what a phase costs whatever else the machine runs) per named phase, lap by lap."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
-        self._last = time.perf_counter()
+        self.cpu_seconds: dict[str, float] = {}
+        self._last, self._last_cpu = time.perf_counter(), time.thread_time()
 
     def lap(self, phase: str) -> None:
         """Charge the time since the previous lap to ``phase``."""
-        now = time.perf_counter()
+        now, cpu = time.perf_counter(), time.thread_time()
         self.seconds[phase] = self.seconds.get(phase, 0.0) + now - self._last
-        self._last = now
+        self.cpu_seconds[phase] = self.cpu_seconds.get(phase, 0.0) + cpu - self._last_cpu
+        self._last, self._last_cpu = now, cpu
 
 
 def _round_bounds(received: torch.Tensor, limit: int) -> list[int]:
@@ -265,14 +307,17 @@ class ShardedLedger:
         carried = [*range(c["loss_sum"], c["forget_count"]), *ws.code_rows, ws.threshold]
         self._count_rows = (c["count"], c["logit_count"])
         self._carried = torch.tensor(carried, device=self.device)
+        self._carried_runs = _runs(carried)  # (first row, rows, first feature column): contiguous copies at the fold
         self._target_column = _FEATS + carried.index(ws.code_rows[0])  # calls without logits: the target
         self._width = _FEATS + len(carried)
         self._fold_ws: _Workspace | None = None  # the fold's workspace, kept for the length of one sync
+        self._fold_rows: torch.Tensor | None = None  # received rows of one fold step in id order, idem
         self._block = min(int(buffer_block), max(1, self._chunk))  # no bigger than one rank's share
         self._blocks: list[torch.Tensor] = []
         self._used = 0
         self.last_exchange_rounds = 0  # all_to_all rounds of the last sync
         self.last_sync_seconds: dict[str, float] = {}  # host wall time per phase of the last sync
+        self.last_sync_cpu_seconds: dict[str, float] = {}  # the calling thread's CPU time, idem
 
     @property
     def device(self) -> torch.device:
@@ -389,7 +434,7 @@ class ShardedLedger:
         self._used = 0
         self.last_exchange_rounds = 0
         clock = _PhaseClock()
-        self.last_sync_seconds = clock.seconds
+        self.last_sync_seconds, self.last_sync_cpu_seconds = clock.seconds, clock.cpu_seconds
         codes, counts, error = self._bucket_codes(parts)
         clock.lap("codes")
         if self.world == 1:
@@ -416,7 +461,7 @@ class ShardedLedger:
                 for sender_rows in received.split(sizes[:, self.rank].tolist()):
                     self._fold_received(sender_rows, clock)
         finally:
-            self._fold_ws = None  # the plan and the publish may need the memory
+            self._fold_ws = self._fold_rows = None  # the plan and the publish may need the memory
 
     def _bucket_codes(self, parts: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor, str | None]:
         """Each entry's exchange code ``owner * buckets + bucket`` (-1 for owned entries) and
@@ -424,14 +469,16 @@ class ShardedLedger:
         n, chunk, buckets = self.num_samples, self._chunk, self._buckets
         counts = torch.zeros(self.world * buckets, dtype=torch.int64, device=self.device)
         codes, error = [], None
+        narrow = n <= 1 << 31  # in range, the ids fit int32: half the bytes, faster division
         for part in parts:
-            ids = _entry_ids(part).contiguous()  # one strided read of the block
-            low, high = torch.aminmax(ids)
+            ids = _entry_ids(part)
+            low, high = torch.aminmax(ids)  # on the int64 ids: a cast would wrap an id out of range
             if error is None and (int(low) < 0 or int(high) >= n):
                 bad = (ids < 0) | (ids >= n)
                 error = f"ledger record has id {int(ids[bad][0])} outside [0, {n})"
             if error is not None:
                 ids = ids.clamp(0, max(n - 1, 0))
+            ids = ids.to(torch.int32) if narrow else ids.contiguous()  # one strided read of the block
             owner = torch.div(ids, chunk, rounding_mode="floor")
             code = torch.sub(ids, owner, alpha=chunk).div_(self._bucket_ids, rounding_mode="floor")
             code.add_(owner, alpha=buckets)
@@ -480,28 +527,37 @@ class ShardedLedger:
             part = received if present[kind] == received.shape[0] else received[kinds == kind]  # one kind (usual): no copy
             ids = _entry_ids(part)
             local = ids.to(torch.int32).sub_(self.lo) if self.num_samples < 1 << 31 else ids - self.lo
-            local, order = torch.sort(local, stable=True)
-            distinct = not bool((local[1:] == local[:-1]).any())
+            local, order, distinct = _sorted_ids(local)
             clock.lap("sort")
             ws = self._fold_workspace(min(self.fold_chunk, part.shape[0]))  # fold_chunk entries, not the epoch's
             for start, end in _id_runs(local, self.fold_chunk):
                 step = ws if end - start <= ws.feats.shape[1] else _Workspace(self._owned, end - start)  # one id above fold_chunk
-                self._fold_sorted(step, part, kind, order[start:end], local[start:end], distinct)
+                rows = part[start:end] if order is None else self._gathered_rows(part, order[start:end])
+                self._fold_sorted(step, rows, kind, local[start:end], distinct)
             clock.lap("fold")
 
-    def _fold_sorted(
-        self, ws: _Workspace, part: torch.Tensor, kind: int, order: torch.Tensor, ids: torch.Tensor, distinct: bool,
-    ) -> None:
-        """Fold the entries ``part[order]`` (id order, local ids ``ids``) as one call of
-        ``kind`` through workspace ``ws``; its entries beyond ``len(ids)`` (left from an earlier
-        step) fold into the scratch row."""
-        owned, m = self._owned, order.numel()
-        ws.mode = "logits" if kind == _LOGITS else "loss"
-        rows = part.index_select(0, order)
-        ws.permuted[:, :m].index_copy_(0, self._carried, rows[:, _FEATS:].t())
-        count, logit_count = self._count_rows
-        ws.permuted[count].fill_(1.0)
-        ws.permuted[logit_count].fill_(1.0 if kind == _LOGITS else 0.0)
+    def _gathered_rows(self, part: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+        """``part[order]`` into a buffer of ``fold_chunk`` rows kept for the sync (no fresh
+        memory per step)."""
+        m = order.numel()
+        buffer = self._fold_rows
+        if buffer is None or buffer.shape[0] < m:
+            buffer = self._fold_rows = torch.empty(m, part.shape[1], device=self.device)
+        return torch.index_select(part, 0, order, out=buffer[:m])
+
+    def _fold_sorted(self, ws: _Workspace, rows: torch.Tensor, kind: int, ids: torch.Tensor, distinct: bool) -> None:
+        """Fold the entries ``rows`` (id order, local ids ``ids``) as one call of ``kind``
+        through workspace ``ws``; its entries beyond ``len(ids)`` (left from an earlier step)
+        fold into the scratch row."""
+        owned, m = self._owned, ids.numel()
+        mode = "logits" if kind == _LOGITS else "loss"
+        for row, length, column in self._carried_runs:  # the carried feature rows, a contiguous copy per run
+            ws.permuted[row : row + length, :m].copy_(rows[:, _FEATS + column : _FEATS + column + length].t())
+        if ws.mode != mode:  # the counts: 1, and 1 or 0 by the kind (the fold writes neither row)
+            count, logit_count = self._count_rows
+            ws.permuted[count].fill_(1.0)
+            ws.permuted[logit_count].fill_(1.0 if kind == _LOGITS else 0.0)
+            ws.mode = mode
         ws.sorted_ids[:m] = ids
         ws.sorted_ids[m:] = self._scratch  # padding: folds (repeatedly) into the scratch row only
         targets = ws.permuted[ws.code_rows[0]].to(torch.long) if kind == _LOSS_TARGETS else None

@@ -20,6 +20,7 @@ from curated_loader.curation.sharded import (
     AUTO_SHARD_MIN_SAMPLES,
     _id_runs,
     _round_bounds,
+    _sorted_ids,
     owned_range,
 )
 from tests.conftest import free_port
@@ -250,6 +251,34 @@ def test_id_runs_cover_everything_and_never_split_an_id():
         assert all(a[1] == b[0] for a, b in itertools.pairwise(runs)), size
         assert all(ids[e - 1] != ids[e] for _, e in runs[:-1]), (size, runs)
         assert all(e - s <= size or bool((ids[s:e] == ids[s]).all()) for s, e in runs), (size, runs)  # longer: one id
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["distinct dense", "distinct sparse", "sorted", "sorted with repeats", "repeats", "one", "int64"],
+)
+def test_the_folds_id_order_is_the_stable_sort(case):
+    """Every path of ``_sorted_ids`` (counting sort of distinct dense ids, ``torch.sort`` of
+    sparse or repeated ids, no sort for sorted ids) gives ``torch.sort(stable=True)``'s ids and
+    order, and says whether an id repeats."""
+    g = torch.Generator().manual_seed(3)
+    ids = {
+        "distinct dense": torch.randperm(1000, generator=g)[:600] + 40,
+        "distinct sparse": torch.randperm(100_000, generator=g)[:50],
+        "sorted": torch.arange(5, 900, 3),
+        "sorted with repeats": torch.tensor([1, 2, 2, 3, 7, 7, 7, 9]),
+        "repeats": torch.randint(0, 300, (600,), generator=g),
+        "one": torch.tensor([17]),
+        "int64": torch.randperm(1000, generator=g)[:600] + (1 << 33),
+    }[case]
+    ids = ids if case == "int64" else ids.to(torch.int32)
+    expected, expected_order = torch.sort(ids, stable=True)
+    got, order, distinct = _sorted_ids(ids)
+    assert torch.equal(got.to(ids.dtype), expected)
+    assert torch.equal(ids if order is None else ids[order.long()], expected)
+    assert order is None or torch.equal(order.long(), expected_order)
+    assert distinct == (expected.unique().numel() == ids.numel())
+    assert (order is None) == (case in ("sorted", "sorted with repeats", "one"))
 
 
 def test_owned_ranges_cover_every_id_once():
