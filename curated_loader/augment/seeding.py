@@ -27,7 +27,7 @@ from collections.abc import Sequence
 import torch
 
 __all__ = [
-    "sample_seed", "fold_in", "uniform", "normal", "normal_words", "signed", "seed_of_sample", "mix64", "mix64_reference",
+    "sample_seed", "sample_base", "element_word", "fold_in", "uniform", "normal", "normal_words", "signed", "seed_of_sample", "mix64", "mix64_reference",
     "Draws", "draw_block",
 ]
 
@@ -56,19 +56,25 @@ def mix64_reference(x: int) -> int:
     return z ^ (z >> 31)
 
 
-def _shr(z: torch.Tensor, k: int) -> torch.Tensor:
-    """Logical right shift of int64 bits."""
-    return (z >> k).bitwise_and_((1 << (64 - k)) - 1)
+def _shr(z: torch.Tensor, k: int, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Logical right shift of int64 bits (written into ``out`` when given)."""
+    shifted = z >> k if out is None else torch.bitwise_right_shift(z, k, out=out)
+    return shifted.bitwise_and_((1 << (64 - k)) - 1)
 
 
-def mix64(x: torch.Tensor, fresh: bool = False) -> torch.Tensor:
+def mix64(
+    x: torch.Tensor, fresh: bool = False, scratch: torch.Tensor | None = None, final_shift: bool = True
+) -> torch.Tensor:
     """SplitMix64's output function on int64 tensors: the same bits as
     :func:`mix64_reference` (as two's complement). Works in place on one fresh tensor
-    (``fresh``: ``x`` itself, which the caller made for this and hands over)."""
+    (``fresh``: ``x`` itself, which the caller made for this and hands over). ``scratch``
+    (shaped like ``x``) takes the shifted words, so long inputs hashed in blocks allocate
+    nothing per block; ``final_shift=False`` skips the last ``z ^= z >>> 31``, which leaves
+    bits 33..63 as they are (for callers that keep only top bits)."""
     z = x.add_(_signed(_GOLDEN)) if fresh else x + _signed(_GOLDEN)
-    z.bitwise_xor_(_shr(z, 30)).mul_(_signed(_MUL_A))
-    z.bitwise_xor_(_shr(z, 27)).mul_(_signed(_MUL_B))
-    return z.bitwise_xor_(_shr(z, 31))
+    z.bitwise_xor_(_shr(z, 30, scratch)).mul_(_signed(_MUL_A))
+    z.bitwise_xor_(_shr(z, 27, scratch)).mul_(_signed(_MUL_B))
+    return z.bitwise_xor_(_shr(z, 31, scratch)) if final_shift else z
 
 
 def _host_hash(*words: int) -> int:
@@ -89,10 +95,21 @@ def _host_int(v: IntLike, name: str) -> int:
     return int(v)
 
 
+def sample_base(seed: int, epoch: int) -> int:
+    """The host word :func:`sample_seed` mixes every id with: ``key = mix64(base ^ id)`` for
+    repeat 0."""
+    return _host_hash(_TAG_BASE, seed, epoch)
+
+
+def element_word(stream: int | tuple[int, ...], index: int = 0) -> int:
+    """The host word :func:`uniform` mixes a key with for element ``index`` of ``stream``."""
+    return _host_hash(*_element_words(stream, index + 1)[index])
+
+
 def sample_seed(seed: IntLike, epoch: IntLike, ids: IntLike, repeat: IntLike = 0) -> torch.Tensor:
     """One int64 key per sample from the run seed, the epoch (host integers), the sample ids
     and the repeat index (a host integer or a per-sample tensor like ``ids``)."""
-    base = _host_hash(_TAG_BASE, _host_int(seed, "seed"), _host_int(epoch, "epoch"))
+    base = sample_base(_host_int(seed, "seed"), _host_int(epoch, "epoch"))
     ids = torch.as_tensor(ids, dtype=torch.int64)
     if isinstance(repeat, torch.Tensor) and repeat.numel() != 1:
         counter = ids + (repeat.to(ids.device, torch.int64) << _REPEAT_SHIFT)

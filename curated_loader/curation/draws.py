@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from ..augment.seeding import _GOLDEN, _MUL_A, _MUL_B, _TAG_BASE, _TAG_ELEMENT, _host_hash, _signed
+from ..augment.seeding import element_word, mix64, sample_base
 from .reducer import Reducer
 
 #: Ids hashed per step (two int64 buffers of this many entries: 4 MiB).
@@ -25,31 +25,13 @@ DRAW_CHUNK = 1 << 18
 _UNIFORM_BITS = 24
 
 
-def _shift_xor_(z: torch.Tensor, k: int, scratch: torch.Tensor) -> None:
-    """``z ^= z >>> k`` (logical shift of int64 bits) in place."""
-    torch.bitwise_right_shift(z, k, out=scratch)
-    z.bitwise_xor_(scratch.bitwise_and_((1 << (64 - k)) - 1))
-
-
-def _mix_(z: torch.Tensor, scratch: torch.Tensor, last_shift: bool = True) -> None:
-    """SplitMix64's output function in place (``seeding.mix64``); without ``last_shift`` the
-    final ``z ^= z >>> 31``, which leaves bits 33..63 as they are, is skipped."""
-    z.add_(_signed(_GOLDEN))
-    _shift_xor_(z, 30, scratch)
-    z.mul_(_signed(_MUL_A))
-    _shift_xor_(z, 27, scratch)
-    z.mul_(_signed(_MUL_B))
-    if last_shift:
-        _shift_xor_(z, 31, scratch)
-
-
 class IdDraws:
     """Counter-based uniforms in ``[0, 1)`` (24-bit float32), one per global sample id."""
 
     def __init__(self, seed: int) -> None:
         self.seed = int(seed)
-        self._base = _host_hash(_TAG_BASE, self.seed, 0)  # sample_seed's word for (seed, epoch 0)
-        self._column = _host_hash(_TAG_ELEMENT, 0, 0)  # uniform's word for stream 0, element 0
+        self._base = sample_base(self.seed, 0)  # sample_seed's word for (seed, epoch 0)
+        self._column = element_word(0)  # uniform's word for stream 0, element 0
 
     def uniform(self, ids: torch.Tensor) -> torch.Tensor:
         """float32 uniforms for int64 ``ids`` (same device): same id, same value."""
@@ -72,8 +54,8 @@ class IdDraws:
             end = min(n, start + DRAW_CHUNK)
             zc, sc = z[: end - start], scratch[: end - start]
             load(start, end, zc)
-            _mix_(zc.bitwise_xor_(self._base), sc)  # the sample's key
-            _mix_(zc.bitwise_xor_(self._column), sc, last_shift=False)  # its first uniform's bits
+            mix64(zc.bitwise_xor_(self._base), fresh=True, scratch=sc)  # the sample's key
+            mix64(zc.bitwise_xor_(self._column), fresh=True, scratch=sc, final_shift=False)  # its first uniform's bits
             torch.bitwise_right_shift(zc, 64 - _UNIFORM_BITS, out=sc)
             out[start:end] = sc.bitwise_and_((1 << _UNIFORM_BITS) - 1)
         out.mul_(1.0 / (1 << _UNIFORM_BITS))

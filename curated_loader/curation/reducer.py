@@ -70,10 +70,6 @@ class Reducer:
         subset = values if mask is None else values[mask]
         return kth_value(subset.float(), k)
 
-    def ids(self, n: int, device: torch.device | str) -> torch.Tensor:
-        """int64 global ids of the ``n`` local rows."""
-        return torch.arange(self.offset, self.offset + n, dtype=torch.int64, device=device)
-
 
 class GroupReducer(Reducer):
     """Collectives over ``process_group`` (any backend: tensors stay on their device, as NCCL
