@@ -8,7 +8,8 @@ The dense ledger is ``recuration_cost.filled_ledger`` with ``recuration_cost.ful
 noise filters, InfoBatch, reweighting, strength); the sharded one records one epoch of
 ``scale.batches`` on each of 2 gloo ranks with ``sharded_plan.full_plan`` (default filter, GMM,
 small-loss, InfoBatch, class-balanced reweighting, strength). Each of ``--repeats`` plans
-(``decide`` over ``stats(sync=False)``, after one warm-up) is timed: wall, process CPU and the
+(``decide`` over ``stats(sync=False)``, after one warm-up unless ``--cold``) is timed: minor page
+faults, wall, process CPU and the
 main thread's CPU (a sharded rank computes on its main thread alone, while the process CPU
 also counts gloo's threads, which spin while a collective waits); the
 last one runs under cProfile, whose cumulative seconds per stage are printed (a stage's function
@@ -24,6 +25,7 @@ import cProfile
 import json
 import os
 import pstats
+import resource
 import statistics
 import sys
 import tempfile
@@ -66,16 +68,22 @@ def _stage_seconds(profile: cProfile.Profile) -> dict[str, float]:
     return out
 
 
-def time_plans(ledger: Any, plan: Any, epoch: int, repeats: int) -> dict[str, Any]:
-    """Wall and CPU seconds of ``repeats`` plans (after a warm-up), the last profiled."""
+def _minor_faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def time_plans(ledger: Any, plan: Any, epoch: int, repeats: int, cold: bool = False) -> dict[str, Any]:
+    """Wall and CPU seconds and minor page faults of ``repeats`` plans (after a warm-up
+    unless ``cold``), the last profiled."""
     distributed = dist.is_available() and dist.is_initialized()
-    plan.decide(ledger.stats(sync=False), epoch)
-    wall, cpu, thread = [], [], []
+    if not cold:
+        plan.decide(ledger.stats(sync=False), epoch)
+    wall, cpu, thread, faults = [], [], [], []
     profile = cProfile.Profile()
     for i in range(repeats):
         if distributed:
             dist.barrier()
-        t, c, m = time.perf_counter(), time.process_time(), time.thread_time()
+        t, c, m, f = time.perf_counter(), time.process_time(), time.thread_time(), _minor_faults()
         if i == repeats - 1:
             profile.enable()
         decision = plan.decide(ledger.stats(sync=False), epoch)
@@ -84,10 +92,12 @@ def time_plans(ledger: Any, plan: Any, epoch: int, repeats: int) -> dict[str, An
         wall.append(time.perf_counter() - t)
         cpu.append(time.process_time() - c)
         thread.append(time.thread_time() - m)
-    return {"wall_s": wall, "cpu_s": cpu, "thread_cpu_s": thread, "stages_s": _stage_seconds(profile), "decision": decision}
+        faults.append(_minor_faults() - f)
+    return {"wall_s": wall, "cpu_s": cpu, "thread_cpu_s": thread, "minor_faults": faults,
+            "stages_s": _stage_seconds(profile), "decision": decision}
 
 
-def _sharded_worker(rank: int, port: int, n: int, repeats: int, out: str) -> None:
+def _sharded_worker(rank: int, port: int, n: int, repeats: int, cold: bool, out: str) -> None:
     from scale import batches
     from sharded_plan import NUM_CLASSES, full_plan
 
@@ -101,7 +111,7 @@ def _sharded_worker(rank: int, port: int, n: int, repeats: int, out: str) -> Non
         for call in batches(n, rank, 0, 1 << 16):
             ledger.record(*call)
         ledger.sync()
-        torch.save(time_plans(ledger, full_plan(), 1, repeats), Path(out) / f"rank{rank}.pt")
+        torch.save(time_plans(ledger, full_plan(), 1, repeats, cold), Path(out) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 
@@ -111,6 +121,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--ledger", choices=("dense", "sharded"), default="dense")
     parser.add_argument("--size", type=float, default=1e6)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--cold", action="store_true", help="no warm-up plan: time the process's first plans")
     parser.add_argument("--save", type=Path, help="write rank 0's decision tensors here")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
@@ -121,14 +132,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.ledger == "dense":
         from recuration_cost import filled_ledger, full_plan
 
-        rows = [time_plans(filled_ledger(n, torch.device("cpu")), full_plan(), 5, args.repeats)]
+        rows = [time_plans(filled_ledger(n, torch.device("cpu")), full_plan(), 5, args.repeats, args.cold)]
         threads = torch.get_num_threads()
     else:
         from scale import _free_port
 
         os.environ.setdefault("OMP_NUM_THREADS", "1")
         with tempfile.TemporaryDirectory() as out:
-            mp.spawn(_sharded_worker, args=(_free_port(), n, args.repeats, out), nprocs=2, join=True)
+            mp.spawn(_sharded_worker, args=(_free_port(), n, args.repeats, args.cold, out), nprocs=2, join=True)
             rows = [torch.load(Path(out) / f"rank{r}.pt", weights_only=False) for r in range(2)]
         threads = 1
     print(f"package {package}; {args.ledger} ledger, N = {n:.0e}, {threads} thread(s) per process, "
@@ -136,7 +147,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for rank, row in enumerate(rows):
         print(f"rank {rank}: plan wall {', '.join(f'{s:.2f}' for s in row['wall_s'])} s; "
               f"process CPU {', '.join(f'{s:.2f}' for s in row['cpu_s'])} s; "
-              f"main-thread CPU {', '.join(f'{s:.2f}' for s in row['thread_cpu_s'])} s")
+              f"main-thread CPU {', '.join(f'{s:.2f}' for s in row['thread_cpu_s'])} s; "
+              f"minor page faults {', '.join(str(f) for f in row['minor_faults'])}")
     print("\n| stage (cumulative, last plan, profiled) | " + " | ".join(f"rank {r} s" for r in range(len(rows))) + " |")
     print("|---|" + "---:|" * len(rows))
     for stage in STAGES:

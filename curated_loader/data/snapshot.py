@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..host_memory import reusing_freed_host_memory
+
 _STRENGTH_LEVELS = 255
 _WEIGHT_MAX = float(torch.finfo(torch.float16).max)
 
@@ -149,6 +151,7 @@ class CurationSnapshot:
         """float32[N] in [0, 1] (a decoded copy)."""
         return self._strength.float() / _STRENGTH_LEVELS
 
+    @reusing_freed_host_memory
     def publish(
         self,
         keep: torch.Tensor | np.ndarray,
