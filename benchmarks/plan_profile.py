@@ -13,7 +13,9 @@ faults, wall, process CPU and the
 main thread's CPU (a sharded rank computes on its main thread alone, while the process CPU
 also counts gloo's threads, which spin while a collective waits); the
 last one runs under cProfile, whose cumulative seconds per stage are printed (a stage's function
-and what it calls; ``collective waits`` is the time spent waiting in gloo). The package is the
+and what it calls; ``collective waits`` is the time spent waiting in gloo): wall seconds, or with
+``--cpu-clock`` the main thread's CPU seconds, which time spent waiting for the other rank or for
+a core (a loaded machine) does not inflate; page faults count in both. The package is the
 one ``curated_loader`` resolves to (``PYTHONPATH`` decides), so two trees can be compared with
 the same plan; ``--save`` writes the decision (rank 0) for a bit-for-bit comparison.
 """
@@ -72,14 +74,16 @@ def _minor_faults() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
-def time_plans(ledger: Any, plan: Any, epoch: int, repeats: int, cold: bool = False) -> dict[str, Any]:
+def time_plans(
+    ledger: Any, plan: Any, epoch: int, repeats: int, cold: bool = False, cpu_clock: bool = False
+) -> dict[str, Any]:
     """Wall and CPU seconds and minor page faults of ``repeats`` plans (after a warm-up
-    unless ``cold``), the last profiled."""
+    unless ``cold``), the last profiled (on the main thread's CPU clock if ``cpu_clock``)."""
     distributed = dist.is_available() and dist.is_initialized()
     if not cold:
         plan.decide(ledger.stats(sync=False), epoch)
     wall, cpu, thread, faults = [], [], [], []
-    profile = cProfile.Profile()
+    profile = cProfile.Profile(time.thread_time) if cpu_clock else cProfile.Profile()
     for i in range(repeats):
         if distributed:
             dist.barrier()
@@ -97,7 +101,7 @@ def time_plans(ledger: Any, plan: Any, epoch: int, repeats: int, cold: bool = Fa
             "stages_s": _stage_seconds(profile), "decision": decision}
 
 
-def _sharded_worker(rank: int, port: int, n: int, repeats: int, cold: bool, out: str) -> None:
+def _sharded_worker(rank: int, port: int, n: int, repeats: int, cold: bool, cpu_clock: bool, out: str) -> None:
     from scale import batches
     from sharded_plan import NUM_CLASSES, full_plan
 
@@ -111,7 +115,7 @@ def _sharded_worker(rank: int, port: int, n: int, repeats: int, cold: bool, out:
         for call in batches(n, rank, 0, 1 << 16):
             ledger.record(*call)
         ledger.sync()
-        torch.save(time_plans(ledger, full_plan(), 1, repeats, cold), Path(out) / f"rank{rank}.pt")
+        torch.save(time_plans(ledger, full_plan(), 1, repeats, cold, cpu_clock), Path(out) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 
@@ -122,6 +126,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--size", type=float, default=1e6)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--cold", action="store_true", help="no warm-up plan: time the process's first plans")
+    parser.add_argument("--cpu-clock", action="store_true", help="profile stages on the main thread's CPU clock")
     parser.add_argument("--save", type=Path, help="write rank 0's decision tensors here")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
@@ -132,14 +137,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.ledger == "dense":
         from recuration_cost import filled_ledger, full_plan
 
-        rows = [time_plans(filled_ledger(n, torch.device("cpu")), full_plan(), 5, args.repeats, args.cold)]
+        rows = [time_plans(filled_ledger(n, torch.device("cpu")), full_plan(), 5, args.repeats, args.cold, args.cpu_clock)]
         threads = torch.get_num_threads()
     else:
         from scale import _free_port
 
         os.environ.setdefault("OMP_NUM_THREADS", "1")
         with tempfile.TemporaryDirectory() as out:
-            mp.spawn(_sharded_worker, args=(_free_port(), n, args.repeats, args.cold, out), nprocs=2, join=True)
+            mp.spawn(_sharded_worker, args=(_free_port(), n, args.repeats, args.cold, args.cpu_clock, out), nprocs=2, join=True)
             rows = [torch.load(Path(out) / f"rank{r}.pt", weights_only=False) for r in range(2)]
         threads = 1
     print(f"package {package}; {args.ledger} ledger, N = {n:.0e}, {threads} thread(s) per process, "
@@ -149,7 +154,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               f"process CPU {', '.join(f'{s:.2f}' for s in row['cpu_s'])} s; "
               f"main-thread CPU {', '.join(f'{s:.2f}' for s in row['thread_cpu_s'])} s; "
               f"minor page faults {', '.join(str(f) for f in row['minor_faults'])}")
-    print("\n| stage (cumulative, last plan, profiled) | " + " | ".join(f"rank {r} s" for r in range(len(rows))) + " |")
+    clock = "main-thread CPU s" if args.cpu_clock else "s"
+    print(f"\n| stage (cumulative, last plan, profiled, {clock}) | " + " | ".join(f"rank {r}" for r in range(len(rows))) + " |")
     print("|---|" + "---:|" * len(rows))
     for stage in STAGES:
         print(f"| {stage} | " + " | ".join(f"{row['stages_s'][stage]:.3f}" for row in rows) + " |")
@@ -157,7 +163,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         d = rows[0]["decision"]
         torch.save({k: getattr(d, k) for k in ("keep", "weight", "strength", "reason", "score", "reason_counts")},
                    args.save)
-    result = {"package": package, "ledger": args.ledger, "n": n, "load_average": os.getloadavg()[0],
+    result = {"package": package, "ledger": args.ledger, "n": n, "stage_clock": "thread_cpu" if args.cpu_clock else "wall", "load_average": os.getloadavg()[0],
               "ranks": [{k: v for k, v in row.items() if k != "decision"} for row in rows]}
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

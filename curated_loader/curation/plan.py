@@ -41,6 +41,7 @@ from ..host_memory import reusing_freed_host_memory
 from .decision import Decision, NoisePart, Reason
 from .draws import IdDraws, uniform_draws
 from .ledger import Ledger, LedgerStats
+from .masking import fill_, select_, zero_outside_
 from .policies.augment import AugmentStrength
 from .policies.prune import InfoBatchPrune
 from .policies.reweight import Reweight, stochastic_round
@@ -177,7 +178,7 @@ class CurationPlan:
         device, n = stats.device, stats.num_samples
         reason = torch.full((n,), int(Reason.KEPT if stats.all_seen else Reason.UNSEEN), dtype=torch.int8, device=device)
         if not stats.all_seen:
-            reason.masked_fill_(stats.seen, int(Reason.KEPT))
+            fill_(reason, stats.seen, int(Reason.KEPT))
         keep, score, info = self._filter(stats, epoch, reason)
         eligible = keep.clone()
         weight = torch.ones(n, device=device)
@@ -186,10 +187,10 @@ class CurationPlan:
             weight = self.reweight.apply(stats, epoch, gen, keep=eligible).weight
         if self._active(self.prune, epoch):
             part = self.prune.apply(stats, epoch, self.draws(epoch, _STAGE_PRUNE), keep=eligible)
-            keep.masked_fill_(part.pruned, False)
-            reason.masked_fill_(part.pruned, int(Reason.PRUNED))
+            fill_(keep, part.pruned, False)
+            fill_(reason, part.pruned, int(Reason.PRUNED))
             weight.mul_(part.factor)
-        weight.masked_fill_(~keep, 0.0)
+        zero_outside_(weight, keep)
         if self.probe_every and epoch % self.probe_every == 0:
             probes = self._probes(~eligible & stats.seen, epoch, reducer)
             keep |= probes  # streamed with weight 0: scored, not trained
@@ -211,7 +212,7 @@ class CurationPlan:
         if budget >= reducer.total:
             return flagged.clone()
         draw = uniform_draws(self.draws(epoch, _STAGE_PROBE), reducer, flagged.numel(), flagged.device)
-        draw.masked_fill_(~flagged, 2.0)
+        fill_(draw, ~flagged, 2.0)
         cut = reducer.kth_smallest(draw, budget) if budget > 0 else draw.new_tensor(-1.0)
         return flagged & (draw <= cut)
 
@@ -234,11 +235,11 @@ class CurationPlan:
                 newly = part.flagged
             else:
                 newly = part.flagged & keep
-                torch.where(newly, part.score, score, out=score)
-            reason.masked_fill_(newly, int(part.reason))
-            keep.masked_fill_(part.flagged, False)
+                select_(score, newly, part.score)
+            fill_(reason, newly, int(part.reason))
+            fill_(keep, part.flagged, False)
         if score is None:
-            score = stats.ema_loss.masked_fill(~stats.seen, 0.0).float()
+            score = zero_outside_(stats.ema_loss.to(torch.float32, copy=True), stats.seen)
         return keep, score, info
 
     def state_dict(self) -> dict[str, Any]:

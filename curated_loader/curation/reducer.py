@@ -28,6 +28,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from .masking import fill_
+
 #: Digit widths of the radix selection, most significant first (they add up to 32).
 _RADIX_WIDTHS = (16, 8, 8)
 #: Below this many values :func:`kth_value` calls ``torch.kthvalue`` directly.
@@ -62,7 +64,8 @@ class Reducer:
         if mask is None:
             lo, hi = torch.aminmax(values)
             return lo, hi
-        return values.masked_fill(~mask, math.inf).amin(), values.masked_fill(~mask, -math.inf).amax()
+        outside = ~mask
+        return fill_(values.clone(), outside, math.inf).amin(), fill_(values.clone(), outside, -math.inf).amax()
 
     def kth_smallest(self, values: torch.Tensor, k: int, mask: torch.Tensor | None = None) -> torch.Tensor:
         """The ``k``-th smallest (1-based) float32 value of ``values`` (over ``mask``) over all

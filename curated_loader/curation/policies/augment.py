@@ -10,6 +10,7 @@ import torch
 from ...checks import ConfigError, OneOf, Range
 from ..decision import StrengthPart
 from ..ledger import LedgerStats
+from ..masking import fill_
 from ..schedule import LOSS_KEY, Policy
 
 Mapping = Literal["easy_strong", "hard_strong", "constant"]
@@ -25,7 +26,7 @@ def difficulty(stats: LedgerStats, loss_key: str = "ema_loss") -> torch.Tensor:
         d = (loss > 0).float().mul_(0.5).add_(0.5) if median == 0 else torch.full_like(loss, 0.5)
     else:
         d = loss.div_(loss + median)
-    return d.float() if stats.all_seen else d.masked_fill_(~stats.seen, 0.5).float()
+    return d.float() if stats.all_seen else fill_(d, ~stats.seen, 0.5).float()
 
 
 def strength(
@@ -55,7 +56,7 @@ def strength(
     else:
         raise ValueError(f"unknown mapping {mapping!r}")
     if keep is not None:
-        s.masked_fill_(~keep, suspect_strength)
+        fill_(s, ~keep, suspect_strength)
     return StrengthPart(s.clamp_(0.0, 1.0))
 
 

@@ -16,6 +16,7 @@ import torch
 from ...checks import OneOf, Range
 from ..decision import NoisePart, Reason
 from ..ledger import LedgerStats
+from ..masking import fill_, zero_outside_
 from ..schedule import LOSS_KEY, Policy
 
 
@@ -27,7 +28,7 @@ def _masked_score(score: torch.Tensor, judged: torch.Tensor, owned: bool = False
     """``score`` where judged, 0 elsewhere; always a fresh tensor (in place if ``owned``)."""
     if not owned:
         score = score.clone()
-    return score if judged.all() else score.masked_fill_(~judged, 0.0)
+    return score if judged.all() else zero_outside_(score, judged)
 
 
 def small_loss(
@@ -158,7 +159,7 @@ def _fit_loss_gmm(
         return x, fit_gmm_1d(x, judged, max_iter=max_iter, tol=tol, reg_covar=reg_covar)
     index = x.mul(bins).to(torch.int32).clamp_(max=bins - 1)
     if not everywhere:
-        index.masked_fill_(~judged, bins)  # an overflow bin, dropped below
+        fill_(index, ~judged, bins)  # an overflow bin, dropped below
     counts = reducer.sum(torch.bincount(index, minlength=bins + 1)[:bins]).to(torch.float64)
     centers = (torch.arange(bins, dtype=torch.float64, device=x.device) + 0.5) / bins
     model = fit_gmm_1d(centers, counts, max_iter=max_iter, tol=tol, reg_covar=reg_covar)

@@ -11,6 +11,7 @@ from ...checks import Range
 from ..decision import PrunePart
 from ..draws import IdDraws, uniform_draws
 from ..ledger import LedgerStats
+from ..masking import fill_, zero_outside_
 from ..schedule import LOSS_KEY, Policy
 
 #: The score InfoBatch ranks by: the latest loss, as upstream InfoBatch. On the pruning
@@ -39,13 +40,13 @@ def infobatch(
     loss = getattr(stats, loss_key)
     pool = stats.seen if keep is None else stats.seen & keep
     reducer = stats.reducer
-    pooled = loss if keep is None and stats.all_seen else loss.masked_fill(~pool, 0.0)
+    pooled = loss if keep is None and stats.all_seen else zero_outside_(loss.clone(), pool)
     pool_size = torch.count_nonzero(pool).to(torch.float64)
     pool_sum, pool_size = reducer.sum(torch.stack([pooled.sum(dtype=torch.float64), pool_size]))
     well_learned = pool & (loss < pool_sum / pool_size.clamp_min(1))
     draw = uniform_draws(generator, reducer, stats.num_samples, stats.device)
     pruned = well_learned & (draw < ratio)
-    factor = draw.fill_(1.0).masked_fill_(well_learned & ~pruned, 1.0 / (1.0 - ratio))
+    factor = fill_(draw.fill_(1.0), well_learned & ~pruned, 1.0 / (1.0 - ratio))
     return PrunePart(pruned, factor)
 
 
