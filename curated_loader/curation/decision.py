@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from ..data.snapshot import _BIT_WEIGHTS, _STRENGTH_LEVELS, pack_decision
+from ..data.snapshot import _BIT_WEIGHTS, _STRENGTH_LEVELS, PackedDecision, packed_sections
 from .reducer import GroupReducer, Reducer
 
 
@@ -35,28 +35,24 @@ class Reason(IntEnum):
 GATHER_CHUNK = 1 << 20
 
 
-def _sections(size: int, start: int, count: int) -> tuple[slice, slice, slice]:
-    """Where samples ``[start, start + count)`` lie in the packed layout of ``size`` samples
-    (``pack_decision``: keep bits, float16 weight bytes, strength codes); ``start`` and
-    ``count`` multiples of 8 (of 16 for all but the last samples)."""
-    half, codes = size // 8, size // 8 + 2 * size
-    return (slice(start // 8, (start + count) // 8), slice(half + 2 * start, half + 2 * (start + count)),
-            slice(codes + start, codes + start + count))
-
-
 def _pack_into(out: torch.Tensor, keep: torch.Tensor, weight: torch.Tensor, strength: torch.Tensor, size: int) -> None:
     """Write ``pack_decision`` of the first ``len(keep)`` of ``size`` samples into ``out`` (zeroed:
-    the padding packs as keep 0, weight 0, strength 0), :data:`GATHER_CHUNK` samples per step."""
+    the padding packs as keep 0, weight 0, strength 0), :data:`GATHER_CHUNK` samples per step,
+    encoded straight into it (a chunk-sized scratch; the same roundings as ``pack_decision``)."""
     n = keep.numel()
+    bits = torch.tensor(_BIT_WEIGHTS, dtype=torch.uint8, device=out.device)
+    flags = torch.empty(min(n, GATHER_CHUNK) + 15, dtype=torch.uint8, device=out.device)
+    scaled = torch.empty(min(n, GATHER_CHUNK), dtype=torch.float32, device=out.device)
     for start in range(0, n, GATHER_CHUNK):
         end = min(n, start + GATHER_CHUNK)
-        padded = 16 * math.ceil((end - start) / 16)
-        columns = [t[start:end] for t in (keep, weight, strength)]
-        if padded > end - start:
-            columns = [torch.cat([t, t.new_zeros(padded - (end - start))]) for t in columns]
-        packed = pack_decision(*columns)
-        for into, at in zip(_sections(size, start, padded), _sections(padded, 0, padded)):
-            out[into] = packed[at]
+        count, padded = end - start, 16 * math.ceil((end - start) / 16)
+        mask, half, codes = (out[s] for s in packed_sections(size, start, padded))
+        half.view(torch.float16)[:count].copy_(weight[start:end])
+        torch.mul(strength[start:end], _STRENGTH_LEVELS, out=scaled[:count])
+        codes[:count].copy_(scaled[:count].round_())
+        flags[:count].copy_(keep[start:end])
+        flags[count:padded].zero_()
+        torch.sum(flags[:padded].view(-1, 8).mul_(bits), 1, dtype=torch.uint8, out=mask)
 
 
 def _unpack_into(packed: torch.Tensor, size: int, into: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> bool:
@@ -69,7 +65,7 @@ def _unpack_into(packed: torch.Tensor, size: int, into: tuple[torch.Tensor, torc
     for start in range(0, n, GATHER_CHUNK):
         end = min(n, start + GATHER_CHUNK)
         padded = 16 * math.ceil((end - start) / 16)
-        mask, half, codes = (packed[s] for s in _sections(size, start, padded))
+        mask, half, codes = (packed[s] for s in packed_sections(size, start, padded))
         keep[start:end] = (mask[:, None] & bits).view(-1)[: end - start]  # nonzero -> True
         half = half.view(torch.float16)[: end - start]
         finite &= bool(torch.isfinite(half).all())
@@ -188,24 +184,26 @@ class Decision:
         if not isinstance(reducer, GroupReducer):
             return self
         size = 16 * math.ceil(max(hi - lo for lo, hi in reducer.ranges) / 16)
-        local = torch.zeros(size * 25 // 8, dtype=torch.uint8, device=self.keep.device)
-        _pack_into(local, self.keep, self.weight, self.strength, size)
-        parts: list[torch.Tensor | None] = list(reducer.all_gather(local))
-        del local
-        keep = torch.empty(reducer.total, dtype=torch.bool, device=self.keep.device)
-        weight = torch.empty(reducer.total, dtype=torch.float32, device=self.keep.device)
-        strength = torch.empty(reducer.total, dtype=torch.float32, device=self.keep.device)
+        device = self.keep.device
+        rows = torch.empty(len(reducer.ranges), size * 25 // 8, dtype=torch.uint8, device=device)
+        own = rows[reducer.rank].zero_()
+        _pack_into(own, self.keep, self.weight, self.strength, size)
+        reducer.all_gather_rows(rows)
+        keep = torch.empty(reducer.total, dtype=torch.bool, device=device)
+        weight = torch.empty(reducer.total, dtype=torch.float32, device=device)
+        strength = torch.empty(reducer.total, dtype=torch.float32, device=device)
         finite = True
         for rank, (lo, hi) in enumerate(reducer.ranges):
-            finite &= _unpack_into(parts[rank], size, (keep[lo:hi], weight[lo:hi], strength[lo:hi]))
-            parts[rank] = None  # freed as soon as it is unpacked
+            finite &= _unpack_into(rows[rank], size, (keep[lo:hi], weight[lo:hi], strength[lo:hi]))
         if not finite:
             raise ValueError(f"a decision weight exceeds {torch.finfo(torch.float16).max:g}, the largest float16 "
                              "(the snapshot's format)")
         reason_counts = reducer.sum(torch.bincount(self.reason, minlength=len(Reason)))
         counts = None if self.counts is None else weight.to(torch.int32)
-        return replace(self, keep=keep, weight=weight, strength=strength, counts=counts, offset=reducer.offset,
-                       reason_counts=reason_counts)
+        decision = replace(self, keep=keep, weight=weight, strength=strength, counts=counts, offset=reducer.offset,
+                           reason_counts=reason_counts)
+        object.__setattr__(decision, "_packed", PackedDecision(rows, tuple(reducer.ranges)))
+        return decision
 
     def whole(self, reducer: Reducer) -> Decision:
         """This decision with ``reason`` and ``score`` over all N ids too (identity unless
@@ -223,8 +221,17 @@ class Decision:
         return replace(self, reason=reason, score=score, offset=0)
 
     def publish_to(self, snapshot: Any) -> None:
-        """Write keep/weight/strength into a ``CurationSnapshot`` as version ``epoch``."""
-        snapshot.publish(self.keep, self.weight, self.strength, version=self.epoch)
+        """Write keep/weight/strength into a ``CurationSnapshot`` as version ``epoch``.
+
+        The first publish of a :meth:`gathered` decision copies the gathered bytes as they are
+        (``CurationSnapshot.publish_packed``: no decode, no re-encode) and then lets them go;
+        any other publish encodes the tensors (``CurationSnapshot.publish``)."""
+        packed = self.__dict__.get("_packed")
+        if packed is None:
+            snapshot.publish(self.keep, self.weight, self.strength, version=self.epoch)
+            return
+        snapshot.publish_packed(packed, version=self.epoch)
+        object.__setattr__(self, "_packed", None)  # 3.125 B per sample, held only until published
 
     def to(self, device: torch.device | str) -> Decision:
         moved = {f.name: getattr(self, f.name) for f in fields(self)}

@@ -94,6 +94,18 @@ class GroupReducer(Reducer):
         dist.all_gather(parts, x.contiguous(), group=self.process_group)
         return parts
 
+    @property
+    def rank(self) -> int:
+        """This process's rank in :attr:`process_group` (the index of its range)."""
+        return dist.get_rank(self.process_group)
+
+    def all_gather_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """Fill every rank's row of ``rows`` (one contiguous row per rank, this rank's already
+        written) with that rank's row: one ``all_gather`` straight into ``rows``, in place."""
+        gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+        gather(rows.view(-1), rows[self.rank], group=self.process_group)
+        return rows
+
     def _reduce(self, x: torch.Tensor, op: Any) -> torch.Tensor:
         out = x.detach().clone().contiguous()
         dist.all_reduce(out, op=op, group=self.process_group)

@@ -22,6 +22,10 @@ from ..host_memory import reusing_freed_host_memory
 
 _STRENGTH_LEVELS = 255
 _WEIGHT_MAX = float(torch.finfo(torch.float16).max)
+#: float16 bit patterns (as int16) of the largest finite weight and of -0.0.
+_HALF_MAX_BITS, _HALF_NEGATIVE_ZERO_BITS = 0x7BFF, -0x8000
+#: float16 weights checked per step of :meth:`CurationSnapshot.publish_packed`.
+_CHECK_STEP = 1 << 20
 
 
 #: Bytes per sample of :func:`pack_decision` (and of the snapshot's shared arrays).
@@ -44,6 +48,39 @@ def pack_decision(keep: torch.Tensor, weight: torch.Tensor, strength: torch.Tens
     return torch.cat([mask, half, codes])
 
 
+def packed_sections(size: int, start: int, count: int) -> tuple[slice, slice, slice]:
+    """Where samples ``[start, start + count)`` lie in :func:`pack_decision`'s layout of
+    ``size`` samples: keep bytes, float16 weight bytes, strength codes; ``start`` and
+    ``count`` multiples of 8 (of 16 for all but the last samples)."""
+    half, codes = size // 8, size // 8 + 2 * size
+    return (slice(start // 8, (start + count) // 8), slice(half + 2 * start, half + 2 * (start + count)),
+            slice(codes + start, codes + start + count))
+
+
+@dataclass(frozen=True)
+class PackedDecision:
+    """The decisions of all N samples in :func:`pack_decision`'s layout, one row per rank, as
+    an all-gather of the ranks' slices delivers them: row ``r`` holds ids ``ranges[r]`` as the
+    first ``hi - lo`` of ``size`` samples (``size`` a multiple of 16; the rest packed as
+    keep 0, weight 0, strength 0). :meth:`CurationSnapshot.publish_packed` copies it in."""
+
+    rows: torch.Tensor  # uint8 [len(ranges), size * 25 // 8]
+    ranges: tuple[tuple[int, int], ...]
+
+    @property
+    def size(self) -> int:
+        """Samples per row (padding included)."""
+        return int(self.rows.shape[1]) * 8 // 25
+
+    def columns(self, rank: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Row ``rank``'s keep bytes (``ceil(count / 8)``), float16 weights and uint8 strength
+        codes (``count`` each), views of :attr:`rows`."""
+        lo, hi = self.ranges[rank]
+        count = hi - lo
+        mask, half, codes = (self.rows[rank, s] for s in packed_sections(self.size, 0, self.size))
+        return mask[: (count + 7) // 8], half.view(torch.float16)[:count], codes[:count]
+
+
 def unpack_decision(packed: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Inverse of :func:`pack_decision` for a buffer of ``size`` samples (a multiple of 16),
     keeping the first ``n``: ``keep`` (bool), ``weight`` and ``strength`` (float32, decoded
@@ -54,6 +91,23 @@ def unpack_decision(packed: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.T
     weight = packed[size // 8 : size // 8 + 2 * size].view(torch.float16)[:n].float()
     strength = packed[size // 8 + 2 * size :][:n].float() / _STRENGTH_LEVELS
     return keep, weight, strength
+
+
+def _check_half_weights(half: torch.Tensor, first_id: int) -> None:
+    """Raise unless every float16 weight is finite and non-negative (-0.0 allowed, as ``-0.0 <
+    0`` is false), checked on the bit patterns :data:`_CHECK_STEP` at a time; the error names the
+    first bad sample's id (``first_id`` is that of ``half[0]``) and value."""
+    bits = half.view(torch.int16)
+    for start in range(0, bits.numel(), _CHECK_STEP):
+        step = bits[start : start + _CHECK_STEP]
+        low, high = (int(v) for v in torch.aminmax(step))
+        if low >= 0 and high <= _HALF_MAX_BITS:
+            continue  # the common case: no sign bit, no inf/NaN exponent
+        bad = (step > _HALF_MAX_BITS) | ((step < 0) & (step != _HALF_NEGATIVE_ZERO_BITS))
+        if bool(bad.any()):
+            at = int(bad.nonzero()[0])
+            raise ValueError(f"snapshot.weight must be finite and non-negative, got "
+                             f"{float(half[start + at])} for sample {first_id + start + at}")
 
 
 class ScaledCodes:
@@ -181,6 +235,55 @@ class CurationSnapshot:
         self._weight.copy_(weight_t)
         self._strength.copy_(torch.round(strength_t * _STRENGTH_LEVELS))
         self._version.fill_(int(version))
+
+    @reusing_freed_host_memory
+    def publish_packed(self, packed: PackedDecision, version: int = 0) -> None:
+        """Write a decision already in the compact format (main process only, between
+        epochs): the rows' bytes are copied into the shared arrays as they are, no decode.
+        Every weight is checked first on its float16 bit pattern (finite, non-negative; the
+        format bounds it by the float16 maximum; strength codes are in range by construction),
+        so a bad row changes nothing. Ranks' ranges need not start at multiples of 8: the
+        keep bits of such a row are shifted into place."""
+        self._check_ranges(packed)
+        for rank, (lo, _) in enumerate(packed.ranges):
+            _check_half_weights(packed.columns(rank)[1], lo)
+        for rank, (lo, hi) in enumerate(packed.ranges):
+            mask, half, codes = packed.columns(rank)
+            self._weight[lo:hi].copy_(half)
+            self._strength[lo:hi].copy_(codes)
+            self._write_bits(lo, hi, mask)
+        self._version.fill_(int(version))
+
+    def _check_ranges(self, packed: PackedDecision) -> None:
+        """Raise unless ``packed``'s ranges tile ``[0, N)`` in order and fit its rows."""
+        ends = [0] + [hi for _, hi in packed.ranges]
+        if [lo for lo, _ in packed.ranges] != ends[:-1] or ends[-1] != self._n:
+            raise ValueError(f"packed decision ranges {list(packed.ranges)} do not tile [0, {self._n})")
+        widest = max(hi - lo for lo, hi in packed.ranges)
+        if packed.rows.dtype != torch.uint8 or packed.rows.shape[0] != len(packed.ranges) or widest > packed.size:
+            raise ValueError(f"packed decision rows {tuple(packed.rows.shape)} ({packed.rows.dtype}) do not hold "
+                             f"{len(packed.ranges)} ranges of up to {widest} samples")
+
+    def _write_bits(self, lo: int, hi: int, mask: torch.Tensor) -> None:
+        """Copy the keep bits of ids ``[lo, hi)`` (``mask``: bit 0 of its first byte is id
+        ``lo``) into the bitmask, leaving the bits of ids below ``lo`` as they are and clearing
+        those from ``hi`` to the end of the last byte (the next range ORs its own in)."""
+        if hi == lo:
+            return
+        shift = lo % 8
+        dest = self._bits[lo // 8 : (hi + 7) // 8]
+        if shift == 0:
+            dest.copy_(mask)
+        else:  # each byte takes the low bits of its predecessor: uint8 shifts drop what overflows
+            src = mask.to("cpu")
+            earlier = int(dest[0]) & (0xFF << (8 - shift)) & 0xFF  # ids below lo (the previous range)
+            dest[: src.numel()] = src >> shift
+            dest[1 : src.numel()] |= src[:-1] << (8 - shift)
+            if dest.numel() > src.numel():
+                dest[-1] = src[-1] << (8 - shift)
+            dest[0] |= earlier
+        if hi % 8:
+            dest[-1] &= (0xFF << (8 - hi % 8)) & 0xFF
 
     def reset(self) -> None:
         """Back to keep-all, weight 1, strength 0, version -1."""

@@ -88,20 +88,24 @@ def _worker(rank: int, port: int, out: str) -> None:
             sharded.sync()
         result: dict = {"quantiles": _quantiles(rank)}
         gathers: list[int] = []
-        real_gather = dist.all_gather
+        real_gathers = {name: getattr(dist, name) for name in ("all_gather", "all_gather_single")}
 
-        def counting_gather(*args, **kwargs):
-            gathers.append(args[1].numel())
-            return real_gather(*args, **kwargs)
+        def counting(name):
+            def gather(*args, **kwargs):
+                gathers.append(args[1].numel())  # the input: this rank's bytes
+                return real_gathers[name](*args, **kwargs)
+            return gather
 
         for name, plan in plans().items():
             expected = plan.decide(dense.stats(), EPOCHS)
             owned = sharded.stats()  # its sync's exchange is not part of the decision
-            dist.all_gather = counting_gather
+            for gather_name in real_gathers:
+                setattr(dist, gather_name, counting(gather_name))
             try:
                 got = plan.decide(owned, EPOCHS)
             finally:
-                dist.all_gather = real_gather
+                for gather_name, real in real_gathers.items():
+                    setattr(dist, gather_name, real)
             whole = got.whole(sharded.reducer)
             result[name] = {"dense": expected.state_dict(), "sharded": got.state_dict(),
                             "dense_summary": expected.summary(), "sharded_summary": got.summary(),
