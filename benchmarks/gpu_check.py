@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-if __package__ in (None, ""):
+if __name__ == "__main__":  # run as a script: make the repository importable (an import keeps sys.path)
     sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmark scripts
 

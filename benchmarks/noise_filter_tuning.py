@@ -26,7 +26,7 @@ import json
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make the repository importable
+if __name__ == "__main__":  # run as a script: make the repository importable (an import keeps sys.path)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
