@@ -68,7 +68,7 @@ def _unpack_into(packed: torch.Tensor, size: int, into: tuple[torch.Tensor, torc
         mask, half, codes = (packed[s] for s in packed_sections(size, start, padded))
         keep[start:end] = (mask[:, None] & bits).view(-1)[: end - start]  # nonzero -> True
         half = half.view(torch.float16)[: end - start]
-        finite &= bool(torch.isfinite(half).all())
+        finite &= bool(half.view(torch.int16).bitwise_and(0x7FFF).amax() < 0x7C00)  # exponent not all ones
         weight[start:end].copy_(half)  # decoded in place, as unpack_decision decodes
         strength[start:end].copy_(codes[: end - start]).div_(_STRENGTH_LEVELS)
     return finite

@@ -28,7 +28,7 @@ def _masked_score(score: torch.Tensor, judged: torch.Tensor, owned: bool = False
     """``score`` where judged, 0 elsewhere; always a fresh tensor (in place if ``owned``)."""
     if not owned:
         score = score.clone()
-    return score if judged.all() else zero_outside_(score, judged)
+    return score if int(torch.count_nonzero(judged)) == judged.numel() else zero_outside_(score, judged)
 
 
 def small_loss(
