@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import socket
 import sys
 import time
@@ -46,13 +47,15 @@ def _worker(rank: int, port: int, n: int, exchange_round: int, repeats: int) -> 
         for repeat in range(repeats):
             ledger._used = buffered  # the same records again (sync reads the blocks, never writes them)
             dist.barrier()
-            t0 = time.perf_counter()
+            faults, t0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter()
             ledger.sync()
-            seconds = time.perf_counter() - t0
+            seconds, faults = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+            phase_faults = getattr(ledger, "last_sync_faults", {})  # absent before the ledger counted them
             phases = " | ".join(
-                f"{phase} {ledger.last_sync_seconds[phase]:.2f} s, cpu {ledger.last_sync_cpu_seconds[phase]:.2f} s,"
-                f" {ledger.last_sync_faults[phase]} faults" for phase in ledger.last_sync_seconds)
-            print(f"rank {rank} sync {repeat}: {seconds:.2f} s, {ledger.last_exchange_rounds} rounds | {phases}", flush=True)
+                f"{phase} {ledger.last_sync_seconds[phase]:.2f} s, cpu {ledger.last_sync_cpu_seconds[phase]:.2f} s"
+                + (f", {phase_faults[phase]} faults" if phase in phase_faults else "") for phase in ledger.last_sync_seconds)
+            print(f"rank {rank} sync {repeat}: {seconds:.2f} s, cpu {sum(ledger.last_sync_cpu_seconds.values()):.2f} s,"
+                  f" {faults} faults, {ledger.last_exchange_rounds} rounds | {phases}", flush=True)
         checksum = float(ledger._owned._table.double().sum())
         print(f"rank {rank} owned table checksum {checksum:.6f}", flush=True)
     finally:
