@@ -54,6 +54,8 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import resource
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -87,6 +89,12 @@ _ID_COLUMNS = 2  # the int64 id as two float32 bit patterns
 _KIND = _ID_COLUMNS  # column of the entry kind
 _FEATS = _KIND + 1  # first feature column
 _LOGITS, _LOSS_TARGETS, _LOSS_ONLY = 0, 1, 2  # entry kinds
+_LOW_WORD = 0 if sys.byteorder == "little" else 1  # id column of the low 32 bits
+# Exchanged rows drop the id's high word and the kind column: ``[local id * 4 + kind, feature
+# rows]`` (32 B with up to 127 classes) while an owner's range has at most this many ids (and N
+# fits int32); otherwise they are the buffered rows as they are.
+_COMPACT_MAX_IDS = 1 << 29
+_KIND_BITS = 2
 
 
 @dataclass(frozen=True)
@@ -220,21 +228,29 @@ def _sorted_ids(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, b
     return ordered, order, not bool((ordered[1:] == ordered[:-1]).any())
 
 
+def _minor_faults() -> int:
+    """Minor page faults of this process so far (each a first touch of fresh memory)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 class _PhaseClock:
-    """Host wall seconds (``seconds``) and the calling thread's CPU seconds (``cpu_seconds``:
-    what a phase costs whatever else the machine runs) per named phase, lap by lap."""
+    """Host wall seconds (``seconds``), the calling thread's CPU seconds (``cpu_seconds``:
+    what a phase costs whatever else the machine runs) and the process's minor page faults
+    (``faults``) per named phase, lap by lap."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
         self.cpu_seconds: dict[str, float] = {}
-        self._last, self._last_cpu = time.perf_counter(), time.thread_time()
+        self.faults: dict[str, int] = {}
+        self._last, self._last_cpu, self._last_faults = time.perf_counter(), time.thread_time(), _minor_faults()
 
     def lap(self, phase: str) -> None:
-        """Charge the time since the previous lap to ``phase``."""
-        now, cpu = time.perf_counter(), time.thread_time()
+        """Charge the time and faults since the previous lap to ``phase``."""
+        now, cpu, faults = time.perf_counter(), time.thread_time(), _minor_faults()
         self.seconds[phase] = self.seconds.get(phase, 0.0) + now - self._last
         self.cpu_seconds[phase] = self.cpu_seconds.get(phase, 0.0) + cpu - self._last_cpu
-        self._last, self._last_cpu = now, cpu
+        self.faults[phase] = self.faults.get(phase, 0) + faults - self._last_faults
+        self._last, self._last_cpu, self._last_faults = now, cpu, faults
 
 
 def _round_bounds(received: torch.Tensor, limit: int) -> list[int]:
@@ -311,6 +327,9 @@ class ShardedLedger:
         self._carried_runs = _runs(carried)  # (first row, rows, first feature column): contiguous copies at the fold
         self._target_column = _FEATS + carried.index(ws.code_rows[0])  # calls without logits: the target
         self._width = _FEATS + len(carried)
+        self._compact = self._chunk <= _COMPACT_MAX_IDS and self.num_samples < 1 << 31
+        self._wire_feats = 1 if self._compact else _FEATS  # first feature column of an exchanged row
+        self._wire_width = self._width - _FEATS + 1 if self._compact else self._width
         self._fold_ws: _Workspace | None = None  # the fold's workspace, kept for the length of one sync
         self._fold_rows: torch.Tensor | None = None  # received rows of one fold step in id order, idem
         self._block = min(int(buffer_block), max(1, self._chunk))  # no bigger than one rank's share
@@ -319,6 +338,7 @@ class ShardedLedger:
         self.last_exchange_rounds = 0  # all_to_all rounds of the last sync
         self.last_sync_seconds: dict[str, float] = {}  # host wall time per phase of the last sync
         self.last_sync_cpu_seconds: dict[str, float] = {}  # the calling thread's CPU time, idem
+        self.last_sync_faults: dict[str, int] = {}  # the process's minor page faults, idem
 
     @property
     def device(self) -> torch.device:
@@ -431,12 +451,16 @@ class ShardedLedger:
         rank (the others after the counts exchange). ``last_sync_seconds`` holds the host wall
         time of its phases: ``codes`` (each entry's owner and bucket), ``counts`` (their
         ``all_gather``), ``pack`` (the send tensors), ``all_to_all``, ``sort`` (received ids)
-        and ``fold``."""
+        and ``fold``; ``last_sync_cpu_seconds`` their CPU time, ``last_sync_faults`` their
+        minor page faults. A record travels as 32 bytes (with up to 127 classes): its offset in
+        the owner's range times 4 plus its kind in one int32 word, then its feature rows (the
+        id's high word and the kind column stay home); owner ranges above 2**29 ids, or N from
+        2**31, send the buffered rows as they are."""
         parts = self._filled()
         self._used = 0
         self.last_exchange_rounds = 0
         clock = _PhaseClock()
-        self.last_sync_seconds, self.last_sync_cpu_seconds = clock.seconds, clock.cpu_seconds
+        self.last_sync_seconds, self.last_sync_cpu_seconds, self.last_sync_faults = clock.seconds, clock.cpu_seconds, clock.faults
         codes, counts, error = self._bucket_codes(parts)
         clock.lap("codes")
         if self.world == 1:
@@ -455,64 +479,108 @@ class ShardedLedger:
         self.last_exchange_rounds = max(len(bounds) - 1, 0)
         rounds = [table[:, :, first:last].sum(-1) for first, last in itertools.pairwise(bounds)]  # [sender, owner]
         # one send and one receive tensor for all rounds (first touch of fresh memory costs)
-        send = torch.empty(max((int(r[self.rank].sum()) for r in rounds), default=0), self._width, device=self.device)
-        receive = torch.empty(max((int(r[:, self.rank].sum()) for r in rounds), default=0), self._width, device=self.device)
+        send = torch.empty(max((int(r[self.rank].sum()) for r in rounds), default=0), self._wire_width, device=self.device)
+        receive = torch.empty(max((int(r[:, self.rank].sum()) for r in rounds), default=0), self._wire_width, device=self.device)
+        send_ids = torch.empty(send.shape[0] if self._compact else 0, dtype=torch.int32, device=self.device)
         try:
             for (first, last), sizes in zip(itertools.pairwise(bounds), rounds):
-                received = self._exchange_round(parts, codes, first, last, sizes, send, receive, clock)
+                received = self._exchange_round(parts, codes, first, last, sizes, (send, send_ids), receive, clock)
                 for sender_rows in received.split(sizes[:, self.rank].tolist()):
                     self._fold_received(sender_rows, clock)
         finally:
             self._fold_ws = self._fold_rows = None  # the plan and the publish may need the memory
 
     def _bucket_codes(self, parts: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor, str | None]:
-        """Each entry's exchange code ``owner * buckets + bucket`` (-1 for owned entries) and
-        the entries per (owner, bucket), block by block; the first id out of range, if any."""
+        """Each entry's exchange code ``owner * buckets + bucket`` and the entries per (owner,
+        bucket), block by block, but none for this rank's own range (its entries were folded
+        at record time, so no round picks them); the first id out of range, if any."""
         n, chunk, buckets = self.num_samples, self._chunk, self._buckets
         counts = torch.zeros(self.world * buckets, dtype=torch.int64, device=self.device)
         codes, error = [], None
-        narrow = n <= 1 << 31  # in range, the ids fit int32: half the bytes, faster division
         for part in parts:
-            ids = _entry_ids(part)
-            low, high = torch.aminmax(ids)  # on the int64 ids: a cast would wrap an id out of range
-            if error is None and (int(low) < 0 or int(high) >= n):
-                bad = (ids < 0) | (ids >= n)
-                error = f"ledger record has id {int(ids[bad][0])} outside [0, {n})"
+            ids, in_range = self._block_ids(part)
+            if error is None and not in_range:
+                wide = _entry_ids(part)
+                error = f"ledger record has id {int(wide[(wide < 0) | (wide >= n)][0])} outside [0, {n})"
             if error is not None:
-                ids = ids.clamp(0, max(n - 1, 0))
-            ids = ids.to(torch.int32) if narrow else ids.contiguous()  # one strided read of the block
+                ids = _entry_ids(part).clamp(0, max(n - 1, 0)).to(ids.dtype)
             owner = torch.div(ids, chunk, rounding_mode="floor")
             code = torch.sub(ids, owner, alpha=chunk).div_(self._bucket_ids, rounding_mode="floor")
             code.add_(owner, alpha=buckets)
             counts += torch.bincount(code, minlength=self.world * buckets)
-            codes.append(code.masked_fill_(owner == self.rank, -1).to(self._code_dtype))
-        counts[self.rank * buckets : (self.rank + 1) * buckets] = 0  # owned entries were folded at record time
+            codes.append(code.to(self._code_dtype))
+        counts[self.rank * buckets : (self.rank + 1) * buckets] = 0
         return codes, counts, error
+
+    def _block_ids(self, part: torch.Tensor) -> tuple[torch.Tensor, bool]:
+        """The ids of buffered entries ``part`` (contiguous; int32 when N fits it) and whether
+        all lie in ``[0, N)``. With int32 ids the check reads the id's two 32-bit words (an id
+        in range has a zero high word and a low word in ``[0, N)``), not the int64 ids."""
+        n = self.num_samples
+        if n < 1 << 31:
+            ids = part[:, _LOW_WORD].view(torch.int32).contiguous()
+            low, high = (int(v) for v in torch.aminmax(ids))
+            return ids, low >= 0 and high < n and not bool(part[:, 1 - _LOW_WORD].view(torch.int32).any())
+        ids = _entry_ids(part).contiguous()
+        low, high = (int(v) for v in torch.aminmax(ids))
+        return ids, low >= 0 and high < n
 
     def _exchange_round(
         self, parts: list[torch.Tensor], codes: list[torch.Tensor], first: int, last: int, sizes: torch.Tensor,
-        send: torch.Tensor, receive: torch.Tensor, clock: _PhaseClock,
+        send: tuple[torch.Tensor, torch.Tensor], receive: torch.Tensor, clock: _PhaseClock,
     ) -> torch.Tensor:
         """One round: send every owner this rank's entries in buckets ``[first, last)`` of its
         range (call order within each owner, picked block by block straight into ``send``),
-        receive this rank's into ``receive``; the received rows by sender (a view)."""
+        receive this rank's into ``receive``; the received rows by sender (a view). ``send``
+        is the send rows and, for compact rows, a buffer of their ids' low words."""
         send_sizes = sizes[self.rank].tolist()
         received_sizes = sizes[:, self.rank].tolist()
-        send, received = send[: sum(send_sizes)], receive[: sum(received_sizes)]
+        rows, received = send[0][: sum(send_sizes)], receive[: sum(received_sizes)]
         at = 0
         for owner, count in enumerate(send_sizes):
             if not count:
                 continue
             low, high = owner * self._buckets + first, owner * self._buckets + last
+            start = at
             for part, code in zip(parts, codes):
                 picked = ((code >= low) & (code < high)).nonzero().squeeze(1)
-                if picked.numel():
-                    torch.index_select(part, 0, picked, out=send[at : at + picked.numel()])
-                    at += picked.numel()
+                if not picked.numel():
+                    continue
+                end = at + picked.numel()
+                if self._compact:  # the kind and feature columns; the ids' low words aside
+                    torch.index_select(part[:, _KIND:], 0, picked, out=rows[at:end])
+                    torch.index_select(part[:, _LOW_WORD].view(torch.int32), 0, picked, out=send[1][at:end])
+                else:
+                    torch.index_select(part, 0, picked, out=rows[at:end])
+                at = end
+            if self._compact:
+                self._compact_words(rows[start:at], send[1][start:at], owner_range_start=owner * self._chunk)
         clock.lap("pack")
-        dist.all_to_all_single(received, send, received_sizes, send_sizes, group=self.process_group)
+        dist.all_to_all_single(received, rows, received_sizes, send_sizes, group=self.process_group)
         clock.lap("all_to_all")
         return received
+
+    @staticmethod
+    def _compact_words(rows: torch.Tensor, ids: torch.Tensor, owner_range_start: int) -> None:
+        """Write each compact row's first word, ``(id - owner_range_start) * 4 + kind``, over its
+        kind (column 0); ``ids`` are the rows' int32 ids (overwritten)."""
+        word = rows[:, 0].view(torch.int32)
+        kind = rows[:, 0].to(torch.int32)
+        ids.sub_(owner_range_start).bitwise_left_shift_(_KIND_BITS).add_(kind)
+        word.copy_(ids)
+
+    def _received_ids(self, part: torch.Tensor) -> torch.Tensor:
+        """The local ids (``id - lo``; int32 when N fits it) of received rows ``part``."""
+        if self._compact:
+            return part[:, 0].view(torch.int32).bitwise_right_shift(_KIND_BITS)
+        ids = _entry_ids(part)
+        return ids.to(torch.int32).sub_(self.lo) if self.num_samples < 1 << 31 else ids - self.lo
+
+    def _received_kinds(self, received: torch.Tensor) -> torch.Tensor:
+        """The kind of each received row (int32 or float)."""
+        if self._compact:
+            return received[:, 0].view(torch.int32).bitwise_and((1 << _KIND_BITS) - 1)
+        return received[:, _KIND]
 
     def _fold_received(self, received: torch.Tensor, clock: _PhaseClock) -> None:
         """Fold one sender's exchanged rows (call order) by kind, one call each: the kind's ids
@@ -521,15 +589,13 @@ class ShardedLedger:
         adds without the accumulating index (:meth:`Ledger._fold`'s ``distinct``)."""
         if not received.shape[0]:
             return
-        kinds = received[:, _KIND]
-        present = torch.bincount(kinds.to(torch.int64), minlength=3).tolist()
+        kinds = self._received_kinds(received)
+        present = torch.bincount(kinds.to(torch.int32), minlength=3).tolist()
         for kind in (_LOGITS, _LOSS_TARGETS, _LOSS_ONLY):
             if not present[kind]:
                 continue
             part = received if present[kind] == received.shape[0] else received[kinds == kind]  # one kind (usual): no copy
-            ids = _entry_ids(part)
-            local = ids.to(torch.int32).sub_(self.lo) if self.num_samples < 1 << 31 else ids - self.lo
-            local, order, distinct = _sorted_ids(local)
+            local, order, distinct = _sorted_ids(self._received_ids(part))
             clock.lap("sort")
             ws = self._fold_workspace(min(self.fold_chunk, part.shape[0]))  # fold_chunk entries, not the epoch's
             for start, end in _id_runs(local, self.fold_chunk):
@@ -551,10 +617,10 @@ class ShardedLedger:
         """Fold the entries ``rows`` (id order, local ids ``ids``) as one call of ``kind``
         through workspace ``ws``; its entries beyond ``len(ids)`` (left from an earlier step)
         fold into the scratch row."""
-        owned, m = self._owned, ids.numel()
+        owned, m, feats = self._owned, ids.numel(), self._wire_feats
         mode = "logits" if kind == _LOGITS else "loss"
         for row, length, column in self._carried_runs:  # the carried feature rows, a contiguous copy per run
-            ws.permuted[row : row + length, :m].copy_(rows[:, _FEATS + column : _FEATS + column + length].t())
+            ws.permuted[row : row + length, :m].copy_(rows[:, feats + column : feats + column + length].t())
         if ws.mode != mode:  # the counts: 1, and 1 or 0 by the kind (the fold writes neither row)
             count, logit_count = self._count_rows
             ws.permuted[count].fill_(1.0)

@@ -1,7 +1,8 @@
 """The sharded ledger: real gloo ranks (two, and three) record overlapping random batches
 (duplicates included); the union of the owners' slices equals a dense single-process Ledger fed the same
 records in the documented order, with one all_gather and one all_to_all_single per exchange round per
-epoch — also when rounds are tiny (many rounds) and buffer blocks smaller than one call."""
+epoch — also when rounds are tiny (many rounds) and buffer blocks smaller than one call, and with
+the exchange's compact rows (local id and kind in one word) or the buffered rows as they are."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from curated_loader.curation import Ledger, ShardedLedger, make_ledger
+from curated_loader.curation import sharded
 from curated_loader.curation.sharded import (
     AUTO_SHARD_MIN_SAMPLES,
     _id_runs,
@@ -76,7 +78,9 @@ def dense_reference(world: int, stream: Callable[[int, int], list[tuple]] | None
     return dense
 
 
-def _worker(rank: int, world: int, port: int, out: str, limits: dict) -> None:
+def _worker(rank: int, world: int, port: int, out: str, limits: dict, compact: bool = True) -> None:
+    if not compact:  # owner ranges above the compact rows' limit exchange the buffered rows as they are
+        sharded._COMPACT_MAX_IDS = 0
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     counted: list[str] = []
     real = {name: getattr(dist, name) for name in ("all_to_all_single", "all_reduce", "all_gather", "broadcast")}
@@ -92,6 +96,7 @@ def _worker(rank: int, world: int, port: int, out: str, limits: dict) -> None:
         for name in real:
             setattr(dist, name, counting(name))
         ledger = ShardedLedger(N, CLASSES, fold_chunk=5, **limits)  # several fold steps, some ids above 5 entries
+        assert ledger._compact == compact
         per_epoch, rounds = [], []
         for epoch in range(EPOCHS):
             ledger.set_epoch(epoch)
@@ -111,10 +116,10 @@ def _worker(rank: int, world: int, port: int, out: str, limits: dict) -> None:
 
 
 @pytest.mark.timeout(240)
-@pytest.mark.parametrize(("world", "limits"), [(2, {}), (3, SMALL)])  # 3: uneven ranges, two senders per owner
-def test_owner_slices_of_gloo_ranks_equal_the_dense_ledger(tmp_path, world, limits):
+@pytest.mark.parametrize(("world", "limits", "compact"), [(2, {}, True), (3, SMALL, True), (3, SMALL, False)])  # 3: uneven ranges, two senders per owner
+def test_owner_slices_of_gloo_ranks_equal_the_dense_ledger(tmp_path, world, limits, compact):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    mp.spawn(_worker, args=(world, free_port(), str(tmp_path), limits), nprocs=world, join=True)
+    mp.spawn(_worker, args=(world, free_port(), str(tmp_path), limits, compact), nprocs=world, join=True)
     dense = dense_reference(world)
     got = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(world)]
     for name in dense.table_names:
@@ -327,3 +332,11 @@ def test_exchange_rounds_stay_under_the_limit_unless_one_bucket_exceeds_it():
             assert bool((load + received[:, last] > limit).any()), (first, last)
     assert [17, 18] == [b for b in bounds if b in (17, 18)]
     assert _round_bounds(torch.zeros(2, 8, dtype=torch.long), limit) == []  # nothing to send: no round
+
+
+@pytest.mark.parametrize("bad", [-1, -(2**32), 2**31 + 5, 2**32 + 3])  # a set high word or a negative low word
+def test_sync_names_an_id_outside_the_range_whichever_of_its_words_is_off(bad):
+    ledger = ShardedLedger(N, CLASSES)
+    ledger.record(torch.tensor([3, bad, 7]), torch.ones(3))
+    with pytest.raises(ValueError, match=rf"id {bad} outside \[0, {N}\)"):
+        ledger.sync()
