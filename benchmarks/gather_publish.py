@@ -7,8 +7,7 @@
 Each rank builds the decision a plan gives its owned slice (``owned_range``: ids kept with
 probability 0.7, weights ``1 / 0.7`` or 0 and a spread of strengths, from a seeded generator),
 creates a ``CurationSnapshot(N)``, then ``--repeats`` times: a barrier, ``Decision.gathered``
-(the all-gather of the compact format and its decode on every rank, inside
-``reuse_freed_host_memory`` as ``CurationPlan.decide`` runs it), a barrier,
+(the all-gather of the compact format and its decode on every rank), a barrier,
 ``Decision.publish_to``. Prints per rank and phase the wall seconds and minor page faults of
 each repeat (the first is cold: fresh memory), and the snapshot's kept count.
 """
@@ -33,7 +32,6 @@ import torch.multiprocessing as mp
 from curated_loader.curation import Decision
 from curated_loader.curation.sharded import owner_reducer, owned_range
 from curated_loader.data.snapshot import CurationSnapshot
-from curated_loader.host_memory import reuse_freed_host_memory
 
 WORLD = 2
 
@@ -64,8 +62,7 @@ def _worker(rank: int, port: int, n: int, repeats: int, out: str) -> None:
         for _ in range(repeats):
             dist.barrier()
             t, f = time.perf_counter(), _faults()
-            with reuse_freed_host_memory():  # as inside CurationPlan.decide
-                decision = local.gathered(reducer)
+            decision = local.gathered(reducer)
             gather = (time.perf_counter() - t, _faults() - f)
             dist.barrier()
             t, f = time.perf_counter(), _faults()

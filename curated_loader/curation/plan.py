@@ -37,7 +37,6 @@ from typing import Any
 import torch
 
 from ..checks import ConfigError, Range
-from ..host_memory import reusing_freed_host_memory
 from .decision import Decision, NoisePart, Reason
 from .draws import IdDraws, uniform_draws
 from .ledger import Ledger, LedgerStats
@@ -159,7 +158,6 @@ class CurationPlan:
         }
 
     @torch.no_grad()
-    @reusing_freed_host_memory
     def decide(
         self, source: Ledger | ShardedLedger | LedgerStats, epoch: int, labels: torch.Tensor | None = None
     ) -> Decision:

@@ -64,7 +64,6 @@ from typing import Any, Literal
 import torch
 import torch.distributed as dist
 
-from ..host_memory import reusing_freed_host_memory
 from .ledger import Ledger, LedgerStats, _Deferred, _Workspace, _world_size, nearest_rank
 from .reducer import GroupReducer, Reducer
 
@@ -443,7 +442,6 @@ class ShardedLedger:
 
     # -- the exchange -----------------------------------------------------------------------
     @torch.no_grad()
-    @reusing_freed_host_memory
     def sync(self) -> None:
         """Hand every owner the records of its ids and fold them in: one ``all_gather`` of
         per-bucket counts, then one ``all_to_all_single`` per round (on every rank, when

@@ -18,8 +18,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..host_memory import reusing_freed_host_memory
-
 _STRENGTH_LEVELS = 255
 _WEIGHT_MAX = float(torch.finfo(torch.float16).max)
 #: float16 bit patterns (as int16) of the largest finite weight and of -0.0.
@@ -205,7 +203,6 @@ class CurationSnapshot:
         """float32[N] in [0, 1] (a decoded copy)."""
         return self._strength.float() / _STRENGTH_LEVELS
 
-    @reusing_freed_host_memory
     def publish(
         self,
         keep: torch.Tensor | np.ndarray,
@@ -236,7 +233,6 @@ class CurationSnapshot:
         self._strength.copy_(torch.round(strength_t * _STRENGTH_LEVELS))
         self._version.fill_(int(version))
 
-    @reusing_freed_host_memory
     def publish_packed(self, packed: PackedDecision, version: int = 0) -> None:
         """Write a decision already in the compact format (main process only, between
         epochs): the rows' bytes are copied into the shared arrays as they are, no decode.
