@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from ..data.snapshot import _BIT_WEIGHTS, _STRENGTH_LEVELS, PackedDecision, packed_sections
+from .lazy import Deferred, LazyField, resolved_state
 from .reducer import GroupReducer, Reducer
 
 
@@ -55,23 +56,62 @@ def _pack_into(out: torch.Tensor, keep: torch.Tensor, weight: torch.Tensor, stre
         torch.sum(flags[:padded].view(-1, 8).mul_(bits), 1, dtype=torch.uint8, out=mask)
 
 
-def _unpack_into(packed: torch.Tensor, size: int, into: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> bool:
-    """``unpack_decision`` of one rank's packed slice (layout of ``size`` samples) into the
-    views ``into`` (keep, weight, strength), :data:`GATHER_CHUNK` samples per step, decoded
-    straight into them (no chunk copy, no decoded temporaries); whether every weight is finite."""
-    keep, weight, strength = into
-    n, finite = keep.numel(), True
-    bits = torch.tensor(_BIT_WEIGHTS, dtype=torch.uint8, device=packed.device)
-    for start in range(0, n, GATHER_CHUNK):
-        end = min(n, start + GATHER_CHUNK)
-        padded = 16 * math.ceil((end - start) / 16)
-        mask, half, codes = (packed[s] for s in packed_sections(size, start, padded))
-        keep[start:end] = (mask[:, None] & bits).view(-1)[: end - start]  # nonzero -> True
-        half = half.view(torch.float16)[: end - start]
-        finite &= bool(half.view(torch.int16).bitwise_and(0x7FFF).amax() < 0x7C00)  # exponent not all ones
-        weight[start:end].copy_(half)  # decoded in place, as unpack_decision decodes
-        strength[start:end].copy_(codes[: end - start]).div_(_STRENGTH_LEVELS)
-    return finite
+_COLUMN_DTYPES = {"keep": torch.bool, "weight": torch.float32, "strength": torch.float32}
+
+
+def _steps(count: int) -> range:
+    return range(0, count, GATHER_CHUNK)
+
+
+def _decoded(packed: PackedDecision, column: str, total: int) -> torch.Tensor:
+    """Column ``column`` (keep, weight or strength) of all ``total`` ids from the gathered
+    rows, decoded as ``unpack_decision`` decodes, :data:`GATHER_CHUNK` ids per step straight
+    into the result (no decoded temporaries)."""
+    device = packed.rows.device
+    out = torch.empty(total, dtype=_COLUMN_DTYPES[column], device=device)
+    bits = torch.tensor(_BIT_WEIGHTS, dtype=torch.uint8, device=device)
+    for rank, (lo, hi) in enumerate(packed.ranges):
+        mask, half, codes = packed.columns(rank)
+        for start in _steps(hi - lo):
+            end = min(hi - lo, start + GATHER_CHUNK)
+            into = out[lo + start : lo + end]
+            if column == "keep":  # nonzero -> True
+                into.copy_((mask[start // 8 : (end + 7) // 8, None] & bits).view(-1)[: end - start])
+            elif column == "weight":
+                into.copy_(half[start:end])
+            else:
+                into.copy_(codes[start:end]).div_(_STRENGTH_LEVELS)
+    return out
+
+
+def _weights_finite(packed: PackedDecision) -> bool:
+    """Whether every gathered float16 weight is finite (its exponent bits not all ones)."""
+    for rank, (lo, hi) in enumerate(packed.ranges):
+        half = packed.columns(rank)[1].view(torch.int16)
+        for start in _steps(hi - lo):
+            if not bool(half[start : start + GATHER_CHUNK].bitwise_and(0x7FFF).amax() < 0x7C00):
+                return False
+    return True
+
+
+def _kept_sums(packed: PackedDecision, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """float64 ``[kept, Σ weight, Σ weight², Σ strength]`` over the kept ids of row ``rank``
+    (values as decoded), and ``[max weight]`` (``-inf`` when none is kept)."""
+    device = packed.rows.device
+    sums = torch.zeros(4, dtype=torch.float64, device=device)
+    top = torch.full((1,), -math.inf, dtype=torch.float64, device=device)
+    bits = torch.tensor(_BIT_WEIGHTS, dtype=torch.uint8, device=device)
+    lo, hi = packed.ranges[rank]
+    mask, half, codes = packed.columns(rank)
+    for start in _steps(hi - lo):
+        end = min(hi - lo, start + GATHER_CHUNK)
+        kept = (mask[start // 8 : (end + 7) // 8, None] & bits).view(-1)[: end - start].bool()
+        weight = half[start:end][kept].double()
+        if weight.numel():
+            strength = codes[start:end][kept].float().div_(_STRENGTH_LEVELS).double()
+            sums += torch.stack([weight.new_tensor(weight.numel()), weight.sum(), weight.square().sum(), strength.sum()])
+            top = torch.maximum(top, weight.amax().reshape(1))
+    return sums, top
 
 
 @dataclass(frozen=True)
@@ -130,28 +170,38 @@ class Decision:
     Over a sharded ledger (:meth:`gathered`) ``keep``/``weight``/``strength``/``counts`` cover
     all N ids on every rank (weight rounded to float16, strength to 1/255, as the snapshot
     stores them), while ``reason`` and ``score`` stay the owner's slice, ids ``[offset,
-    offset + len(reason))``; ``reason_counts`` holds the per-reason counts over all ids.
+    offset + len(reason))``; ``reason_counts`` holds the per-reason counts over all ids and
+    ``kept_moments`` the sums :meth:`kept_summary` reads. Those full-length columns are decoded
+    from the gathered bytes when first read: publishing, :meth:`summary` and
+    :meth:`kept_summary` read none of them, so a rank holds 3.125 B per id, not 9.
     """
 
-    keep: torch.Tensor
-    weight: torch.Tensor
-    strength: torch.Tensor
+    keep: torch.Tensor = LazyField()
+    weight: torch.Tensor = LazyField()
+    strength: torch.Tensor = LazyField()
     reason: torch.Tensor
     score: torch.Tensor
     epoch: int
-    counts: torch.Tensor | None = None
+    counts: torch.Tensor | None = LazyField(default=None)
     info: dict[str, float] = field(default_factory=dict)
     offset: int = 0
     reason_counts: torch.Tensor | None = None
+    kept_moments: torch.Tensor | None = None  # float64 [kept, Σw, Σw², max w, Σ strength] over kept ids
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = resolved_state(self, ["keep", "weight", "strength", "counts"])
+        state.pop("_packed", None)  # publishing an unpickled copy encodes its columns
+        return state
 
     @property
     def owner_local(self) -> bool:
         """Whether ``reason``/``score`` cover only this rank's slice of the ids."""
-        return self.reason.shape[0] != self.keep.shape[0]
+        return self.reason.shape[0] != self.num_samples
 
     @property
     def num_samples(self) -> int:
-        return int(self.keep.shape[0])
+        keep = self.__dict__["keep"]
+        return keep.length if isinstance(keep, Deferred) else int(keep.shape[0])
 
     @classmethod
     def keep_all(cls, num_samples: int, epoch: int = 0, device: torch.device | str = "cpu") -> Decision:
@@ -175,12 +225,38 @@ class Decision:
         out["flagged"] = sum(int(per_reason[r]) for r in Reason if r.flagged)
         return out
 
+    def kept_summary(self) -> dict[str, float]:
+        """Over the kept ids: ``kept`` (their number), ``weight_mean``, ``weight_std``
+        (unbiased), ``weight_max`` and ``strength_mean`` (0 where undefined). A gathered decision
+        answers from ``kept_moments`` (no decode); any other from its columns."""
+        if self.kept_moments is None:
+            kept_weights = self.weight[self.keep]
+            k = kept_weights.numel()
+            return {
+                "kept": float(k),
+                "weight_mean": float(kept_weights.mean()) if k else 0.0,
+                "weight_std": float(kept_weights.std()) if k > 1 else 0.0,
+                "weight_max": float(kept_weights.max()) if k else 0.0,
+                "strength_mean": float(self.strength[self.keep].mean()) if k else 0.0,
+            }
+        k, total, squares, top, strength = (float(v) for v in self.kept_moments)
+        mean = total / k if k else 0.0
+        return {
+            "kept": k,
+            "weight_mean": mean,
+            "weight_std": math.sqrt(max(squares - k * mean * mean, 0.0) / (k - 1)) if k > 1 else 0.0,
+            "weight_max": top if k else 0.0,
+            "strength_mean": strength / k if k else 0.0,
+        }
+
     def gathered(self, reducer: Reducer) -> Decision:
         """The decision over all N ids, on every rank, from each rank's decision over its own
         slice (identity for a dense decision). One ``all_gather`` of the snapshot's compact
         format (``pack_decision``: keep bit, float16 weight, uint8 strength; 3.125 B per
-        sample, slices padded to a common multiple of 16) and one ``all_reduce`` of the
-        per-reason counts. Every rank raises alike if a weight exceeds float16's range."""
+        sample, slices padded to a common multiple of 16), one ``all_reduce`` of the per-reason
+        counts and the kept ids' weight sums, one of their largest weight. ``keep``, ``weight``,
+        ``strength`` and ``counts`` are decoded from the gathered bytes when first read. Every
+        rank raises alike if a weight exceeds float16's range."""
         if not isinstance(reducer, GroupReducer):
             return self
         size = 16 * math.ceil(max(hi - lo for lo, hi in reducer.ranges) / 16)
@@ -189,20 +265,22 @@ class Decision:
         own = rows[reducer.rank].zero_()
         _pack_into(own, self.keep, self.weight, self.strength, size)
         reducer.all_gather_rows(rows)
-        keep = torch.empty(reducer.total, dtype=torch.bool, device=device)
-        weight = torch.empty(reducer.total, dtype=torch.float32, device=device)
-        strength = torch.empty(reducer.total, dtype=torch.float32, device=device)
-        finite = True
-        for rank, (lo, hi) in enumerate(reducer.ranges):
-            finite &= _unpack_into(rows[rank], size, (keep[lo:hi], weight[lo:hi], strength[lo:hi]))
-        if not finite:
+        packed = PackedDecision(rows, tuple(reducer.ranges))
+        if not _weights_finite(packed):
             raise ValueError(f"a decision weight exceeds {torch.finfo(torch.float16).max:g}, the largest float16 "
                              "(the snapshot's format)")
-        reason_counts = reducer.sum(torch.bincount(self.reason, minlength=len(Reason)))
-        counts = None if self.counts is None else weight.to(torch.int32)
-        decision = replace(self, keep=keep, weight=weight, strength=strength, counts=counts, offset=reducer.offset,
-                           reason_counts=reason_counts)
-        object.__setattr__(decision, "_packed", PackedDecision(rows, tuple(reducer.ranges)))
+        sums, top = _kept_sums(packed, reducer.rank)
+        reason_counts = torch.bincount(self.reason, minlength=len(Reason)).to(torch.float64)
+        totals = reducer.sum(torch.cat([reason_counts, sums]))
+        top = reducer.max(top)
+        total = reducer.total
+        columns = {name: Deferred(lambda name=name: _decoded(packed, name, total), length=total) for name in _COLUMN_DTYPES}
+        weight = columns["weight"]
+        counts = None if self.counts is None else Deferred(lambda: weight.value().to(torch.int32), length=total)
+        decision = replace(self, **columns, counts=counts, offset=reducer.offset,
+                           reason_counts=totals[: len(Reason)].to(torch.int64),
+                           kept_moments=torch.cat([totals[len(Reason) : len(Reason) + 3], top, totals[-1:]]))
+        object.__setattr__(decision, "_packed", packed)
         return decision
 
     def whole(self, reducer: Reducer) -> Decision:
@@ -246,10 +324,11 @@ class Decision:
     @classmethod
     def from_state_dict(cls, state: dict[str, Any]) -> Decision:
         """Inverse of :meth:`state_dict`; raises ``KeyError`` naming missing entries."""
-        optional = ("counts", "info", "offset", "reason_counts")
+        optional = ("counts", "info", "offset", "reason_counts", "kept_moments")
         required = [f.name for f in fields(cls) if f.name not in optional]
         missing = [k for k in required if k not in state]
         if missing:
             raise KeyError(f"decision state is missing {', '.join(missing)}")
         return cls(**{k: state[k] for k in required}, counts=state.get("counts"), info=dict(state.get("info", {})),
-                   offset=int(state.get("offset", 0)), reason_counts=state.get("reason_counts"))
+                   offset=int(state.get("offset", 0)), reason_counts=state.get("reason_counts"),
+                   kept_moments=state.get("kept_moments"))

@@ -39,7 +39,6 @@ batch size: every intermediate lives in a per-batch-size workspace whose views a
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable
 from dataclasses import dataclass, fields
 from functools import cached_property
 from typing import Any, Literal
@@ -47,6 +46,7 @@ from typing import Any, Literal
 import torch
 import torch.distributed as dist
 
+from .lazy import Deferred, LazyField, resolved_state
 from .reducer import Reducer, kth_value
 
 Reduce = Literal["sum", "last"]
@@ -148,42 +148,6 @@ _SUMS = (
 _CODE_NAMES = {"label": "label", "last_pred": "pred", "last_epoch": "epoch", "last_correct": "correct"}
 
 
-class _Deferred:
-    """A :class:`LedgerStats` value computed when first read, or when its ledger is about to
-    change (so a statistic always describes the ledger as it was at ``stats()``)."""
-
-    __slots__ = ("__weakref__", "_compute", "_value")
-
-    def __init__(self, compute: Callable[[], torch.Tensor]) -> None:
-        self._compute: Callable[[], torch.Tensor] | None = compute
-        self._value: torch.Tensor | None = None
-
-    def value(self) -> torch.Tensor:
-        if self._compute is not None:
-            self._value, self._compute = self._compute(), None
-        assert self._value is not None
-        return self._value
-
-
-class _Lazy:
-    """Data descriptor for a :class:`LedgerStats` field that may be given as a
-    :class:`_Deferred`: reads return the computed tensor (computed once)."""
-
-    def __set_name__(self, owner: type, name: str) -> None:
-        self.name = name
-
-    def __get__(self, obj: Any, owner: type | None = None) -> Any:
-        if obj is None:
-            raise AttributeError(self.name)  # no class-level default: the field stays required
-        value = obj.__dict__[self.name]
-        if isinstance(value, _Deferred):
-            value = obj.__dict__[self.name] = value.value()
-        return value
-
-    def __set__(self, obj: Any, value: Any) -> None:
-        obj.__dict__[self.name] = value
-
-
 @dataclass(frozen=True)
 class LedgerStats:
     """Read-only derived per-sample statistics (tensors of length N on the ledger's device).
@@ -199,20 +163,20 @@ class LedgerStats:
     num_with_logits: int
     seen: torch.Tensor  # bool: recorded at least once
     has_logits: torch.Tensor  # bool: recorded at least once with logits
-    count: torch.Tensor = _Lazy()  # int32
-    mean_loss: torch.Tensor = _Lazy()
-    ema_loss: torch.Tensor = _Lazy()
-    last_loss: torch.Tensor = _Lazy()
-    aum: torch.Tensor = _Lazy()  # mean margin: assigned-label logit minus largest other logit
-    confidence: torch.Tensor = _Lazy()  # mean probability of the assigned label
-    variability: torch.Tensor = _Lazy()  # std of that probability
-    correct_frac: torch.Tensor = _Lazy()
-    forgetting: torch.Tensor = _Lazy()  # int32: correct -> incorrect transitions
-    last_epoch: torch.Tensor = _Lazy()  # int32: last epoch recorded, -1 never
-    labels: torch.Tensor = _Lazy()  # int64: last recorded target, -1 unknown
+    count: torch.Tensor = LazyField()  # int32
+    mean_loss: torch.Tensor = LazyField()
+    ema_loss: torch.Tensor = LazyField()
+    last_loss: torch.Tensor = LazyField()
+    aum: torch.Tensor = LazyField()  # mean margin: assigned-label logit minus largest other logit
+    confidence: torch.Tensor = LazyField()  # mean probability of the assigned label
+    variability: torch.Tensor = LazyField()  # std of that probability
+    correct_frac: torch.Tensor = LazyField()
+    forgetting: torch.Tensor = LazyField()  # int32: correct -> incorrect transitions
+    last_epoch: torch.Tensor = LazyField()  # int32: last epoch recorded, -1 never
+    labels: torch.Tensor = LazyField()  # int64: last recorded target, -1 unknown
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, **{f.name: getattr(self, f.name) for f in fields(self)}}
+        return resolved_state(self, [f.name for f in fields(self)])
 
     @property
     def num_samples(self) -> int:
@@ -449,7 +413,7 @@ class Ledger:
         self._base: torch.Tensor | None = None  # the table at the last sync (distributed only)
         self._workspaces: dict[int, _Workspace] = {}
         self._constants: dict[tuple, tuple[torch.Tensor, ...]] = {}
-        self._open_stats: list[weakref.ref[_Deferred]] = []  # unread statistics of earlier stats()
+        self._open_stats: list[weakref.ref[Deferred]] = []  # unread statistics of earlier stats()
 
     @property
     def bytes_per_sample(self) -> float:
@@ -715,7 +679,7 @@ class Ledger:
         rows = {name: (sums if i < s else self._table)[i] for name, i in self.column.items()}
         first = self.column["code0"]
         derived = _Derived(rows, self.layout, self._table[first : first + self.layout.words])
-        deferred = {name: _Deferred(lambda name=name: derived.value(name)) for name in _DERIVED}
+        deferred = {name: Deferred(lambda name=name: derived.value(name)) for name in _DERIVED}
         self._open_stats = [r for r in self._open_stats if r() is not None] + [weakref.ref(d) for d in deferred.values()]
         seen, has_logits = rows["count"] > 0, rows["logit_count"] > 0
         return LedgerStats(

@@ -64,7 +64,8 @@ from typing import Any, Literal
 import torch
 import torch.distributed as dist
 
-from .ledger import Ledger, LedgerStats, _Deferred, _Workspace, _world_size, nearest_rank
+from .lazy import Deferred
+from .ledger import Ledger, LedgerStats, _Workspace, _world_size, nearest_rank
 from .reducer import GroupReducer, Reducer
 
 # Dense below this many samples (and always on one process); see make_ledger.
@@ -139,8 +140,8 @@ def _owned_rows(value: Any, n: int) -> Any:
     """The first ``n`` rows of a statistic of the owned table (without its scratch row); a
     statistic not computed yet stays deferred, so reading the slice computes only what a plan
     reads (the Ledger still computes it before the table next changes)."""
-    if isinstance(value, _Deferred):
-        return _Deferred(lambda: value.value()[:n])
+    if isinstance(value, Deferred):
+        return Deferred(lambda: value.value()[:n])
     return value[:n] if isinstance(value, torch.Tensor) else value
 
 

@@ -214,18 +214,13 @@ class CurationCallback(Callback):
 
 def epoch_metrics(decision: Decision, skips: dict[str, int] | None = None) -> dict[str, float]:
     """Scalar ``curation/*`` metrics of one decision (one host sync)."""
-    summary = decision.summary()
-    n = max(decision.num_samples, 1)
-    kept_weights = decision.weight[decision.keep]
+    summary, kept = decision.summary(), decision.kept_summary()
     metrics = {
-        "curation/kept_frac": float(decision.keep.sum()) / n,
-        "curation/kept": float(decision.keep.sum()),
+        "curation/kept_frac": kept["kept"] / max(decision.num_samples, 1),
+        "curation/kept": kept["kept"],
         "curation/flagged": float(summary["flagged"]),
         "curation/pruned": float(summary["pruned"]),
-        "curation/weight_mean": float(kept_weights.mean()) if kept_weights.numel() else 0.0,
-        "curation/weight_std": float(kept_weights.std()) if kept_weights.numel() > 1 else 0.0,
-        "curation/weight_max": float(kept_weights.max()) if kept_weights.numel() else 0.0,
-        "curation/strength_mean": float(decision.strength[decision.keep].mean()) if kept_weights.numel() else 0.0,
+        **{f"curation/{name}": kept[name] for name in ("weight_mean", "weight_std", "weight_max", "strength_mean")},
     }
     for name, value in decision.info.items():
         metrics[f"curation/{name}"] = float(value)

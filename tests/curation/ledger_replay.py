@@ -82,7 +82,7 @@ def stats_dict(ledger: Ledger) -> dict[str, object]:
 
 
 #: Decision fields added after the fixture was recorded (not derived from the ledger's tables)
-NEWER_FIELDS = {"info", "offset", "reason_counts"}  # the filters' diagnostics; a sharded decision's slice
+NEWER_FIELDS = {"info", "offset", "reason_counts", "kept_moments"}  # the filters' diagnostics; a sharded decision's slice and sums
 
 
 def assert_same_decision(got: dict, expected: dict) -> None:

@@ -1,0 +1,63 @@
+"""Dataclass fields computed when first read: a :class:`Deferred` value in a :class:`LazyField`.
+
+The ledger's statistics (:class:`~curated_loader.curation.ledger.LedgerStats`) and a gathered
+decision's full-length columns (:class:`~curated_loader.curation.decision.Decision`) use them,
+so work and memory are spent only on what is read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+_REQUIRED = object()
+
+
+class Deferred:
+    """A value computed by ``compute()`` when first asked for (then kept); ``length``, when
+    given, is the length of the tensor it will be, readable without computing it."""
+
+    __slots__ = ("__weakref__", "_compute", "_value", "length")
+
+    def __init__(self, compute: Callable[[], torch.Tensor], length: int | None = None) -> None:
+        self._compute: Callable[[], torch.Tensor] | None = compute
+        self._value: torch.Tensor | None = None
+        self.length = length
+
+    def value(self) -> torch.Tensor:
+        if self._compute is not None:
+            self._value, self._compute = self._compute(), None
+        assert self._value is not None
+        return self._value
+
+
+class LazyField:
+    """Data descriptor for a frozen dataclass field that may be given a :class:`Deferred`:
+    reads return the computed value (computed once). Without ``default`` the field stays
+    required (class-level reads raise ``AttributeError``, which dataclasses take as "no default")."""
+
+    def __init__(self, default: Any = _REQUIRED) -> None:
+        self.default = default
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:
+            if self.default is _REQUIRED:
+                raise AttributeError(self.name)
+            return self.default
+        value = obj.__dict__[self.name]
+        if isinstance(value, Deferred):
+            value = obj.__dict__[self.name] = value.value()
+        return value
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        obj.__dict__[self.name] = value
+
+
+def resolved_state(obj: Any, names: list[str]) -> dict[str, Any]:
+    """``obj.__dict__`` with the lazy fields ``names`` computed (for pickling)."""
+    return {**obj.__dict__, **{name: getattr(obj, name) for name in names}}
