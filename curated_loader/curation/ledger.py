@@ -242,10 +242,6 @@ class _Derived:
         self.words = words  # code words [words, N]
 
     @cached_property
-    def inv_n(self) -> torch.Tensor:
-        return self.rows["count"].clamp_min(1).reciprocal_()
-
-    @cached_property
     def inv_nl(self) -> torch.Tensor:
         return self.rows["logit_count"].clamp_min(1).reciprocal_()
 
@@ -269,7 +265,7 @@ class _Derived:
         if name == "count":
             return rows["count"].to(torch.int32)
         if name == "mean_loss":
-            return rows["loss_sum"] * self.inv_n
+            return rows["count"].clamp_min(1).reciprocal_().mul_(rows["loss_sum"])  # loss_sum / count, one array
         if name == "ema_loss":
             return rows["ema_num"] / rows["ema_den"]
         if name == "last_loss":
