@@ -70,6 +70,19 @@ def test_balance_classes_ignores_non_members_and_unknown_labels():
     assert torch.allclose(out, torch.tensor([4 / 6, 4 / 6, 4 / 6, 2.0, 1.0, 1.0]))
 
 
+def test_balance_classes_in_steps_equals_one_step(monkeypatch):
+    g = torch.Generator().manual_seed(5)
+    n = 10_007
+    raw, labels = torch.rand(n, generator=g) + 0.1, torch.randint(-1, 7, (n,), generator=g)
+    members = torch.rand(n, generator=g) > 0.2
+    whole = balance_classes(raw, labels, members)
+    monkeypatch.setattr("curated_loader.curation.policies.reweight.CLASS_BLOCK", 1000)  # 11 steps, the last short
+    stepped = balance_classes(raw, labels, members)
+    assert torch.allclose(stepped, whole, rtol=1e-6, atol=0)
+    outside = ~members | (labels < 0)
+    assert torch.equal(stepped[outside], raw[outside])  # left as they are
+
+
 def test_stochastic_round_has_expectation_weight():
     weight = torch.tensor([0.0, 0.25, 1.0, 1.5, 2.75, 4.0])
     g = torch.Generator().manual_seed(0)

@@ -70,13 +70,29 @@ def normalize_clipped(
     return zero_outside_((raw * c).clamp_(w_min, w_max), members)
 
 
-def _class_mass(mass: torch.Tensor, index: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """float64 sums of ``mass`` per class ``index``, added in id order: on CPU by ``bincount``
-    (a serial loop, 13x faster there than the accumulating ``index_put_``, and the same sums),
-    elsewhere by ``index_put_``."""
-    if mass.device.type == "cpu":
-        return torch.bincount(index, weights=mass, minlength=num_classes)[:num_classes]
-    return mass.new_zeros(num_classes).index_put_((index,), mass, accumulate=True)
+#: Ids per step of class balance on CPU: its temporaries stay a few MiB, whatever N.
+CLASS_BLOCK = 1 << 20
+
+
+def _blocks(n: int, device: torch.device) -> range:
+    """Starts of class balance's steps: :data:`CLASS_BLOCK` ids on CPU, all at once elsewhere."""
+    return range(0, n, CLASS_BLOCK if device.type == "cpu" else max(n, 1))
+
+
+def _class_mass(raw: torch.Tensor, labels: torch.Tensor, labelled: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """float64 sums of ``raw`` per class over the ``labelled`` ids, step by step: on CPU by
+    ``bincount`` (a serial loop, 13x faster there than the accumulating ``index_put_``), the
+    steps' sums added in order; elsewhere by ``index_put_``."""
+    mass = torch.zeros(num_classes, dtype=torch.float64, device=raw.device)
+    for start in _blocks(raw.numel(), raw.device):
+        block = slice(start, start + CLASS_BLOCK)
+        weight = zero_outside_(raw[block].clone(), labelled[block]).to(torch.float64)
+        index = labels[block].clamp_min(0)
+        if raw.device.type == "cpu":
+            mass += torch.bincount(index, weights=weight, minlength=num_classes)[:num_classes]
+        else:
+            mass.index_put_((index,), weight, accumulate=True)
+    return mass
 
 
 def balance_classes(
@@ -84,20 +100,22 @@ def balance_classes(
 ) -> torch.Tensor:
     """Rescale ``raw`` so every class present among ``members`` carries the same total mass
     (the total over labelled members is kept). Members with label -1 are left as they are.
-    ``reducer`` sums the class masses over the ranks of a sharded ledger (two ``all_reduce``)."""
+    ``reducer`` sums the class masses over the ranks of a sharded ledger (two ``all_reduce``).
+    A new tensor; the work runs in steps of :data:`CLASS_BLOCK` ids on CPU."""
     reducer = reducer or Reducer(raw.numel())
     labelled = members & (labels >= 0)
-    index = labels.clamp_min(0)
-    if reducer.distributed:
-        num_classes = int(reducer.max(index.amax() if index.numel() else index.new_tensor(-1))) + 1
-    else:
-        num_classes = int(index.amax()) + 1 if index.numel() else 0
-    mass = reducer.sum(_class_mass(zero_outside_(raw.clone(), labelled).to(torch.float64), index, num_classes))
+    top = labels.amax().clamp_min(0) if labels.numel() else labels.new_tensor(-1)
+    num_classes = int(reducer.max(top) if reducer.distributed else top) + 1
+    mass = reducer.sum(_class_mass(raw, labels, labelled, num_classes))
     present = mass > 0
     target = mass.sum() / present.sum().clamp_min(1)
-    scale = torch.where(present, target / mass.clamp_min(1e-300), 0.0)
-    factor = fill_(scale.to(raw.dtype).index_select(0, index), ~labelled, 1.0)  # x * 1 == x: raw where not labelled
-    return factor.mul_(raw)
+    scale = torch.where(present, target / mass.clamp_min(1e-300), 0.0).to(raw.dtype)
+    out = torch.empty_like(raw)
+    for start in _blocks(raw.numel(), raw.device):
+        block = slice(start, start + CLASS_BLOCK)
+        factor = fill_(scale.index_select(0, labels[block].clamp_min(0)), ~labelled[block], 1.0)  # 1: not labelled
+        torch.mul(factor, raw[block], out=out[block])
+    return out
 
 
 def stochastic_round(
