@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import resource
-import socket
 import sys
 import tempfile
 import time
@@ -32,6 +31,9 @@ import torch.multiprocessing as mp
 from curated_loader.curation import Decision
 from curated_loader.curation.sharded import owner_reducer, owned_range
 from curated_loader.data.snapshot import CurationSnapshot
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmarks
+from scale import _free_port  # noqa: E402
 
 WORLD = 2
 
@@ -73,12 +75,6 @@ def _worker(rank: int, port: int, n: int, repeats: int, out: str) -> None:
         torch.save({"rows": rows, "kept": int(snapshot.keep.sum())}, Path(out) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main(argv: list[str] | None = None) -> None:
