@@ -1,6 +1,6 @@
-"""The epoch-end profiling scripts at a small N: the sync phase by phase (two syncs of the same
-records end in the same owned tables on both runs) and the decision's gather and publish (every
-rank's snapshot keeps the same samples), each over two gloo ranks; and what a fresh GiB costs."""
+"""The epoch-end profiling scripts at a small N: the sync phase by phase (every phase of both
+syncs, each rank's table checksum) and the decision's gather and publish (every rank's snapshot
+keeps the same samples), each over two gloo ranks; and what a fresh GiB costs."""
 
 from __future__ import annotations
 
