@@ -63,6 +63,12 @@ def _steps(count: int) -> range:
     return range(0, count, GATHER_CHUNK)
 
 
+def _keep_flags(mask: torch.Tensor, start: int, end: int, bits: torch.Tensor) -> torch.Tensor:
+    """uint8 flags (nonzero: kept) of ids ``[start, end)`` from a row's keep bitmask; ``start``
+    a multiple of 8, ``bits`` the bit weights (``_BIT_WEIGHTS``)."""
+    return (mask[start // 8 : (end + 7) // 8, None] & bits).view(-1)[: end - start]
+
+
 def _decoded(packed: PackedDecision, column: str, total: int) -> torch.Tensor:
     """Column ``column`` (keep, weight or strength) of all ``total`` ids from the gathered
     rows, decoded as ``unpack_decision`` decodes, :data:`GATHER_CHUNK` ids per step straight
@@ -76,7 +82,7 @@ def _decoded(packed: PackedDecision, column: str, total: int) -> torch.Tensor:
             end = min(hi - lo, start + GATHER_CHUNK)
             into = out[lo + start : lo + end]
             if column == "keep":  # nonzero -> True
-                into.copy_((mask[start // 8 : (end + 7) // 8, None] & bits).view(-1)[: end - start])
+                into.copy_(_keep_flags(mask, start, end, bits))
             elif column == "weight":
                 into.copy_(half[start:end])
             else:
@@ -105,7 +111,7 @@ def _kept_sums(packed: PackedDecision, rank: int) -> tuple[torch.Tensor, torch.T
     mask, half, codes = packed.columns(rank)
     for start in _steps(hi - lo):
         end = min(hi - lo, start + GATHER_CHUNK)
-        kept = (mask[start // 8 : (end + 7) // 8, None] & bits).view(-1)[: end - start].bool()
+        kept = _keep_flags(mask, start, end, bits).bool()
         weight = half[start:end][kept].double()
         if weight.numel():
             strength = codes[start:end][kept].float().div_(_STRENGTH_LEVELS).double()
