@@ -1,6 +1,6 @@
 """The epoch-end profiling scripts at a small N: the sync phase by phase (every phase of both
 syncs, each rank's table checksum) and the decision's gather and publish (every rank's snapshot
-keeps the same samples), each over two gloo ranks; and what a fresh GiB costs."""
+keeps the same samples), each over two gloo ranks; what a fresh GiB costs; and the masked writes against the ops they replace."""
 
 from __future__ import annotations
 
@@ -39,3 +39,12 @@ def test_fresh_memory_reports_each_gib(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     (row,) = json.loads(out.read_text())["rows"]
     assert row["gib_held"] == 1 and row["minor_faults"] > 0 and row["seconds"] > 0 and row["us_per_fault"] > 0
+
+
+@pytest.mark.timeout(120)
+def test_masked_writes_give_the_same_results_as_the_ops_they_replace(tmp_path):
+    out = tmp_path / "masked.json"
+    result = run_benchmark("masked_writes.py", "--size", "1e5", "--repeats", "1", "--json", str(out), timeout=110)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert len(rows) == 6 and all(row["same"] for row in rows)

@@ -53,6 +53,17 @@ def test_select_equals_where() -> None:
     assert _same_bits(select_(out, mask, source), expected)
 
 
+def test_steps_give_the_bits_of_one_step(monkeypatch) -> None:
+    g = torch.Generator().manual_seed(6)
+    out, source, mask = _floats(5_003, g), _floats(5_003, g), torch.rand(5_003, generator=g) > 0.5
+    codes = torch.randint(0, 7, (5_003,), generator=g).to(torch.int8)
+    monkeypatch.setattr("curated_loader.curation.masking.MASK_BLOCK", 512)  # 10 steps, the last short
+    assert _same_bits(fill_(out.clone(), mask, 2.5), out.clone().masked_fill_(mask, 2.5))
+    assert _same_bits(fill_(codes.clone(), mask, 6), codes.clone().masked_fill_(mask, 6))
+    assert _same_bits(zero_outside_(out.clone(), mask), out.clone().masked_fill_(~mask, 0))
+    assert _same_bits(select_(out.clone(), mask, source), torch.where(mask, source, out))
+
+
 def test_broadcast_masks_fall_back() -> None:
     x = torch.arange(6, dtype=torch.float32).view(2, 3)
     mask = torch.tensor([True, False, True])
