@@ -1,6 +1,6 @@
 """The epoch-end profiling scripts at a small N: the sync phase by phase (every phase of both
 syncs, each rank's table checksum) and the decision's gather and publish (every rank's snapshot
-keeps the same samples), each over two gloo ranks; what a fresh GiB costs; and the masked writes against the ops they replace."""
+keeps the same samples), each over two gloo ranks; what a fresh GiB costs; the masked writes against the ops they replace; the plan's memory by policy."""
 
 from __future__ import annotations
 
@@ -48,3 +48,11 @@ def test_masked_writes_give_the_same_results_as_the_ops_they_replace(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     rows = json.loads(out.read_text())["rows"]
     assert len(rows) == 6 and all(row["same"] for row in rows)
+
+
+@pytest.mark.timeout(180)
+def test_plan_memory_reports_every_policy_and_the_gather():
+    result = run_benchmark("plan_memory.py", "--size", "2e4", timeout=170)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for stage in ("loss_margin", "gmm", "small_loss", "sample_weights", "infobatch", "strength", "decision gather"):
+        assert re.search(rf"^\| {stage} \| -?[\d.]+ \| -?[\d.]+ \| -?[\d.]+ \|$", result.stdout, re.M), stage
