@@ -7,10 +7,12 @@ records (40 B each) and a working set bounded by the settings, not by N.
 
 :meth:`ShardedLedger.record` computes every entry's feature row once (the Ledger's own code),
 folds the entries of owned ids into the local table (the others go to the scratch row) and
-appends every entry (global id, kind, feature row) to a device-side buffer of fixed-size blocks
-(``buffer_block`` records each: the buffer grows a block at a time, never by doubling and never
-by copying; :meth:`ShardedLedger.reserve` allocates the blocks up front); telling owned from
-other entries there would need a host sync, so owned entries are dropped at the exchange.
+appends the entries of other ranks' ids (global id, kind, feature row) to a device-side buffer
+of fixed-size blocks (``buffer_block`` records each: the buffer grows a block at a time, never
+by doubling and never by copying; :meth:`ShardedLedger.reserve` allocates the blocks up front).
+On the CPU, where reading which entries are owned costs no device sync, only those are
+buffered (about half of a rank's records with 2 ranks); on other devices every entry is
+(telling them apart would need a host sync) and the exchange skips the owned ones.
 
 :meth:`ShardedLedger.sync`, at epoch end on every rank, exchanges the buffered entries in
 *rounds*, each round a range of id buckets of every owner's range (``exchange_buckets``
@@ -392,17 +394,18 @@ class ShardedLedger:
         targets: torch.Tensor | None = None,
     ) -> None:
         """Add one batch (global ``ids``; arguments as :meth:`Ledger.record`): entries of owned
-        ids are folded now, every entry is buffered for the exchange. No host sync."""
+        ids are folded now, the others buffered for the exchange (on devices other than the
+        CPU every entry is buffered, so that ``record`` never syncs with the host)."""
         owned = self._owned
         entries = owned._entries(ids, loss, logits, targets)
         if entries is None:
             return
         ws, ids, targets = entries
         kind = _LOGITS if logits is not None else (_LOSS_ONLY if targets is None else _LOSS_TARGETS)
-        self._append(ids, kind, ws, targets)
         local = ids - self.lo
-        in_range = (local >= 0) & (local < self.num_owned)
-        owned._fold(ws, torch.where(in_range, local, self._scratch), targets)
+        other = (local < 0) | (local >= self.num_owned)
+        self._append(ids, kind, ws, targets, self._to_buffer(other))
+        owned._fold(ws, torch.where(other, self._scratch, local), targets)
 
     def reserve(self, entries: int) -> None:
         """Allocate the buffer blocks for ``entries`` records (e.g. this rank's records of one
@@ -417,11 +420,27 @@ class ShardedLedger:
             raise RuntimeError(f"{self._used} records are buffered: sync before releasing the buffer")
         self._blocks = []
 
-    def _append(self, ids: torch.Tensor, kind: int, ws: _Workspace, targets: torch.Tensor | None) -> None:
+    def _to_buffer(self, other: torch.Tensor) -> torch.Tensor | None:
+        """The positions of a call's entries to buffer: on the CPU those of ids this rank does
+        not own (``other``; reading the mask costs no device sync there), ``None`` (every entry)
+        on other devices, where the exchange skips the owned ones (folded at record)."""
+        if self.device.type != "cpu":
+            return None
+        return other.nonzero().squeeze(1)
+
+    def _append(
+        self, ids: torch.Tensor, kind: int, ws: _Workspace, targets: torch.Tensor | None, picked: torch.Tensor | None,
+    ) -> None:
+        """Buffer the entries ``picked`` (positions; ``None``: all) of one call."""
+        feats = torch.index_select(ws.feats, 0, self._carried)
+        if picked is not None and picked.numel() < ids.numel():
+            ids, feats = ids.index_select(0, picked), feats.index_select(1, picked)
+            targets = None if targets is None else targets.index_select(0, picked)
         b = ids.numel()
+        if not b:
+            return
         self.reserve(self._used + b)
         id_bits = ids.contiguous().view(torch.float32).view(b, _ID_COLUMNS)  # ids may be a strided slice
-        feats = torch.index_select(ws.feats, 0, self._carried)
         done = 0
         while done < b:  # a call may end one block and start the next
             block, at = divmod(self._used + done, self._block)
@@ -492,7 +511,8 @@ class ShardedLedger:
     def _bucket_codes(self, parts: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor, str | None]:
         """Each entry's exchange code ``owner * buckets + bucket`` and the entries per (owner,
         bucket), block by block, but none for this rank's own range (its entries were folded
-        at record time, so no round picks them); the first id out of range, if any."""
+        at record time and, off the CPU, buffered too: no round picks them); the first id out
+        of range, if any."""
         n, chunk, buckets = self.num_samples, self._chunk, self._buckets
         counts = torch.zeros(self.world * buckets, dtype=torch.int64, device=self.device)
         codes, error = [], None

@@ -303,18 +303,46 @@ def test_sharded_record_runs_on_meta_tensors_so_it_never_reads_values_on_the_hos
     assert ledger.buffered == 3 * 64
 
 
-def test_buffer_grows_a_block_at_a_time_and_is_released_after_sync():
-    ledger = ShardedLedger(N, CLASSES, buffer_block=10)
+def test_buffer_grows_a_block_at_a_time_and_holds_every_entry_off_the_cpu():
+    """On a device other than the CPU (meta: no values, so no host sync) every entry is buffered."""
+    ledger = ShardedLedger(N, CLASSES, device="meta", buffer_block=10)
     ledger.reserve(25)
     assert ledger.buffer_bytes == 3 * 10 * ledger.entry_bytes  # whole blocks, no doubling
     for call in calls(0, 0):  # 4 calls of 24 entries: 96 entries in 10 blocks
-        ledger.record(*call)
+        ledger.record(*(None if t is None else t.to("meta") for t in call))
     assert (ledger.buffered, ledger.buffer_bytes) == (96, 10 * 10 * ledger.entry_bytes)
     with pytest.raises(RuntimeError, match="96 records are buffered"):
         ledger.release_buffer()
-    ledger.sync()
-    ledger.release_buffer()
-    assert (ledger.buffered, ledger.buffer_bytes) == (0, 0)
+
+
+def _buffer_worker(rank: int, port: int, out: str) -> None:
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        ledger = ShardedLedger(N, CLASSES, buffer_block=10)
+        for call in calls(rank, 0):
+            ledger.record(*call)
+        recorded = (ledger.buffered, ledger.buffer_bytes)
+        ledger.sync()
+        ledger.release_buffer()
+        torch.save({"recorded": recorded, "released": (ledger.buffered, ledger.buffer_bytes),
+                    "entry_bytes": ledger.entry_bytes}, Path(out) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.timeout(240)
+def test_cpu_buffer_holds_only_other_ranks_entries_and_is_released_after_sync(tmp_path):
+    """On the CPU ``record`` buffers only the entries of ids another rank owns (a block at a
+    time); the owned ones are folded at once and never reach the exchange."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    mp.spawn(_buffer_worker, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
+    for rank in range(2):
+        got = torch.load(tmp_path / f"rank{rank}.pt", weights_only=False)
+        lo, hi = owned_range(N, rank, 2)
+        others = sum(int(((c[0] < lo) | (c[0] >= hi)).sum()) for c in calls(rank, 0))
+        assert 0 < others < CALLS * BATCH
+        assert got["recorded"] == (others, -(-others // 10) * 10 * got["entry_bytes"])
+        assert got["released"] == (0, 0)
 
 
 def test_exchange_rounds_stay_under_the_limit_unless_one_bucket_exceeds_it():
@@ -338,5 +366,6 @@ def test_exchange_rounds_stay_under_the_limit_unless_one_bucket_exceeds_it():
 def test_sync_names_an_id_outside_the_range_whichever_of_its_words_is_off(bad):
     ledger = ShardedLedger(N, CLASSES)
     ledger.record(torch.tensor([3, bad, 7]), torch.ones(3))
+    assert ledger.buffered == 1  # an id outside [0, N) is nobody's: buffered, so the exchange names it
     with pytest.raises(ValueError, match=rf"id {bad} outside \[0, {N}\)"):
         ledger.sync()
