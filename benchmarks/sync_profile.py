@@ -10,7 +10,7 @@ wall seconds, the exchange rounds, and per phase (``last_sync_seconds``,
 ``last_sync_cpu_seconds``, ``last_sync_faults``) wall seconds, CPU seconds and minor page
 faults; before that the CPU time and minor faults of its ``record`` calls (``--record-batch``
 entries each; in this order each call holds one owner's ids) and the records buffered; then a checksum of the owned table, equal across versions of the exchange that fold
-the same records. ``--exchange-round`` below its default gives 10^8's number of rounds at
+the same records (``--save`` writes the tables, for a bitwise comparison). ``--exchange-round`` below its default gives 10^8's number of rounds at
 10^7 (with ``GLIBC_TUNABLES=glibc.malloc.mmap_threshold=1048576``, 10^8's fresh memory too).
 
 ``--record-only CALLS`` times ``record`` alone: each rank records CALLS calls of
@@ -72,7 +72,7 @@ def _record_cost(ledger: ShardedLedger, rank: int, calls: int, batch: int) -> No
           f" {ops.count} aten ops per call, {ledger.buffered} records buffered", flush=True)
 
 
-def _worker(rank: int, port: int, n: int, exchange_round: int, repeats: int, record_batch: int, record_only: int) -> None:
+def _worker(rank: int, port: int, n: int, exchange_round: int, repeats: int, record_batch: int, record_only: int, save: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
     try:
@@ -104,8 +104,10 @@ def _worker(rank: int, port: int, n: int, exchange_round: int, repeats: int, rec
                 + (f", {phase_faults[phase]} faults" if phase in phase_faults else "") for phase in ledger.last_sync_seconds)
             print(f"rank {rank} sync {repeat}: {seconds:.2f} s, cpu {sum(ledger.last_sync_cpu_seconds.values()):.2f} s,"
                   f" {faults} faults, {ledger.last_exchange_rounds} rounds | {phases}", flush=True)
-        checksum = float(ledger._owned._table.double().sum())
-        print(f"rank {rank} owned table checksum {checksum:.6f}", flush=True)
+        owned = ledger._owned._table[:, : ledger.num_owned]  # not the scratch row: it is no sample's
+        print(f"rank {rank} owned table checksum {float(owned.double().sum()):.6f}", flush=True)
+        if save:
+            torch.save(owned.clone(), f"{save}.rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 
@@ -116,13 +118,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--exchange-round", type=int, default=DEFAULT_EXCHANGE_ROUND)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--record-batch", type=int, default=1 << 18, help="entries per record call")
+    parser.add_argument("--save", default="", help="save each rank's owned table to SAVE.rank<r>.pt (to compare trees)")
     parser.add_argument("--record-only", type=int, default=0, metavar="CALLS", help="time CALLS record calls of random ids, no sync")
     args = parser.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    mp.spawn(_worker, args=(port, int(args.size), args.exchange_round, args.repeats, args.record_batch, args.record_only), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(port, int(args.size), args.exchange_round, args.repeats, args.record_batch, args.record_only, args.save), nprocs=WORLD, join=True)
 
 
 if __name__ == "__main__":

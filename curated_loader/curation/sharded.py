@@ -204,9 +204,34 @@ def _entry_ids(part: torch.Tensor) -> torch.Tensor:
     return part[:, :_ID_COLUMNS].contiguous().view(torch.int64).reshape(-1)
 
 
-def _sorted_ids(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, bool]:
+class _Scratch:
+    """Buffers by name, kept and reused call after call (e.g. round after round of one sync):
+    fresh memory costs a page fault per 4 KiB at its first touch."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self._buffers: dict[str, torch.Tensor] = {}
+
+    def take(self, name: str, n: int, dtype: torch.dtype) -> torch.Tensor:
+        """``n`` elements of buffer ``name`` (uninitialised; valid until ``name`` is taken again)."""
+        buffer = self._buffers.get(name)
+        if buffer is None or buffer.dtype != dtype or buffer.numel() < n:
+            buffer = self._buffers[name] = torch.empty(n, dtype=dtype, device=self.device)
+        return buffer[:n]
+
+    def nonzero(self, name: str, mask: torch.Tensor) -> torch.Tensor:
+        """``mask.nonzero().squeeze(1)`` written into buffer ``name`` (grown as needed)."""
+        out = self._buffers.get(name)
+        if out is None or out.dtype != torch.int64:
+            out = self._buffers[name] = torch.empty(0, dtype=torch.int64, device=self.device)
+        torch.nonzero(mask, out=out.resize_(0))  # an empty out is resized in its own storage while that holds it
+        return out.squeeze(1)
+
+
+def _sorted_ids(ids: torch.Tensor, scratch: _Scratch | None = None) -> tuple[torch.Tensor, torch.Tensor | None, bool]:
     """``ids`` (int32 or int64, >= 0) in stable order, the order (``None`` when ``ids`` is
-    sorted already: no sort, no gather) and whether no id repeats.
+    sorted already: no sort, no gather) and whether no id repeats. With ``scratch`` the
+    temporaries and the results are its buffers (valid until its next use).
 
     Distinct ids over a range of at most ``_COUNTING_SPAN`` × their number are ordered by a
     counting sort (each id's position scattered into a slot per id of the range, then the
@@ -215,16 +240,18 @@ def _sorted_ids(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, b
     n = ids.numel()
     if n < 2:
         return ids, None, True
-    if not bool((ids[1:] < ids[:-1]).any()):
-        return ids, None, not bool((ids[1:] == ids[:-1]).any())
+    scratch = scratch or _Scratch(ids.device)
+    if not bool(torch.lt(ids[1:], ids[:-1], out=scratch.take("flags", n - 1, torch.bool)).any()):
+        return ids, None, not bool(torch.eq(ids[1:], ids[:-1], out=scratch.take("flags", n - 1, torch.bool)).any())
     low, high = (int(v) for v in torch.aminmax(ids))
     span = high - low + 1
     if span <= _COUNTING_SPAN * n and n < 1 << 31:
-        slot = torch.full((span,), -1, dtype=torch.int32, device=ids.device)
-        slot.scatter_(0, (ids - low).long(), torch.arange(n, dtype=torch.int32, device=ids.device))
-        filled = slot.ge(0).nonzero().squeeze(1)
+        slot = scratch.take("slot", span, torch.int32).fill_(-1)
+        at = torch.sub(ids, low, out=scratch.take("at", n, torch.int64))
+        slot.scatter_(0, at, torch.arange(n, dtype=torch.int32, device=ids.device, out=scratch.take("positions", n, torch.int32)))
+        filled = scratch.nonzero("filled", torch.ge(slot, 0, out=scratch.take("flags", span, torch.bool)))
         if filled.numel() == n:  # no id repeats (a repeated id fills one slot)
-            order = slot.index_select(0, filled)
+            order = torch.index_select(slot, 0, filled, out=scratch.take("order", n, torch.int32))
             return filled.add_(low), order, True
     ordered, order = torch.sort(ids, stable=True)
     return ordered, order, not bool((ordered[1:] == ordered[:-1]).any())
@@ -313,9 +340,10 @@ class ShardedLedger:
         self.rank = dist.get_rank(process_group) if self.world > 1 else 0
         self.lo, self.hi = owned_range(self.num_samples, self.rank, self.world)
         self._chunk = max(1, math.ceil(self.num_samples / self.world))
-        self._bucket_ids = math.ceil(self._chunk / exchange_buckets)  # ids per bucket
-        self._buckets = math.ceil(self._chunk / self._bucket_ids)  # buckets per owner
-        # an entry's exchange code: owner * buckets + bucket, -1 for owned entries
+        # ids per bucket: the power of two at or above chunk / exchange_buckets (a shift, not a division)
+        self._bucket_shift = (math.ceil(self._chunk / exchange_buckets) - 1).bit_length()
+        self._buckets = math.ceil(self._chunk / (1 << self._bucket_shift))  # buckets per owner
+        # an entry's exchange code: owner * buckets + bucket
         self._code_dtype = torch.int16 if self.world * self._buckets < 1 << 15 else torch.int32
         self._owned = _OwnedTable(self.hi - self.lo + 1, num_classes, device, ema)  # + scratch row
         self._scratch = self.hi - self.lo
@@ -479,7 +507,8 @@ class ShardedLedger:
         self.last_exchange_rounds = 0
         clock = _PhaseClock()
         self.last_sync_seconds, self.last_sync_cpu_seconds, self.last_sync_faults = clock.seconds, clock.cpu_seconds, clock.faults
-        codes, counts, error = self._bucket_codes(parts)
+        scratch = _Scratch(self.device)  # temporaries, reused block after block and round after round
+        codes, counts, error = self._bucket_codes(parts, scratch)
         clock.lap("codes")
         if self.world == 1:
             if error:
@@ -502,13 +531,13 @@ class ShardedLedger:
         send_ids = torch.empty(send.shape[0] if self._compact else 0, dtype=torch.int32, device=self.device)
         try:
             for (first, last), sizes in zip(itertools.pairwise(bounds), rounds):
-                received = self._exchange_round(parts, codes, first, last, sizes, (send, send_ids), receive, clock)
+                received = self._exchange_round(parts, codes, first, last, sizes, (send, send_ids), receive, clock, scratch)
                 for sender_rows in received.split(sizes[:, self.rank].tolist()):
-                    self._fold_received(sender_rows, clock)
+                    self._fold_received(sender_rows, clock, scratch)
         finally:
             self._fold_ws = self._fold_rows = None  # the plan and the publish may need the memory
 
-    def _bucket_codes(self, parts: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor, str | None]:
+    def _bucket_codes(self, parts: list[torch.Tensor], scratch: _Scratch) -> tuple[list[torch.Tensor], torch.Tensor, str | None]:
         """Each entry's exchange code ``owner * buckets + bucket`` and the entries per (owner,
         bucket), block by block, but none for this rank's own range (its entries were folded
         at record time and, off the CPU, buffered too: no round picks them); the first id out
@@ -517,27 +546,28 @@ class ShardedLedger:
         counts = torch.zeros(self.world * buckets, dtype=torch.int64, device=self.device)
         codes, error = [], None
         for part in parts:
-            ids, in_range = self._block_ids(part)
+            ids, in_range = self._block_ids(part, scratch)
             if error is None and not in_range:
                 wide = _entry_ids(part)
                 error = f"ledger record has id {int(wide[(wide < 0) | (wide >= n)][0])} outside [0, {n})"
             if error is not None:
                 ids = _entry_ids(part).clamp(0, max(n - 1, 0)).to(ids.dtype)
-            owner = torch.div(ids, chunk, rounding_mode="floor")
-            code = torch.sub(ids, owner, alpha=chunk).div_(self._bucket_ids, rounding_mode="floor")
+            owner = torch.div(ids, chunk, rounding_mode="floor", out=scratch.take("owner", ids.numel(), ids.dtype))
+            code = torch.sub(ids, owner, alpha=chunk, out=scratch.take("code", ids.numel(), ids.dtype))
+            code.bitwise_right_shift_(self._bucket_shift)
             code.add_(owner, alpha=buckets)
             counts += torch.bincount(code, minlength=self.world * buckets)
             codes.append(code.to(self._code_dtype))
         counts[self.rank * buckets : (self.rank + 1) * buckets] = 0
         return codes, counts, error
 
-    def _block_ids(self, part: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    def _block_ids(self, part: torch.Tensor, scratch: _Scratch) -> tuple[torch.Tensor, bool]:
         """The ids of buffered entries ``part`` (contiguous; int32 when N fits it) and whether
         all lie in ``[0, N)``. With int32 ids the check reads the id's two 32-bit words (an id
         in range has a zero high word and a low word in ``[0, N)``), not the int64 ids."""
         n = self.num_samples
         if n < 1 << 31:
-            ids = part[:, _LOW_WORD].view(torch.int32).contiguous()
+            ids = scratch.take("ids", part.shape[0], torch.int32).copy_(part[:, _LOW_WORD].view(torch.int32))
             low, high = (int(v) for v in torch.aminmax(ids))
             return ids, low >= 0 and high < n and not bool(part[:, 1 - _LOW_WORD].view(torch.int32).any())
         ids = _entry_ids(part).contiguous()
@@ -546,7 +576,7 @@ class ShardedLedger:
 
     def _exchange_round(
         self, parts: list[torch.Tensor], codes: list[torch.Tensor], first: int, last: int, sizes: torch.Tensor,
-        send: tuple[torch.Tensor, torch.Tensor], receive: torch.Tensor, clock: _PhaseClock,
+        send: tuple[torch.Tensor, torch.Tensor], receive: torch.Tensor, clock: _PhaseClock, scratch: _Scratch,
     ) -> torch.Tensor:
         """One round: send every owner this rank's entries in buckets ``[first, last)`` of its
         range (call order within each owner, picked block by block straight into ``send``),
@@ -562,7 +592,9 @@ class ShardedLedger:
             low, high = owner * self._buckets + first, owner * self._buckets + last
             start = at
             for part, code in zip(parts, codes):
-                picked = ((code >= low) & (code < high)).nonzero().squeeze(1)
+                inside = torch.ge(code, low, out=scratch.take("inside", code.numel(), torch.bool))
+                inside &= torch.lt(code, high, out=scratch.take("below", code.numel(), torch.bool))
+                picked = scratch.nonzero("picked", inside)
                 if not picked.numel():
                     continue
                 end = at + picked.numel()
@@ -573,48 +605,50 @@ class ShardedLedger:
                     torch.index_select(part, 0, picked, out=rows[at:end])
                 at = end
             if self._compact:
-                self._compact_words(rows[start:at], send[1][start:at], owner_range_start=owner * self._chunk)
+                self._compact_words(rows[start:at], send[1][start:at], owner * self._chunk, scratch)
         clock.lap("pack")
         dist.all_to_all_single(received, rows, received_sizes, send_sizes, group=self.process_group)
         clock.lap("all_to_all")
         return received
 
     @staticmethod
-    def _compact_words(rows: torch.Tensor, ids: torch.Tensor, owner_range_start: int) -> None:
+    def _compact_words(rows: torch.Tensor, ids: torch.Tensor, owner_range_start: int, scratch: _Scratch) -> None:
         """Write each compact row's first word, ``(id - owner_range_start) * 4 + kind``, over its
         kind (column 0); ``ids`` are the rows' int32 ids (overwritten)."""
         word = rows[:, 0].view(torch.int32)
-        kind = rows[:, 0].to(torch.int32)
+        kind = scratch.take("kinds", rows.shape[0], torch.int32).copy_(rows[:, 0])
         ids.sub_(owner_range_start).bitwise_left_shift_(_KIND_BITS).add_(kind)
         word.copy_(ids)
 
-    def _received_ids(self, part: torch.Tensor) -> torch.Tensor:
+    def _received_ids(self, part: torch.Tensor, scratch: _Scratch) -> torch.Tensor:
         """The local ids (``id - lo``; int32 when N fits it) of received rows ``part``."""
         if self._compact:
-            return part[:, 0].view(torch.int32).bitwise_right_shift(_KIND_BITS)
+            words = part[:, 0].view(torch.int32)
+            return torch.bitwise_right_shift(words, _KIND_BITS, out=scratch.take("ids", part.shape[0], torch.int32))
         ids = _entry_ids(part)
         return ids.to(torch.int32).sub_(self.lo) if self.num_samples < 1 << 31 else ids - self.lo
 
-    def _received_kinds(self, received: torch.Tensor) -> torch.Tensor:
+    def _received_kinds(self, received: torch.Tensor, scratch: _Scratch) -> torch.Tensor:
         """The kind of each received row (int32 or float)."""
         if self._compact:
-            return received[:, 0].view(torch.int32).bitwise_and((1 << _KIND_BITS) - 1)
+            words = received[:, 0].view(torch.int32)
+            return torch.bitwise_and(words, (1 << _KIND_BITS) - 1, out=scratch.take("kinds", received.shape[0], torch.int32))
         return received[:, _KIND]
 
-    def _fold_received(self, received: torch.Tensor, clock: _PhaseClock) -> None:
+    def _fold_received(self, received: torch.Tensor, clock: _PhaseClock, scratch: _Scratch) -> None:
         """Fold one sender's exchanged rows (call order) by kind, one call each: the kind's ids
         sorted once (stable), then folded in id order, ``fold_chunk`` entries at a time. When no
         id repeats (the usual case: the loader hands a rank each id once per epoch) the scatter
         adds without the accumulating index (:meth:`Ledger._fold`'s ``distinct``)."""
         if not received.shape[0]:
             return
-        kinds = self._received_kinds(received)
+        kinds = self._received_kinds(received, scratch)
         present = torch.bincount(kinds.to(torch.int32), minlength=3).tolist()
         for kind in (_LOGITS, _LOSS_TARGETS, _LOSS_ONLY):
             if not present[kind]:
                 continue
             part = received if present[kind] == received.shape[0] else received[kinds == kind]  # one kind (usual): no copy
-            local, order, distinct = _sorted_ids(self._received_ids(part))
+            local, order, distinct = _sorted_ids(self._received_ids(part, scratch), scratch)
             clock.lap("sort")
             ws = self._fold_workspace(min(self.fold_chunk, part.shape[0]))  # fold_chunk entries, not the epoch's
             for start, end in _id_runs(local, self.fold_chunk):
