@@ -22,6 +22,7 @@ from curated_loader.curation.sharded import (
     AUTO_SHARD_MIN_SAMPLES,
     _id_runs,
     _round_bounds,
+    _Scratch,
     _sorted_ids,
     owned_range,
 )
@@ -290,6 +291,18 @@ def test_owned_ranges_cover_every_id_once():
     for n, world in ((101, 2), (10, 3), (2, 4), (0, 2)):
         ranges = [owned_range(n, r, world) for r in range(world)]
         assert [i for lo, hi in ranges for i in range(lo, hi)] == list(range(n)), (n, world)
+
+
+def test_the_counting_sort_reusing_one_scratch_call_after_call_is_the_stable_sort():
+    """Rounds of one sync share a ``_Scratch``: growing and shrinking calls (the buffers are
+    then views of bigger ones, left over from the call before) still give ``torch.sort``'s order."""
+    g = torch.Generator().manual_seed(5)
+    scratch = _Scratch(torch.device("cpu"))
+    for n in (1000, 5000, 300, 20000, 7):
+        ids = (torch.randperm(2 * n, generator=g)[:n] + n).to(torch.int32)
+        expected, expected_order = torch.sort(ids, stable=True)
+        got, order, distinct = _sorted_ids(ids, scratch)
+        assert torch.equal(got.to(torch.int32), expected) and torch.equal(order.long(), expected_order) and distinct, n
 
 
 def test_sharded_record_runs_on_meta_tensors_so_it_never_reads_values_on_the_host():
