@@ -16,7 +16,7 @@ import torch
 from ...checks import OneOf, Range
 from ..decision import NoisePart, Reason
 from ..ledger import LedgerStats
-from ..masking import fill_, zero_outside_
+from ..masking import fill_, in_steps, zero_outside_
 from ..schedule import LOSS_KEY, Policy
 
 
@@ -60,6 +60,23 @@ class GMM1D:
 
     def log_odds_low(self, x: torch.Tensor) -> torch.Tensor:
         """log p(low | x) - log p(high | x), element-wise, as one quadratic in ``x``."""
+        a, b, c = self._quadratic(x.dtype)
+        return (x * a).add_(b).mul_(x).add_(c)
+
+    def posterior_low(self, x: torch.Tensor) -> torch.Tensor:
+        """p(low-mean component | x), element-wise."""
+        return self.log_odds_low(x).sigmoid_()
+
+    def posterior_low_(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`posterior_low` written into ``x`` (the same values; in steps on CPU, so no
+        full-length temporary is made)."""
+        a, b, c = self._quadratic(x.dtype)
+        for (part,) in in_steps(x):
+            part.copy_((part * a).add_(b).mul_(part).add_(c)).sigmoid_()
+        return x
+
+    def _quadratic(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The coefficients ``(a, b, c)`` of :meth:`log_odds_low`'s ``(a x + b) x + c``, as ``dtype``."""
         inv = 0.5 / self.variances
         a = inv[1] - inv[0]
         b = 2 * (self.means[0] * inv[0] - self.means[1] * inv[1])
@@ -69,12 +86,7 @@ class GMM1D:
             - self.means[0].square() * inv[0]
             + self.means[1].square() * inv[1]
         )
-        a, b, c = (v.to(x.dtype) for v in (a, b, c))
-        return (x * a).add_(b).mul_(x).add_(c)
-
-    def posterior_low(self, x: torch.Tensor) -> torch.Tensor:
-        """p(low-mean component | x), element-wise."""
-        return self.log_odds_low(x).sigmoid_()
+        return a.to(dtype), b.to(dtype), c.to(dtype)
 
 
 def fit_gmm_1d(
@@ -126,6 +138,18 @@ def _normalized(values: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> tor
     return (values - lo).mul_((hi - lo).clamp_min(1e-12).reciprocal()).clamp_(0.0, 1.0)
 
 
+def _histogram(x: torch.Tensor, judged: torch.Tensor | None, bins: int) -> torch.Tensor:
+    """int64 counts of ``x`` in [0, 1] (over ``judged`` when given) in ``bins`` equal bins, in
+    steps (:func:`in_steps`): no full-length bin index."""
+    counts = torch.zeros(bins, dtype=torch.int64, device=x.device)
+    for step in in_steps(x) if judged is None else in_steps(x, judged):
+        index = step[0].mul(bins).to(torch.int32).clamp_(max=bins - 1)
+        if judged is not None:
+            fill_(index, ~step[1], bins)  # an overflow bin, dropped below
+        counts += torch.bincount(index, minlength=bins + 1)[:bins]
+    return counts
+
+
 def _fit_loss_gmm(
     stats: LedgerStats,
     judged: torch.Tensor,
@@ -157,10 +181,7 @@ def _fit_loss_gmm(
     x = _normalized(values, lo, hi)
     if not bins:
         return x, fit_gmm_1d(x, judged, max_iter=max_iter, tol=tol, reg_covar=reg_covar)
-    index = x.mul(bins).to(torch.int32).clamp_(max=bins - 1)
-    if not everywhere:
-        fill_(index, ~judged, bins)  # an overflow bin, dropped below
-    counts = reducer.sum(torch.bincount(index, minlength=bins + 1)[:bins]).to(torch.float64)
+    counts = reducer.sum(_histogram(x, None if everywhere else judged, bins)).to(torch.float64)
     centers = (torch.arange(bins, dtype=torch.float64, device=x.device) + 0.5) / bins
     model = fit_gmm_1d(centers, counts, max_iter=max_iter, tol=tol, reg_covar=reg_covar)
     if key is not None:
@@ -195,7 +216,7 @@ def gmm(
     everywhere = keep is None and stats.all_seen
     x, model = _fit_loss_gmm(stats, judged, everywhere, loss_key=loss_key, bins=bins, max_iter=max_iter,
                              tol=tol, reg_covar=reg_covar)
-    p_clean = model.posterior_low(x)
+    p_clean = model.posterior_low_(x)  # x is ours: no other full-length array
     flagged = judged & (p_clean <= tau)
     noisy = p_clean.neg_().add_(1.0)  # the score 1 - p(clean), in place
     return NoisePart(flagged, _masked_score(noisy, judged, owned=True), Reason.FLAGGED_GMM)
@@ -255,7 +276,7 @@ def loss_margin(
     x, model = _fit_loss_gmm(stats, judged, everywhere, loss_key=loss_key, bins=bins, max_iter=100,
                              tol=1e-6, reg_covar=5e-4)
     d = separation(model)
-    p_clean = model.posterior_low(x)
+    p_clean = model.posterior_low_(x)  # x is ours: no other full-length array
     if d >= min_separation:
         flagged = judged & (p_clean <= tau)
         score, reason, mode = p_clean.neg_().add_(1.0), Reason.FLAGGED_GMM, 0.0
