@@ -124,7 +124,8 @@ def _kept_sums(packed: PackedDecision, rank: int) -> tuple[torch.Tensor, torch.T
 class NoisePart:
     """A noise filter's verdict: ``flagged`` bool[N] (likely mislabeled), ``score`` float32[N]
     (higher = more suspicious), the reason code it stands for, and optional scalar ``info``
-    about how it decided (logged as ``curation/<name>``)."""
+    about how it decided (logged as ``curation/<name>``). The plan may write into ``score``
+    unless it shares memory with the statistics (then it copies it)."""
 
     flagged: torch.Tensor
     score: torch.Tensor

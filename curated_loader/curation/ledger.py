@@ -241,9 +241,12 @@ class _Derived:
         self.layout = layout
         self.words = words  # code words [words, N]
 
+    def _inv_nl(self) -> torch.Tensor:
+        return self.rows["logit_count"].clamp_min(1).reciprocal_()
+
     @cached_property
     def inv_nl(self) -> torch.Tensor:
-        return self.rows["logit_count"].clamp_min(1).reciprocal_()
+        return self._inv_nl()
 
     @cached_property
     def confidence(self) -> torch.Tensor:
@@ -270,8 +273,9 @@ class _Derived:
             return rows["ema_num"] / rows["ema_den"]
         if name == "last_loss":
             return rows["last_loss"].clone()
-        if name == "aum":
-            return rows["margin_sum"] * self.inv_nl
+        if name == "aum":  # without keeping 1 / logit_count unless another statistic made it
+            inv_nl = self.__dict__.get("inv_nl")
+            return rows["margin_sum"] * inv_nl if inv_nl is not None else self._inv_nl().mul_(rows["margin_sum"])
         if name == "confidence":
             return self.confidence
         if name == "variability":

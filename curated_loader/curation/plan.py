@@ -90,6 +90,14 @@ def resolve_seed(seed: int | None) -> int:
     return drawn
 
 
+def _writable_score(score: torch.Tensor, stats: LedgerStats) -> torch.Tensor:
+    """A filter's ``score`` for the plan to write into: itself when it is a dense array of its
+    own (the built-in filters make a new one), a copy when it shares memory with a statistic."""
+    memory = score.untyped_storage().data_ptr()
+    shared = any(isinstance(v, torch.Tensor) and v.untyped_storage().data_ptr() == memory for v in vars(stats).values())
+    return score.clone() if shared or not score.is_contiguous() else score
+
+
 class CurationPlan:
     """Compose policies and turn ledger statistics into one :class:`Decision` per epoch.
 
@@ -230,7 +238,7 @@ class CurationPlan:
             part: NoisePart = noise_filter.apply(stats, epoch, gen)
             info.update(part.info or {})
             if score is None:
-                score = part.score.clone()
+                score = _writable_score(part.score, stats)
                 newly = part.flagged
             else:
                 newly = part.flagged & keep

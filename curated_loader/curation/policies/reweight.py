@@ -17,14 +17,18 @@ from ..reducer import Reducer, masked_min_max
 from ..schedule import LOSS_KEY, Policy
 
 
+#: :func:`normalize_clipped`'s default step limit and tolerance on the mean.
+NEWTON_MAX_ITER, NEWTON_TOL = 50, 1e-6
+
+
 def normalize_clipped(
     raw: torch.Tensor,
     members: torch.Tensor,
     w_min: float = 0.0,
     w_max: float = float("inf"),
     *,
-    max_iter: int = 50,
-    tol: float = 1e-6,
+    max_iter: int = NEWTON_MAX_ITER,
+    tol: float = NEWTON_TOL,
     reducer: Reducer | None = None,
 ) -> torch.Tensor:
     """``clamp(c * raw, w_min, w_max)`` on ``members`` (0 elsewhere), with the scale ``c``
@@ -37,15 +41,31 @@ def normalize_clipped(
     returned. ``reducer`` (default: these are all the samples) makes every sum global, for the
     slice of a sharded ledger.
     """
+    return _normalize_clipped(raw, members, w_min, w_max, max_iter, tol, reducer or Reducer(raw.numel()), owned=False)
+
+
+def _normalize_clipped(
+    raw: torch.Tensor,
+    members: torch.Tensor,
+    w_min: float,
+    w_max: float,
+    max_iter: int,
+    tol: float,
+    reducer: Reducer,
+    owned: bool,
+) -> torch.Tensor:
+    """:func:`normalize_clipped`; with ``owned`` a float32 ``raw`` may be overwritten (no copy)."""
     if not 0.0 <= w_min <= 1.0 <= w_max:
         raise ValueError(f"need 0 <= w_min <= 1 <= w_max, got [{w_min}, {w_max}]")
-    reducer = reducer or Reducer(raw.numel())
     count = torch.count_nonzero(members)
     local = int(count)
     n = int(reducer.sum(count)) if reducer.distributed else local
     if n == 0:
         return torch.zeros_like(raw, dtype=torch.float32)
-    raw = raw.to(torch.float32) if local == raw.numel() else zero_outside_(raw.to(torch.float32, copy=True), members)
+    if local < raw.numel():  # non-members count as 0
+        raw = zero_outside_(raw if owned and raw.dtype == torch.float32 else raw.to(torch.float32, copy=True), members)
+    else:
+        raw = raw.to(torch.float32)
     outside = (reducer.total - n) * w_min  # non-members have raw 0, so clamp gives them w_min
     total = float(reducer.sum(raw.sum()))
     c = n / total if total > 0 else 1.0
@@ -88,14 +108,19 @@ def _blocks(n: int, device: torch.device) -> range:
     return range(0, n, CLASS_BLOCK if device.type == "cpu" else max(n, 1))
 
 
-def _class_mass(raw: torch.Tensor, labels: torch.Tensor, labelled: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """float64 sums of ``raw`` per class over the ``labelled`` ids, step by step: on CPU by
+def _labelled(members: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The members whose label is known (>= 0)."""
+    return members & (labels >= 0)
+
+
+def _class_mass(raw: torch.Tensor, labels: torch.Tensor, members: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """float64 sums of ``raw`` per class over the labelled ``members``, step by step: on CPU by
     ``bincount`` (a serial loop, twice as fast there as the accumulating ``index_put_``), the
     steps' sums added in order; elsewhere by ``index_put_``."""
     mass = torch.zeros(num_classes, dtype=torch.float64, device=raw.device)
     for start in _blocks(raw.numel(), raw.device):
         block = slice(start, start + CLASS_BLOCK)
-        weight = zero_outside_(raw[block].clone(), labelled[block]).to(torch.float64)
+        weight = zero_outside_(raw[block].clone(), _labelled(members[block], labels[block])).to(torch.float64)
         index = labels[block].clamp_min(0)
         if raw.device.type == "cpu":
             mass += torch.bincount(index, weights=weight, minlength=num_classes)[:num_classes]
@@ -118,17 +143,17 @@ def balance_classes(
     A new tensor, or ``out`` (which may be ``raw`` itself); the work runs in steps of
     :data:`CLASS_BLOCK` ids on CPU."""
     reducer = reducer or Reducer(raw.numel())
-    labelled = members & (labels >= 0)
     top = labels.amax().clamp_min(0) if labels.numel() else labels.new_tensor(-1)
     num_classes = int(reducer.max(top) if reducer.distributed else top) + 1
-    mass = reducer.sum(_class_mass(raw, labels, labelled, num_classes))
+    mass = reducer.sum(_class_mass(raw, labels, members, num_classes))
     present = mass > 0
     target = mass.sum() / present.sum().clamp_min(1)
     scale = torch.where(present, target / mass.clamp_min(1e-300), 0.0).to(raw.dtype)
     out = torch.empty_like(raw) if out is None else out
     for start in _blocks(raw.numel(), raw.device):
         block = slice(start, start + CLASS_BLOCK)
-        factor = fill_(scale.index_select(0, labels[block].clamp_min(0)), ~labelled[block], 1.0)  # 1: not labelled
+        unlabelled = _labelled(members[block], labels[block]).logical_not_()
+        factor = fill_(scale.index_select(0, labels[block].clamp_min(0)), unlabelled, 1.0)
         torch.mul(factor, raw[block], out=out[block])
     return out
 
@@ -173,7 +198,8 @@ def sample_weights(
         raw = torch.where(stats.seen, raw, torch.where(num > 0, neutral, 1.0))
     if class_balance:
         raw = balance_classes(raw, stats.labels, members, reducer, out=raw)  # raw is this function's own
-    return WeightPart(normalize_clipped(raw, members, w_min, w_max, reducer=reducer), as_counts=as_counts)
+    weight = _normalize_clipped(raw, members, w_min, w_max, NEWTON_MAX_ITER, NEWTON_TOL, reducer, owned=True)
+    return WeightPart(weight, as_counts=as_counts)
 
 
 @dataclass(frozen=True, kw_only=True)
