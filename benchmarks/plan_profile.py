@@ -222,7 +222,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                           for row in rows) + " |")
     if args.save:
         d = rows[0]["decision"]
-        torch.save({k: getattr(d, k) for k in ("keep", "weight", "strength", "reason", "score", "reason_counts")},
+        torch.save({k: getattr(d, k) for k in ("keep", "weight", "strength", "reason", "score", "reason_counts",
+                                                "kept_moments")},
                    args.save)
     result = {"package": package, "ledger": args.ledger, "n": n, "stage_clock": "thread_cpu" if args.cpu_clock else "wall", "load_average": os.getloadavg()[0],
               "ranks": [{k: v for k, v in row.items() if k != "decision"} for row in rows]}

@@ -46,7 +46,7 @@ def small_loss(
     loss = getattr(stats, loss_key)
     judged = _judged(stats.seen, keep)
     threshold = stats.quantile(loss, 1.0 - quantile, mask=judged)
-    flagged = judged & (loss > threshold) if quantile > 0 else torch.zeros_like(judged)
+    flagged = (loss > threshold).logical_and_(judged) if quantile > 0 else torch.zeros_like(judged)
     return NoisePart(flagged, _masked_score(loss.float(), judged), Reason.FLAGGED_SMALL_LOSS)
 
 
@@ -222,7 +222,7 @@ def gmm(
     model, normalized = _fit_loss_gmm(stats, judged, everywhere, loss_key=loss_key, bins=bins,
                                       max_iter=max_iter, tol=tol, reg_covar=reg_covar)
     p_clean = model.posterior_low_(normalized())  # in place: no other full-length array
-    flagged = judged & (p_clean <= tau)
+    flagged = (p_clean <= tau).logical_and_(judged)  # one bool array, not two
     noisy = p_clean.neg_().add_(1.0)  # the score 1 - p(clean), in place
     return NoisePart(flagged, _masked_score(noisy, judged, owned=True), Reason.FLAGGED_GMM)
 
@@ -283,11 +283,11 @@ def loss_margin(
     d = separation(model)
     if d >= min_separation:
         p_clean = model.posterior_low_(normalized())  # in place: no other full-length array
-        flagged = judged & (p_clean <= tau)
+        flagged = (p_clean <= tau).logical_and_(judged)
         score, reason, mode = p_clean.neg_().add_(1.0), Reason.FLAGGED_GMM, 0.0
         evidence = flagged
     elif margin_fallback:  # p(clean) only if the rule asks for it
-        evidence = judged & (stats.aum < -margin_threshold)
+        evidence = (stats.aum < -margin_threshold).logical_and_(judged)
         flagged = evidence & (model.posterior_low_(normalized()) < 0.5) if margin_rule == "agree" else evidence
         score, reason, mode = stats.aum.neg(), Reason.FLAGGED_AUM, 1.0
     else:
@@ -314,7 +314,7 @@ def aum(
     judged margins when ``quantile`` is given. Score: -AUM."""
     judged = _judged(stats.has_logits, keep)
     cut = threshold if quantile is None else stats.quantile(stats.aum, quantile, mask=judged)
-    flagged = judged & (stats.aum < cut)
+    flagged = (stats.aum < cut).logical_and_(judged)
     return NoisePart(flagged, _masked_score(stats.aum.neg(), judged, owned=True), Reason.FLAGGED_AUM)
 
 
