@@ -135,8 +135,8 @@ class GroupReducer(Reducer):
         for width in _RADIX_WIDTHS:
             shift = 32 - done - width
             if keys is None:  # the first digit of every key, step by step: no full-length keys
-                histogram = sum(torch.bincount(_digits(part, shift, width), minlength=1 << width)
-                                for part in _key_steps(values, mask))
+                histogram = sum(torch.bincount(digits, minlength=1 << width)
+                                for _, digits in _first_digits(values, mask, shift, width))
             else:
                 digits = _digits(keys, shift, width)
                 histogram = torch.bincount(digits, minlength=1 << width)
@@ -145,7 +145,7 @@ class GroupReducer(Reducer):
             remaining -= int(below[digit - 1]) if digit else 0
             prefix, done = (prefix << width) | digit, done + width
             if done < 32 and keys is None:
-                keys = torch.cat([part[_digits(part, shift, width) == digit] for part in _key_steps(values, mask)])
+                keys = torch.cat([part[digits == digit] for part, digits in _first_digits(values, mask, shift, width)])
             elif done < 32:
                 keys = keys[digits == digit]
         return _from_sortable_key(prefix, values.device)
@@ -154,11 +154,12 @@ class GroupReducer(Reducer):
 def masked_min_max(values: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """0-dim minimum and maximum of ``values`` over ``mask`` (``inf`` and ``-inf`` when it is
     empty), in steps (:func:`~curated_loader.curation.masking.in_steps`): no full-length copy."""
-    lows, highs = [], []
+    lows, highs, buffer = [], [], None
     for part, inside in in_steps(values, mask):
-        outside = ~inside
-        lows.append(fill_(part.clone(), outside, math.inf).amin())
-        highs.append(fill_(part.clone(), outside, -math.inf).amax())
+        buffer = torch.empty_like(part) if buffer is None else buffer  # every step's copy
+        outside, copy = ~inside, buffer[: part.numel()]
+        lows.append(fill_(copy.copy_(part), outside, math.inf).amin())
+        highs.append(fill_(copy.copy_(part), outside, -math.inf).amax())
     return torch.stack(lows).amin(), torch.stack(highs).amax()
 
 
@@ -197,10 +198,22 @@ def _sortable_keys(values: torch.Tensor, mask: torch.Tensor | None = None) -> to
     return bits.bitwise_xor_((bits >> 31).bitwise_or_(-(1 << 31)))
 
 
-def _key_steps(values: torch.Tensor, mask: torch.Tensor | None) -> Iterator[torch.Tensor]:
-    """:func:`_sortable_keys` of ``values`` (over ``mask``), in steps (:func:`in_steps`)."""
-    for part in in_steps(values) if mask is None else in_steps(values, mask):
-        yield _sortable_keys(*part)
+def _first_digits(
+    values: torch.Tensor, mask: torch.Tensor | None, shift: int, width: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """:func:`_sortable_keys` of ``values`` (over ``mask``) and their :func:`_digits`, step by
+    step (:func:`in_steps`), each step's written into the same two buffers (read a step's
+    before asking for the next): the same bits, no full-length array and no fresh temporaries."""
+    buffers = None
+    for step in in_steps(values) if mask is None else in_steps(values, mask):
+        part = step[0].float() if mask is None else step[0][step[1]].float()
+        if buffers is None:
+            buffers = torch.empty(2, step[0].numel(), dtype=torch.int32, device=values.device)
+        keys, digits = buffers[0, : part.numel()], buffers[1, : part.numel()]
+        keys.copy_(part.view(torch.int32))
+        keys.bitwise_xor_(torch.bitwise_right_shift(keys, 31, out=digits).bitwise_or_(-(1 << 31)))  # _sortable_keys
+        torch.bitwise_right_shift(keys, shift, out=digits).bitwise_and_((1 << width) - 1)  # _digits
+        yield keys, digits
 
 
 def _digits(keys: torch.Tensor, shift: int, width: int) -> torch.Tensor:
