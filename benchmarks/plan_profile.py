@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               f"main-thread CPU {', '.join(f'{s:.2f}' for s in row['thread_cpu_s'])} s; "
               f"minor page faults {', '.join(str(f) for f in row['minor_faults'])}")
     clock = "main-thread CPU s" if args.cpu_clock else "s"
-    print(f"\n| stage (cumulative, last plan, profiled) | " + " | ".join(
+    print("\n| stage (cumulative, last plan, profiled) | " + " | ".join(
         f"rank {r} {clock} | rank {r} minor faults" for r in range(len(rows))) + " |")
     print("|---|" + "---:|---:|" * len(rows))
     for stage in STAGES:

@@ -16,7 +16,6 @@ from ..masking import fill_, in_steps, zero_outside_
 from ..reducer import Reducer, masked_min_max
 from ..schedule import LOSS_KEY, Policy
 
-
 #: :func:`normalize_clipped`'s default step limit and tolerance on the mean.
 NEWTON_MAX_ITER, NEWTON_TOL = 50, 1e-6
 
