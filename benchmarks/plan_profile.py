@@ -15,7 +15,9 @@ also counts gloo's threads, which spin while a collective waits); the
 last one runs under cProfile, whose cumulative seconds per stage are printed (a stage's function
 and what it calls; ``collective waits`` is the time spent waiting in gloo): wall seconds, or with
 ``--cpu-clock`` the main thread's CPU seconds, which time spent waiting for the other rank or for
-a core (a loaded machine) does not inflate; page faults count in both. The package is the
+a core (a loaded machine) does not inflate; page faults count in both. Beside each stage's
+seconds stand the minor page faults of its calls in that plan (``counting_faults``): fresh
+memory, what a cold plan at large N pays for most. The package is the
 one ``curated_loader`` resolves to (``PYTHONPATH`` decides), so two trees can be compared with
 the same plan; ``--save`` writes the decision (rank 0) for a bit-for-bit comparison.
 """
@@ -23,7 +25,9 @@ the same plan; ``--save`` writes the decision (rank 0) for a bit-for-bit compari
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
+import functools
 import json
 import os
 import pstats
@@ -74,6 +78,58 @@ def _minor_faults() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
+@contextlib.contextmanager
+def counting_faults(faults: dict[str, int]):
+    """While open, add to ``faults[stage]`` the minor page faults of each call of a stage's
+    functions (by name, as :data:`STAGES` names them, in ``curated_loader``'s modules and
+    classes; a stage's nested calls count once). They are wrapped, which cProfile does not
+    see: it still times the original functions inside."""
+    stage_of = {name: stage for stage, names in STAGES.items() for name in names}
+    depth: dict[str, int] = {}
+
+    def wrap(function: Any) -> Any:
+        stage = stage_of[function.__name__]
+
+        @functools.wraps(function)
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            depth[stage] = depth.get(stage, 0) + 1
+            before = _minor_faults() if depth[stage] == 1 else 0
+            try:
+                return function(*args, **kwargs)
+            finally:
+                depth[stage] -= 1
+                if not depth[stage]:
+                    faults[stage] = faults.get(stage, 0) + _minor_faults() - before
+
+        return counted
+
+    wrapped: dict[Any, Any] = {}
+    undo = []
+
+    def patch(owner: Any, name: str, value: Any) -> None:
+        function = value.__func__ if isinstance(value, staticmethod) else value
+        if not callable(function) or getattr(function, "__name__", None) not in stage_of:
+            return
+        if not getattr(function, "__module__", "").startswith("curated_loader") or isinstance(function, type):
+            return
+        new = wrapped.setdefault(function, wrap(function))
+        undo.append((owner, name, value))
+        setattr(owner, name, staticmethod(new) if isinstance(value, staticmethod) else new)
+
+    for module in [m for name, m in sys.modules.items() if name.startswith("curated_loader") and m is not None]:
+        for name, value in list(vars(module).items()):
+            if isinstance(value, type) and value.__module__ == module.__name__:
+                for attr, member in list(vars(value).items()):
+                    patch(value, attr, member)
+            else:
+                patch(module, name, value)
+    try:
+        yield faults
+    finally:
+        for owner, name, value in reversed(undo):
+            setattr(owner, name, value)
+
+
 def time_plans(
     ledger: Any, plan: Any, epoch: int, repeats: int, cold: bool = False, cpu_clock: bool = False
 ) -> dict[str, Any]:
@@ -84,21 +140,24 @@ def time_plans(
         plan.decide(ledger.stats(sync=False), epoch)
     wall, cpu, thread, faults = [], [], [], []
     profile = cProfile.Profile(time.thread_time) if cpu_clock else cProfile.Profile()
+    stage_faults: dict[str, int] = {}
     for i in range(repeats):
         if distributed:
             dist.barrier()
-        t, c, m, f = time.perf_counter(), time.process_time(), time.thread_time(), _minor_faults()
-        if i == repeats - 1:
-            profile.enable()
-        decision = plan.decide(ledger.stats(sync=False), epoch)
-        if i == repeats - 1:
-            profile.disable()
+        last = i == repeats - 1
+        with counting_faults(stage_faults) if last else contextlib.nullcontext():
+            t, c, m, f = time.perf_counter(), time.process_time(), time.thread_time(), _minor_faults()
+            if last:
+                profile.enable()
+            decision = plan.decide(ledger.stats(sync=False), epoch)
+            if last:
+                profile.disable()
         wall.append(time.perf_counter() - t)
         cpu.append(time.process_time() - c)
         thread.append(time.thread_time() - m)
         faults.append(_minor_faults() - f)
     return {"wall_s": wall, "cpu_s": cpu, "thread_cpu_s": thread, "minor_faults": faults,
-            "stages_s": _stage_seconds(profile), "decision": decision}
+            "stages_s": _stage_seconds(profile), "stage_faults": stage_faults, "decision": decision}
 
 
 def _sharded_worker(rank: int, port: int, n: int, repeats: int, cold: bool, cpu_clock: bool, out: str) -> None:
@@ -155,13 +214,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               f"main-thread CPU {', '.join(f'{s:.2f}' for s in row['thread_cpu_s'])} s; "
               f"minor page faults {', '.join(str(f) for f in row['minor_faults'])}")
     clock = "main-thread CPU s" if args.cpu_clock else "s"
-    print(f"\n| stage (cumulative, last plan, profiled, {clock}) | " + " | ".join(f"rank {r}" for r in range(len(rows))) + " |")
-    print("|---|" + "---:|" * len(rows))
+    print("\n| stage (cumulative, last plan, profiled) | " + " | ".join(
+        f"rank {r} {clock} | rank {r} minor faults" for r in range(len(rows))) + " |")
+    print("|---|" + "---:|---:|" * len(rows))
     for stage in STAGES:
-        print(f"| {stage} | " + " | ".join(f"{row['stages_s'][stage]:.3f}" for row in rows) + " |")
+        print(f"| {stage} | " + " | ".join(f"{row['stages_s'][stage]:.3f} | {row['stage_faults'].get(stage, '')}"
+                                          for row in rows) + " |")
     if args.save:
         d = rows[0]["decision"]
-        torch.save({k: getattr(d, k) for k in ("keep", "weight", "strength", "reason", "score", "reason_counts")},
+        torch.save({k: getattr(d, k) for k in ("keep", "weight", "strength", "reason", "score", "reason_counts",
+                                                "kept_moments")},
                    args.save)
     result = {"package": package, "ledger": args.ledger, "n": n, "stage_clock": "thread_cpu" if args.cpu_clock else "wall", "load_average": os.getloadavg()[0],
               "ranks": [{k: v for k, v in row.items() if k != "decision"} for row in rows]}

@@ -109,13 +109,17 @@ def _kept_sums(packed: PackedDecision, rank: int) -> tuple[torch.Tensor, torch.T
     bits = torch.tensor(_BIT_WEIGHTS, dtype=torch.uint8, device=device)
     lo, hi = packed.ranges[rank]
     mask, half, codes = packed.columns(rank)
+    wide = torch.empty(2, min(hi - lo, GATHER_CHUNK), dtype=torch.float64, device=device)  # reused by every step
     for start in _steps(hi - lo):
         end = min(hi - lo, start + GATHER_CHUNK)
         kept = _keep_flags(mask, start, end, bits).bool()
-        weight = half[start:end][kept].double()
-        if weight.numel():
-            strength = codes[start:end][kept].float().div_(_STRENGTH_LEVELS).double()
-            sums += torch.stack([weight.new_tensor(weight.numel()), weight.sum(), weight.square().sum(), strength.sum()])
+        kept_half = half[start:end][kept]
+        count = kept_half.numel()
+        if count:
+            weight, other = wide[0, :count].copy_(kept_half), wide[1, :count]
+            total, squares = weight.sum(), torch.square(weight, out=other).sum()
+            strength = other.copy_(codes[start:end][kept].float().div_(_STRENGTH_LEVELS))
+            sums += torch.stack([weight.new_tensor(count), total, squares, strength.sum()])
             top = torch.maximum(top, weight.amax().reshape(1))
     return sums, top
 
@@ -124,7 +128,8 @@ def _kept_sums(packed: PackedDecision, rank: int) -> tuple[torch.Tensor, torch.T
 class NoisePart:
     """A noise filter's verdict: ``flagged`` bool[N] (likely mislabeled), ``score`` float32[N]
     (higher = more suspicious), the reason code it stands for, and optional scalar ``info``
-    about how it decided (logged as ``curation/<name>``)."""
+    about how it decided (logged as ``curation/<name>``). The plan may write into ``score``
+    unless it shares memory with the statistics (then it copies it)."""
 
     flagged: torch.Tensor
     score: torch.Tensor

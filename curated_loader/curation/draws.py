@@ -40,9 +40,12 @@ class IdDraws:
         self._fill(out, lambda start, end, z: z.copy_(ids[start:end]))
         return out
 
-    def uniform_range(self, first: int, n: int, device: torch.device | str) -> torch.Tensor:
-        """:meth:`uniform` of the ids ``first, ..., first + n - 1`` (without making them)."""
-        out = torch.empty(n, dtype=torch.float32, device=device)
+    def uniform_range(
+        self, first: int, n: int, device: torch.device | str, out: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """:meth:`uniform` of the ids ``first, ..., first + n - 1`` (without making them),
+        into ``out`` (float32[n]) when given."""
+        out = torch.empty(n, dtype=torch.float32, device=device) if out is None else _checked_out(out, n)
         self._fill(out, lambda start, end, z: torch.arange(first + start, first + end, out=z))
         return out
 
@@ -64,14 +67,27 @@ class IdDraws:
         return f"IdDraws(seed={self.seed})"
 
 
+def _checked_out(out: torch.Tensor, n: int) -> torch.Tensor:
+    if out.dtype != torch.float32 or out.shape != (n,) or not out.is_contiguous():
+        raise ValueError(f"out must be a contiguous float32 tensor of shape ({n},), got {out.dtype} {tuple(out.shape)}")
+    return out
+
+
 def uniform_draws(
-    generator: IdDraws | torch.Generator | None, reducer: Reducer, n: int, device: torch.device | str
+    generator: IdDraws | torch.Generator | None,
+    reducer: Reducer,
+    n: int,
+    device: torch.device | str,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``n`` uniforms for the local rows of ``reducer`` (global ids ``offset ...``): per id
     from an :class:`IdDraws`, else ``torch.rand`` from ``generator`` in row order (dense
-    statistics only: a sharded ledger's rows would draw differently than the dense ones)."""
+    statistics only: a sharded ledger's rows would draw differently than the dense ones);
+    written into ``out`` (float32[n]) when given."""
     if isinstance(generator, IdDraws):
-        return generator.uniform_range(reducer.offset, n, device)
+        return generator.uniform_range(reducer.offset, n, device, out)
     if reducer.distributed:
         raise ValueError("statistics of a sharded ledger need IdDraws (per-id draws), not a torch.Generator")
-    return torch.rand(n, generator=generator, device=device)
+    if out is None:
+        return torch.rand(n, generator=generator, device=device)
+    return torch.rand(n, generator=generator, device=device, out=_checked_out(out, n))

@@ -173,7 +173,7 @@ class LedgerStats:
     correct_frac: torch.Tensor = LazyField()
     forgetting: torch.Tensor = LazyField()  # int32: correct -> incorrect transitions
     last_epoch: torch.Tensor = LazyField()  # int32: last epoch recorded, -1 never
-    labels: torch.Tensor = LazyField()  # int64: last recorded target, -1 unknown
+    labels: torch.Tensor = LazyField()  # int32: last recorded target, -1 unknown
 
     def __getstate__(self) -> dict[str, Any]:
         return resolved_state(self, [f.name for f in fields(self)])
@@ -241,9 +241,12 @@ class _Derived:
         self.layout = layout
         self.words = words  # code words [words, N]
 
+    def _inv_nl(self) -> torch.Tensor:
+        return self.rows["logit_count"].clamp_min(1).reciprocal_()
+
     @cached_property
     def inv_nl(self) -> torch.Tensor:
-        return self.rows["logit_count"].clamp_min(1).reciprocal_()
+        return self._inv_nl()
 
     @cached_property
     def confidence(self) -> torch.Tensor:
@@ -253,7 +256,7 @@ class _Derived:
         """Code-word field ``name`` (-1 where unknown) as ``dtype``, as
         :meth:`_CodeLayout.field` computes it, in place on one new tensor."""
         f = self.layout.fields[name]
-        value = self.words[f.word].abs().to(torch.int32)  # every field fits: int32 passes, then widened
+        value = self.words[f.word].to(torch.int32).abs_()  # every field fits int32 (truncation commutes with abs)
         if f.shift:
             value.bitwise_right_shift_(f.shift)
         value = value.bitwise_and_(f.limit).sub_(1)
@@ -270,8 +273,9 @@ class _Derived:
             return rows["ema_num"] / rows["ema_den"]
         if name == "last_loss":
             return rows["last_loss"].clone()
-        if name == "aum":
-            return rows["margin_sum"] * self.inv_nl
+        if name == "aum":  # without keeping 1 / logit_count unless another statistic made it
+            inv_nl = self.__dict__.get("inv_nl")
+            return rows["margin_sum"] * inv_nl if inv_nl is not None else self._inv_nl().mul_(rows["margin_sum"])
         if name == "confidence":
             return self.confidence
         if name == "variability":
@@ -283,7 +287,7 @@ class _Derived:
         if name == "last_epoch":
             return self.field("epoch", torch.int32)
         if name == "labels":
-            return self.field("label", torch.int64)
+            return self.field("label", torch.int32)
         raise KeyError(name)
 
 

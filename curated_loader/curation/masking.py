@@ -42,6 +42,17 @@ def _blocks(*tensors: torch.Tensor) -> Iterator[tuple[torch.Tensor, ...]]:
         yield tuple(t[start : start + MASK_BLOCK] for t in tensors)
 
 
+def in_steps(*tensors: torch.Tensor) -> Iterator[tuple[torch.Tensor, ...]]:
+    """Aligned views of the 1-D ``tensors`` (equal lengths): steps of :data:`MASK_BLOCK`
+    elements on CPU, so that element-wise work on them makes small temporaries only (reused,
+    warm) instead of full-length fresh arrays; the whole tensors at once elsewhere (one kernel
+    is best there)."""
+    if tensors[0].device.type != "cpu" or tensors[0].numel() <= MASK_BLOCK:
+        yield tensors
+    else:
+        yield from _blocks(*tensors)
+
+
 def fill_(x: torch.Tensor, mask: torch.Tensor, value: float) -> torch.Tensor:
     """``x.masked_fill_(mask, value)``: ``x`` set to ``value`` where ``mask``."""
     if not _branch_free(x, mask):

@@ -90,6 +90,14 @@ def resolve_seed(seed: int | None) -> int:
     return drawn
 
 
+def _writable_score(score: torch.Tensor, stats: LedgerStats) -> torch.Tensor:
+    """A filter's ``score`` for the plan to write into: itself when it is a dense array of its
+    own (the built-in filters make a new one), a copy when it shares memory with a statistic."""
+    memory = score.untyped_storage().data_ptr()
+    shared = any(isinstance(v, torch.Tensor) and v.untyped_storage().data_ptr() == memory for v in vars(stats).values())
+    return score.clone() if shared or not score.is_contiguous() else score
+
+
 class CurationPlan:
     """Compose policies and turn ledger statistics into one :class:`Decision` per epoch.
 
@@ -164,7 +172,7 @@ class CurationPlan:
         """The decision for ``epoch`` (the epoch it will be used in).
 
         ``source`` is a ledger (its ``stats()`` is called, which syncs across ranks: call on
-        every rank) or precomputed stats. ``labels`` (int64[N], -1 unknown) overrides the
+        every rank) or precomputed stats. ``labels`` (integers[N], -1 unknown; held as int32) overrides the
         labels the ledger recorded, for class-balanced reweighting. Over a sharded ledger it
         is a collective and returns the gathered decision (see :meth:`Decision.gathered`).
         """
@@ -172,17 +180,18 @@ class CurationPlan:
         reducer = stats.reducer
         if labels is not None:
             labels = labels[reducer.offset : reducer.offset + stats.num_samples] if reducer.distributed else labels
-            stats = replace(stats, labels=labels.to(stats.device, torch.long))
+            stats = replace(stats, labels=labels.to(stats.device, torch.int32))
         device, n = stats.device, stats.num_samples
         reason = torch.full((n,), int(Reason.KEPT if stats.all_seen else Reason.UNSEEN), dtype=torch.int8, device=device)
         if not stats.all_seen:
             fill_(reason, stats.seen, int(Reason.KEPT))
         keep, score, info = self._filter(stats, epoch, reason)
         eligible = keep.clone()
-        weight = torch.ones(n, device=device)
         if self._active(self.reweight, epoch):
             gen = self.generator(epoch, _STAGE_REWEIGHT, device)
             weight = self.reweight.apply(stats, epoch, gen, keep=eligible).weight
+        else:
+            weight = torch.ones(n, device=device)
         if self._active(self.prune, epoch):
             part = self.prune.apply(stats, epoch, self.draws(epoch, _STAGE_PRUNE), keep=eligible)
             fill_(keep, part.pruned, False)
@@ -229,7 +238,7 @@ class CurationPlan:
             part: NoisePart = noise_filter.apply(stats, epoch, gen)
             info.update(part.info or {})
             if score is None:
-                score = part.score.clone()
+                score = _writable_score(part.score, stats)
                 newly = part.flagged
             else:
                 newly = part.flagged & keep

@@ -14,7 +14,8 @@ bit patterns (made order-preserving), digits of 16, 8 and 8 bits: three ``all_re
 of a histogram (65536 int64, 512 KiB, then twice 256) give the very value ``torch.kthvalue``
 returns on the concatenated values, so sharded and dense quantiles are equal (tolerance 0).
 The wide first digit leaves only the values of one 1/128-wide band of one binade for the
-later rounds, so the full-length passes are two (keys, first digits). On dense statistics
+later rounds, so the full-length passes are two (the first digits' histogram, then the keys
+that share the chosen one), each in steps that make no full-length array. On dense statistics
 :func:`kth_value` selects within a band bracketed by a strided sample (a few full-length
 comparisons, ``torch.kthvalue`` on the band: the very value it returns on all of them).
 """
@@ -22,13 +23,13 @@ comparisons, ``torch.kthvalue`` on the band: the very value it returns on all of
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
-from .masking import fill_
+from .masking import fill_, in_steps
 
 #: Digit widths of the radix selection, most significant first (they add up to 32).
 _RADIX_WIDTHS = (16, 8, 8)
@@ -64,8 +65,7 @@ class Reducer:
         if mask is None:
             lo, hi = torch.aminmax(values)
             return lo, hi
-        outside = ~mask
-        return fill_(values.clone(), outside, math.inf).amin(), fill_(values.clone(), outside, -math.inf).amax()
+        return masked_min_max(values, mask)
 
     def kth_smallest(self, values: torch.Tensor, k: int, mask: torch.Tensor | None = None) -> torch.Tensor:
         """The ``k``-th smallest (1-based) float32 value of ``values`` (over ``mask``) over all
@@ -130,18 +130,37 @@ class GroupReducer(Reducer):
     def kth_smallest(self, values: torch.Tensor, k: int, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Exact radix selection: per digit (:data:`_RADIX_WIDTHS`), the global histogram of
         that digit among the values that share the digits chosen so far (one ``all_reduce``)."""
-        keys = _sortable_keys(values, mask)
         prefix, remaining, done = 0, int(k), 0
+        keys: torch.Tensor | None = None  # the keys that share the digits chosen so far (after the first)
         for width in _RADIX_WIDTHS:
             shift = 32 - done - width
-            digits = _digits(keys, shift, width)
-            below = self.sum(torch.bincount(digits, minlength=1 << width)).cumsum(0)
+            if keys is None:  # the first digit of every key, step by step: no full-length keys
+                histogram = sum(torch.bincount(digits, minlength=1 << width)
+                                for _, digits in _first_digits(values, mask, shift, width))
+            else:
+                digits = _digits(keys, shift, width)
+                histogram = torch.bincount(digits, minlength=1 << width)
+            below = self.sum(histogram).cumsum(0)
             digit = int(torch.searchsorted(below, below.new_tensor([remaining])))  # first with below >= remaining
             remaining -= int(below[digit - 1]) if digit else 0
             prefix, done = (prefix << width) | digit, done + width
-            if done < 32:  # keep the keys that share the digits chosen so far
+            if done < 32 and keys is None:
+                keys = torch.cat([part[digits == digit] for part, digits in _first_digits(values, mask, shift, width)])
+            elif done < 32:
                 keys = keys[digits == digit]
         return _from_sortable_key(prefix, values.device)
+
+
+def masked_min_max(values: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """0-dim minimum and maximum of ``values`` over ``mask`` (``inf`` and ``-inf`` when it is
+    empty), in steps (:func:`~curated_loader.curation.masking.in_steps`): no full-length copy."""
+    lows, highs, buffer = [], [], None
+    for part, inside in in_steps(values, mask):
+        buffer = torch.empty_like(part) if buffer is None else buffer  # every step's copy
+        outside, copy = ~inside, buffer[: part.numel()]
+        lows.append(fill_(copy.copy_(part), outside, math.inf).amin())
+        highs.append(fill_(copy.copy_(part), outside, -math.inf).amax())
+    return torch.stack(lows).amin(), torch.stack(highs).amax()
 
 
 def kth_value(values: torch.Tensor, k: int) -> torch.Tensor:
@@ -177,6 +196,24 @@ def _sortable_keys(values: torch.Tensor, mask: torch.Tensor | None = None) -> to
     values = values.float()
     bits = (values[mask] if mask is not None else values.clone()).view(torch.int32)
     return bits.bitwise_xor_((bits >> 31).bitwise_or_(-(1 << 31)))
+
+
+def _first_digits(
+    values: torch.Tensor, mask: torch.Tensor | None, shift: int, width: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """:func:`_sortable_keys` of ``values`` (over ``mask``) and their :func:`_digits`, step by
+    step (:func:`in_steps`), each step's written into the same two buffers (read a step's
+    before asking for the next): the same bits, no full-length array and no fresh temporaries."""
+    buffers = None
+    for step in in_steps(values) if mask is None else in_steps(values, mask):
+        part = step[0].float() if mask is None else step[0][step[1]].float()
+        if buffers is None:
+            buffers = torch.empty(2, step[0].numel(), dtype=torch.int32, device=values.device)
+        keys, digits = buffers[0, : part.numel()], buffers[1, : part.numel()]
+        keys.copy_(part.view(torch.int32))
+        keys.bitwise_xor_(torch.bitwise_right_shift(keys, 31, out=digits).bitwise_or_(-(1 << 31)))  # _sortable_keys
+        torch.bitwise_right_shift(keys, shift, out=digits).bitwise_and_((1 << width) - 1)  # _digits
+        yield keys, digits
 
 
 def _digits(keys: torch.Tensor, shift: int, width: int) -> torch.Tensor:

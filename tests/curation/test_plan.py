@@ -121,3 +121,30 @@ def test_publish_and_state_round_trip(planted):
     assert other.seed == 4 and other.num_epochs == 20
     other.load_state_dict({})  # an older checkpoint without plan state
     assert other.seed == 4
+
+
+def _score_is_the_statistic(stats, epoch, generator=None, *, keep=None):
+    """A filter whose score is a statistic itself (no copy): the plan must not write into it."""
+    from curated_loader.curation import NoisePart
+
+    return NoisePart(torch.zeros_like(stats.seen), stats.ema_loss, Reason.FLAGGED_SMALL_LOSS)
+
+
+def test_a_score_that_is_a_statistic_is_copied_before_the_plan_writes_into_it(planted):
+    from dataclasses import dataclass
+
+    from curated_loader.curation import Policy
+
+    @dataclass(frozen=True, kw_only=True)
+    class StatisticScore(Policy):
+        warmup_epochs: int = 0
+        function = staticmethod(_score_is_the_statistic)
+
+    stats = planted.ledger.stats()
+    before = stats.ema_loss.clone()
+    plan = CurationPlan(noise_filter=[StatisticScore(), AUMFilter(warmup_epochs=0)], seed=0)
+    decision = plan.decide(stats, 3)
+    flagged_by_aum = decision.reason == int(Reason.FLAGGED_AUM)
+    assert bool(flagged_by_aum.any())  # the second filter's scores were written into the first's
+    assert torch.equal(stats.ema_loss, before)
+    assert torch.equal(decision.score[flagged_by_aum], stats.aum.neg()[flagged_by_aum])

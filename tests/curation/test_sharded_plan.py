@@ -27,7 +27,7 @@ from curated_loader.curation import (
     SmallLossFilter,
 )
 from curated_loader.curation import decision as decision_module
-from curated_loader.curation import draws
+from curated_loader.curation import draws, masking
 from curated_loader.curation.sharded import owned_range
 from tests.conftest import free_port
 
@@ -72,9 +72,10 @@ def rank_calls(rank: int, epoch: int) -> list[tuple[torch.Tensor, ...]]:
 
 
 def _worker(rank: int, port: int, out: str) -> None:
-    # small steps, so the decision is packed and unpacked, and the draws hashed, in several
-    # steps with a short last one (501 and 500 owned ids)
-    decision_module.GATHER_CHUNK, draws.DRAW_CHUNK = 48, 100
+    # small steps, so the decision is packed and unpacked, the draws hashed, and the policies'
+    # and quantiles' element-wise work done in several steps with a short last one (501 and
+    # 500 owned ids)
+    decision_module.GATHER_CHUNK, draws.DRAW_CHUNK, masking.MASK_BLOCK = 48, 100, 64
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
     try:
         dense, sharded = Ledger(N, CLASSES), ShardedLedger(N, CLASSES)

@@ -10,7 +10,7 @@ import torch
 from ...checks import ConfigError, OneOf, Range
 from ..decision import StrengthPart
 from ..ledger import LedgerStats
-from ..masking import fill_
+from ..masking import fill_, in_steps
 from ..schedule import LOSS_KEY, Policy
 
 Mapping = Literal["easy_strong", "hard_strong", "constant"]
@@ -25,7 +25,9 @@ def difficulty(stats: LedgerStats, loss_key: str = "ema_loss") -> torch.Tensor:
     if not median > 0:  # no seen sample, or at least half of them at zero loss
         d = (loss > 0).float().mul_(0.5).add_(0.5) if median == 0 else torch.full_like(loss, 0.5)
     else:
-        d = loss.div_(loss + median)
+        d = loss
+        for (part,) in in_steps(d):  # no full-length loss + median
+            part.div_(part + median)
     return d.float() if stats.all_seen else fill_(d, ~stats.seen, 0.5).float()
 
 
@@ -56,7 +58,8 @@ def strength(
     else:
         raise ValueError(f"unknown mapping {mapping!r}")
     if keep is not None:
-        fill_(s, ~keep, suspect_strength)
+        for part, kept in in_steps(s, keep):
+            fill_(part, ~kept, suspect_strength)
     return StrengthPart(s.clamp_(0.0, 1.0))
 
 

@@ -9,6 +9,7 @@ are judged (seen at least once; for AUM and cartography, seen with logits), rest
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -16,7 +17,7 @@ import torch
 from ...checks import OneOf, Range
 from ..decision import NoisePart, Reason
 from ..ledger import LedgerStats
-from ..masking import fill_, zero_outside_
+from ..masking import fill_, in_steps, zero_outside_
 from ..schedule import LOSS_KEY, Policy
 
 
@@ -45,7 +46,7 @@ def small_loss(
     loss = getattr(stats, loss_key)
     judged = _judged(stats.seen, keep)
     threshold = stats.quantile(loss, 1.0 - quantile, mask=judged)
-    flagged = judged & (loss > threshold) if quantile > 0 else torch.zeros_like(judged)
+    flagged = (loss > threshold).logical_and_(judged) if quantile > 0 else torch.zeros_like(judged)
     return NoisePart(flagged, _masked_score(loss.float(), judged), Reason.FLAGGED_SMALL_LOSS)
 
 
@@ -60,6 +61,23 @@ class GMM1D:
 
     def log_odds_low(self, x: torch.Tensor) -> torch.Tensor:
         """log p(low | x) - log p(high | x), element-wise, as one quadratic in ``x``."""
+        a, b, c = self._quadratic(x.dtype)
+        return (x * a).add_(b).mul_(x).add_(c)
+
+    def posterior_low(self, x: torch.Tensor) -> torch.Tensor:
+        """p(low-mean component | x), element-wise."""
+        return self.log_odds_low(x).sigmoid_()
+
+    def posterior_low_(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`posterior_low` written into ``x`` (the same values; in steps on CPU, so no
+        full-length temporary is made)."""
+        a, b, c = self._quadratic(x.dtype)
+        for (part,) in in_steps(x):
+            part.copy_((part * a).add_(b).mul_(part).add_(c)).sigmoid_()
+        return x
+
+    def _quadratic(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The coefficients ``(a, b, c)`` of :meth:`log_odds_low`'s ``(a x + b) x + c``, as ``dtype``."""
         inv = 0.5 / self.variances
         a = inv[1] - inv[0]
         b = 2 * (self.means[0] * inv[0] - self.means[1] * inv[1])
@@ -69,12 +87,7 @@ class GMM1D:
             - self.means[0].square() * inv[0]
             + self.means[1].square() * inv[1]
         )
-        a, b, c = (v.to(x.dtype) for v in (a, b, c))
-        return (x * a).add_(b).mul_(x).add_(c)
-
-    def posterior_low(self, x: torch.Tensor) -> torch.Tensor:
-        """p(low-mean component | x), element-wise."""
-        return self.log_odds_low(x).sigmoid_()
+        return a.to(dtype), b.to(dtype), c.to(dtype)
 
 
 def fit_gmm_1d(
@@ -126,6 +139,21 @@ def _normalized(values: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> tor
     return (values - lo).mul_((hi - lo).clamp_min(1e-12).reciprocal()).clamp_(0.0, 1.0)
 
 
+def _histogram(
+    values: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, judged: torch.Tensor | None, bins: int
+) -> torch.Tensor:
+    """int64 counts of the normalized ``values`` (:func:`_normalized` for ``[lo, hi]``; over
+    ``judged`` when given) in ``bins`` equal bins of [0, 1], in steps (:func:`in_steps`): no
+    full-length array."""
+    counts = torch.zeros(bins, dtype=torch.int64, device=values.device)
+    for step in in_steps(values) if judged is None else in_steps(values, judged):
+        index = _normalized(step[0], lo, hi).mul_(bins).to(torch.int32).clamp_(max=bins - 1)
+        if judged is not None:
+            fill_(index, ~step[1], bins)  # an overflow bin, dropped below
+        counts += torch.bincount(index, minlength=bins + 1)[:bins]
+    return counts
+
+
 def _fit_loss_gmm(
     stats: LedgerStats,
     judged: torch.Tensor,
@@ -136,10 +164,11 @@ def _fit_loss_gmm(
     max_iter: int,
     tol: float,
     reg_covar: float,
-) -> tuple[torch.Tensor, GMM1D]:
-    """The min-max normalized loss (over judged samples) and the GMM fitted to it (on a
-    ``bins``-bin histogram when ``bins`` is set: over a sharded ledger, the histogram's counts
-    are summed across ranks, so every rank fits the dense ledger's mixture).
+) -> tuple[GMM1D, Callable[[], torch.Tensor]]:
+    """The GMM fitted to the min-max normalized loss (over judged samples; on a ``bins``-bin
+    histogram when ``bins`` is set: over a sharded ledger, the histogram's counts are summed
+    across ranks, so every rank fits the dense ledger's mixture), and a function that returns
+    that normalized loss (a new tensor, made only if asked for).
 
     A histogram fit over every sample depends on the values and the settings only, so the
     filters of one plan that ask for the same one (the default filter and the GMM filter on
@@ -152,20 +181,17 @@ def _fit_loss_gmm(
     key = ("loss_gmm", loss_key, bins, max_iter, tol, reg_covar) if bins and everywhere else None
     if key in stats.memo:
         lo, hi, model = stats.memo[key]
-        return _normalized(values, lo, hi), model
+        return model, lambda: _normalized(values, lo, hi)
     lo, hi = reducer.min_max(values, None if everywhere else judged)
-    x = _normalized(values, lo, hi)
     if not bins:
-        return x, fit_gmm_1d(x, judged, max_iter=max_iter, tol=tol, reg_covar=reg_covar)
-    index = x.mul(bins).to(torch.int32).clamp_(max=bins - 1)
-    if not everywhere:
-        fill_(index, ~judged, bins)  # an overflow bin, dropped below
-    counts = reducer.sum(torch.bincount(index, minlength=bins + 1)[:bins]).to(torch.float64)
-    centers = (torch.arange(bins, dtype=torch.float64, device=x.device) + 0.5) / bins
+        x = _normalized(values, lo, hi)
+        return fit_gmm_1d(x, judged, max_iter=max_iter, tol=tol, reg_covar=reg_covar), lambda: x
+    counts = reducer.sum(_histogram(values, lo, hi, None if everywhere else judged, bins)).to(torch.float64)
+    centers = (torch.arange(bins, dtype=torch.float64, device=values.device) + 0.5) / bins
     model = fit_gmm_1d(centers, counts, max_iter=max_iter, tol=tol, reg_covar=reg_covar)
     if key is not None:
         stats.memo[key] = (lo, hi, model)
-    return x, model
+    return model, lambda: _normalized(values, lo, hi)
 
 
 def gmm(
@@ -193,10 +219,10 @@ def gmm(
         zeros = torch.zeros(stats.num_samples, device=stats.device)
         return NoisePart(torch.zeros_like(judged), zeros, Reason.FLAGGED_GMM)
     everywhere = keep is None and stats.all_seen
-    x, model = _fit_loss_gmm(stats, judged, everywhere, loss_key=loss_key, bins=bins, max_iter=max_iter,
-                             tol=tol, reg_covar=reg_covar)
-    p_clean = model.posterior_low(x)
-    flagged = judged & (p_clean <= tau)
+    model, normalized = _fit_loss_gmm(stats, judged, everywhere, loss_key=loss_key, bins=bins,
+                                      max_iter=max_iter, tol=tol, reg_covar=reg_covar)
+    p_clean = model.posterior_low_(normalized())  # in place: no other full-length array
+    flagged = (p_clean <= tau).logical_and_(judged)  # one bool array, not two
     noisy = p_clean.neg_().add_(1.0)  # the score 1 - p(clean), in place
     return NoisePart(flagged, _masked_score(noisy, judged, owned=True), Reason.FLAGGED_GMM)
 
@@ -252,21 +278,21 @@ def loss_margin(
         info = {"filter_mode": 0.0, "filter_separation": 0.0, "filter_guard": 1.0}
         return NoisePart(torch.zeros_like(judged), zeros, Reason.FLAGGED_GMM, info)
     everywhere = num_judged == reducer.total
-    x, model = _fit_loss_gmm(stats, judged, everywhere, loss_key=loss_key, bins=bins, max_iter=100,
-                             tol=1e-6, reg_covar=5e-4)
+    model, normalized = _fit_loss_gmm(stats, judged, everywhere, loss_key=loss_key, bins=bins, max_iter=100,
+                                      tol=1e-6, reg_covar=5e-4)
     d = separation(model)
-    p_clean = model.posterior_low(x)
     if d >= min_separation:
-        flagged = judged & (p_clean <= tau)
+        p_clean = model.posterior_low_(normalized())  # in place: no other full-length array
+        flagged = (p_clean <= tau).logical_and_(judged)
         score, reason, mode = p_clean.neg_().add_(1.0), Reason.FLAGGED_GMM, 0.0
         evidence = flagged
-    elif margin_fallback:
-        evidence = judged & (stats.aum < -margin_threshold)
-        flagged = evidence & (p_clean < 0.5) if margin_rule == "agree" else evidence
+    elif margin_fallback:  # p(clean) only if the rule asks for it
+        evidence = (stats.aum < -margin_threshold).logical_and_(judged)
+        flagged = evidence & (model.posterior_low_(normalized()) < 0.5) if margin_rule == "agree" else evidence
         score, reason, mode = stats.aum.neg(), Reason.FLAGGED_AUM, 1.0
     else:
         evidence = flagged = torch.zeros_like(judged)
-        score, reason, mode = p_clean.neg_().add_(1.0), Reason.FLAGGED_GMM, 2.0
+        score, reason, mode = model.posterior_low_(normalized()).neg_().add_(1.0), Reason.FLAGGED_GMM, 2.0
     guard = reducer.count(evidence) > max_flag_fraction * num_judged
     if guard:
         flagged = torch.zeros_like(judged)
@@ -288,7 +314,7 @@ def aum(
     judged margins when ``quantile`` is given. Score: -AUM."""
     judged = _judged(stats.has_logits, keep)
     cut = threshold if quantile is None else stats.quantile(stats.aum, quantile, mask=judged)
-    flagged = judged & (stats.aum < cut)
+    flagged = (stats.aum < cut).logical_and_(judged)
     return NoisePart(flagged, _masked_score(stats.aum.neg(), judged, owned=True), Reason.FLAGGED_AUM)
 
 

@@ -11,7 +11,7 @@ from ...checks import Range
 from ..decision import PrunePart
 from ..draws import IdDraws, uniform_draws
 from ..ledger import LedgerStats
-from ..masking import fill_, zero_outside_
+from ..masking import fill_, in_steps, zero_outside_
 from ..schedule import LOSS_KEY, Policy
 
 #: The score InfoBatch ranks by: the latest loss, as upstream InfoBatch. On the pruning
@@ -40,14 +40,18 @@ def infobatch(
     loss = getattr(stats, loss_key)
     pool = stats.seen if keep is None else stats.seen & keep
     reducer = stats.reducer
-    pooled = loss if keep is None and stats.all_seen else zero_outside_(loss.clone(), pool)
+    draw = torch.empty_like(loss, dtype=torch.float32)  # the pooled losses (summed), then the draws, then the factor
+    pooled = loss if keep is None and stats.all_seen else zero_outside_(draw.copy_(loss), pool)
     pool_size = torch.count_nonzero(pool).to(torch.float64)
     pool_sum, pool_size = reducer.sum(torch.stack([pooled.sum(dtype=torch.float64), pool_size]))
-    well_learned = pool & (loss < pool_sum / pool_size.clamp_min(1))
-    draw = uniform_draws(generator, reducer, stats.num_samples, stats.device)
-    pruned = well_learned & (draw < ratio)
-    factor = fill_(draw.fill_(1.0), well_learned & ~pruned, 1.0 / (1.0 - ratio))
-    return PrunePart(pruned, factor)
+    mean = pool_sum / pool_size.clamp_min(1)
+    uniform_draws(generator, reducer, stats.num_samples, stats.device, out=draw)
+    pruned = torch.empty_like(pool)
+    for pool_part, loss_part, factor, pruned_part in in_steps(pool, loss, draw, pruned):
+        well_learned = pool_part & (loss_part < mean)
+        torch.logical_and(well_learned, factor < ratio, out=pruned_part)
+        fill_(factor.fill_(1.0), well_learned & ~pruned_part, 1.0 / (1.0 - ratio))
+    return PrunePart(pruned, draw)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -12,9 +12,12 @@ from ...checks import OneOf, Range
 from ..decision import WeightPart
 from ..draws import IdDraws, uniform_draws
 from ..ledger import LedgerStats
-from ..masking import fill_, zero_outside_
-from ..reducer import Reducer
+from ..masking import fill_, in_steps, zero_outside_
+from ..reducer import Reducer, masked_min_max
 from ..schedule import LOSS_KEY, Policy
+
+#: :func:`normalize_clipped`'s default step limit and tolerance on the mean.
+NEWTON_MAX_ITER, NEWTON_TOL = 50, 1e-6
 
 
 def normalize_clipped(
@@ -23,8 +26,8 @@ def normalize_clipped(
     w_min: float = 0.0,
     w_max: float = float("inf"),
     *,
-    max_iter: int = 50,
-    tol: float = 1e-6,
+    max_iter: int = NEWTON_MAX_ITER,
+    tol: float = NEWTON_TOL,
     reducer: Reducer | None = None,
 ) -> torch.Tensor:
     """``clamp(c * raw, w_min, w_max)`` on ``members`` (0 elsewhere), with the scale ``c``
@@ -37,37 +40,62 @@ def normalize_clipped(
     returned. ``reducer`` (default: these are all the samples) makes every sum global, for the
     slice of a sharded ledger.
     """
+    return _normalize_clipped(raw, members, w_min, w_max, max_iter, tol, reducer or Reducer(raw.numel()), owned=False)
+
+
+def _normalize_clipped(
+    raw: torch.Tensor,
+    members: torch.Tensor,
+    w_min: float,
+    w_max: float,
+    max_iter: int,
+    tol: float,
+    reducer: Reducer,
+    owned: bool,
+) -> torch.Tensor:
+    """:func:`normalize_clipped`; with ``owned`` a float32 ``raw`` may be overwritten (no copy)."""
     if not 0.0 <= w_min <= 1.0 <= w_max:
         raise ValueError(f"need 0 <= w_min <= 1 <= w_max, got [{w_min}, {w_max}]")
-    reducer = reducer or Reducer(raw.numel())
     count = torch.count_nonzero(members)
     local = int(count)
     n = int(reducer.sum(count)) if reducer.distributed else local
     if n == 0:
         return torch.zeros_like(raw, dtype=torch.float32)
-    raw = raw.to(torch.float32) if local == raw.numel() else zero_outside_(raw.to(torch.float32, copy=True), members)
+    if local < raw.numel():  # non-members count as 0
+        raw = zero_outside_(raw if owned and raw.dtype == torch.float32 else raw.to(torch.float32, copy=True), members)
+    else:
+        raw = raw.to(torch.float32)
     outside = (reducer.total - n) * w_min  # non-members have raw 0, so clamp gives them w_min
     total = float(reducer.sum(raw.sum()))
     c = n / total if total > 0 else 1.0
-    lo_raw, hi_raw = (
-        float(v) for v in reducer.min_max(fill_(raw.clone(), ~members, total / n) if local < raw.numel() else raw)
-    )
+    if local < raw.numel():  # the extremes of raw with non-members counted as total / n
+        extremes = torch.stack([*masked_min_max(raw, members), raw.new_tensor(total / n)])
+    lo_raw, hi_raw = (float(v) for v in reducer.min_max(extremes if local < raw.numel() else raw))
     if w_min <= lo_raw * c and hi_raw * c <= w_max:  # nothing to clip: one scale does it
         return raw * c
     low, high = 0.0, float("inf")
+    scaled = torch.empty_like(raw)  # every step's scaled weights, then the result: no fresh array per step
     for _ in range(max_iter):
-        scaled = raw * c
-        err = (float(reducer.sum(scaled.clamp_(w_min, w_max).sum())) - outside) / n - 1.0
+        err = (float(reducer.sum(torch.mul(raw, c, out=scaled).clamp_(w_min, w_max).sum())) - outside) / n - 1.0
         if abs(err) < tol:
             break
         low, high = (c, high) if err < 0 else (low, c)
-        slope = float(reducer.sum(fill_(raw.clone(), (scaled <= w_min) | (scaled >= w_max), 0.0).sum())) / n
+        slope = float(reducer.sum(_unclipped_raw_(scaled, raw, w_min, w_max).sum())) / n
         step = c - err / slope if slope > 0 else float("nan")
         if low < step < high:
             c = step
         else:
             c = 0.5 * (low + high) if high < float("inf") else 2.0 * max(c, 1e-30)
-    return zero_outside_((raw * c).clamp_(w_min, w_max), members)
+    return zero_outside_(torch.mul(raw, c, out=scaled).clamp_(w_min, w_max), members)
+
+
+def _unclipped_raw_(scaled: torch.Tensor, raw: torch.Tensor, w_min: float, w_max: float) -> torch.Tensor:
+    """``scaled`` (clipped to ``[w_min, w_max]``) overwritten with ``raw`` where it lies
+    strictly inside the clip, 0 where it sits on a bound: the slope of the clipped sum."""
+    for part, raw_part in in_steps(scaled, raw):
+        on_bound = (part <= w_min) | (part >= w_max)
+        fill_(part.copy_(raw_part), on_bound, 0.0)
+    return scaled
 
 
 #: Ids per step of class balance on CPU: its temporaries stay a few MiB, whatever N.
@@ -79,14 +107,19 @@ def _blocks(n: int, device: torch.device) -> range:
     return range(0, n, CLASS_BLOCK if device.type == "cpu" else max(n, 1))
 
 
-def _class_mass(raw: torch.Tensor, labels: torch.Tensor, labelled: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """float64 sums of ``raw`` per class over the ``labelled`` ids, step by step: on CPU by
+def _labelled(members: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The members whose label is known (>= 0)."""
+    return members & (labels >= 0)
+
+
+def _class_mass(raw: torch.Tensor, labels: torch.Tensor, members: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """float64 sums of ``raw`` per class over the labelled ``members``, step by step: on CPU by
     ``bincount`` (a serial loop, twice as fast there as the accumulating ``index_put_``), the
     steps' sums added in order; elsewhere by ``index_put_``."""
     mass = torch.zeros(num_classes, dtype=torch.float64, device=raw.device)
     for start in _blocks(raw.numel(), raw.device):
         block = slice(start, start + CLASS_BLOCK)
-        weight = zero_outside_(raw[block].clone(), labelled[block]).to(torch.float64)
+        weight = zero_outside_(raw[block].clone(), _labelled(members[block], labels[block])).to(torch.float64)
         index = labels[block].clamp_min(0)
         if raw.device.type == "cpu":
             mass += torch.bincount(index, weights=weight, minlength=num_classes)[:num_classes]
@@ -96,24 +129,30 @@ def _class_mass(raw: torch.Tensor, labels: torch.Tensor, labelled: torch.Tensor,
 
 
 def balance_classes(
-    raw: torch.Tensor, labels: torch.Tensor, members: torch.Tensor, reducer: Reducer | None = None
+    raw: torch.Tensor,
+    labels: torch.Tensor,
+    members: torch.Tensor,
+    reducer: Reducer | None = None,
+    *,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Rescale ``raw`` so every class present among ``members`` carries the same total mass
     (the total over labelled members is kept). Members with label -1 are left as they are.
     ``reducer`` sums the class masses over the ranks of a sharded ledger (two ``all_reduce``).
-    A new tensor; the work runs in steps of :data:`CLASS_BLOCK` ids on CPU."""
+    A new tensor, or ``out`` (which may be ``raw`` itself); the work runs in steps of
+    :data:`CLASS_BLOCK` ids on CPU."""
     reducer = reducer or Reducer(raw.numel())
-    labelled = members & (labels >= 0)
     top = labels.amax().clamp_min(0) if labels.numel() else labels.new_tensor(-1)
     num_classes = int(reducer.max(top) if reducer.distributed else top) + 1
-    mass = reducer.sum(_class_mass(raw, labels, labelled, num_classes))
+    mass = reducer.sum(_class_mass(raw, labels, members, num_classes))
     present = mass > 0
     target = mass.sum() / present.sum().clamp_min(1)
     scale = torch.where(present, target / mass.clamp_min(1e-300), 0.0).to(raw.dtype)
-    out = torch.empty_like(raw)
+    out = torch.empty_like(raw) if out is None else out
     for start in _blocks(raw.numel(), raw.device):
         block = slice(start, start + CLASS_BLOCK)
-        factor = fill_(scale.index_select(0, labels[block].clamp_min(0)), ~labelled[block], 1.0)  # 1: not labelled
+        unlabelled = _labelled(members[block], labels[block]).logical_not_()
+        factor = fill_(scale.index_select(0, labels[block].clamp_min(0)), unlabelled, 1.0)
         torch.mul(factor, raw[block], out=out[block])
     return out
 
@@ -157,8 +196,9 @@ def sample_weights(
         neutral = raw_sum / num.clamp_min(1)
         raw = torch.where(stats.seen, raw, torch.where(num > 0, neutral, 1.0))
     if class_balance:
-        raw = balance_classes(raw, stats.labels, members, reducer)
-    return WeightPart(normalize_clipped(raw, members, w_min, w_max, reducer=reducer), as_counts=as_counts)
+        raw = balance_classes(raw, stats.labels, members, reducer, out=raw)  # raw is this function's own
+    weight = _normalize_clipped(raw, members, w_min, w_max, NEWTON_MAX_ITER, NEWTON_TOL, reducer, owned=True)
+    return WeightPart(weight, as_counts=as_counts)
 
 
 @dataclass(frozen=True, kw_only=True)
