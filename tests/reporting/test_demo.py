@@ -29,9 +29,10 @@ def test_demo_fast(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("WANDB_SILENT", "true")
     demo = _load_demo()
     out = tmp_path / "demo"
-    # the demo's own data and epochs; 4 rows in the W&B table of suspicious samples instead of 20
-    # (each row draws a preview plot)
-    summary = demo.main(["--out", str(out), "--fast", "monitor.top_k=4"])
+    # the demo's own data and epochs; two loader workers instead of one (the training step waits
+    # for the single worker most of the time); 4 rows in the W&B table of suspicious samples
+    # instead of 20 (each row draws a preview plot)
+    summary = demo.main(["--out", str(out), "--fast", "data.num_workers=2", "monitor.top_k=4"])
     printed = capsys.readouterr().out
 
     # one line per epoch and run, with accuracy and kept fraction, as training goes
