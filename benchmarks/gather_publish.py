@@ -1,7 +1,7 @@
 """The decision's all-gather and its publish into the snapshot, alone, on 2 gloo CPU ranks.
 
     nice -n 10 python benchmarks/gather_publish.py --size 1e7 --repeats 3
-    flock /work/notes/r5/big.lock nice -n 10 python benchmarks/gather_publish.py --size 1e8
+    python benchmarks/gather_publish.py --size 1e8
     PYTHONPATH=/path/to/other/tree python benchmarks/gather_publish.py ...   # another package
 
 Each rank builds the decision a plan gives its owned slice (``owned_range``: ids kept with

@@ -1,7 +1,7 @@
 """The sharded ledger's exchange (``ShardedLedger.sync``) phase by phase, 2 gloo CPU ranks.
 
     nice -n 10 python benchmarks/sync_profile.py --size 1e7 --repeats 3
-    flock /work/notes/r6/big.lock nice -n 10 python benchmarks/sync_profile.py --size 1e8 --repeats 2
+    python benchmarks/sync_profile.py --size 1e8 --repeats 2
 
 Each rank records one epoch as ``benchmarks/scale.py`` does (rank r the ids ``≡ r (mod 2)``,
 each once, half of them the other rank's), then syncs ``--repeats`` times the same buffered
