@@ -4,6 +4,7 @@ assembled from. Every sample carries a reason code and a score so reports can ex
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from enum import IntEnum
 from typing import Any
@@ -100,6 +101,12 @@ def _weights_finite(packed: PackedDecision) -> bool:
     return True
 
 
+def _into(op: Callable[..., torch.Tensor], *args: Any, buffer: torch.Tensor) -> torch.Tensor:
+    """``op(*args)`` written into ``buffer``'s memory (at least as long as the result): the
+    op's ``out=`` is an empty view of it, which the op resizes (no new memory)."""
+    return op(*args, out=buffer[:0])
+
+
 def _kept_sums(packed: PackedDecision, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
     """float64 ``[kept, Σ weight, Σ weight², Σ strength]`` over the kept ids of row ``rank``
     (values as decoded), and ``[max weight]`` (``-inf`` when none is kept)."""
@@ -109,16 +116,21 @@ def _kept_sums(packed: PackedDecision, rank: int) -> tuple[torch.Tensor, torch.T
     bits = torch.tensor(_BIT_WEIGHTS, dtype=torch.uint8, device=device)
     lo, hi = packed.ranges[rank]
     mask, half, codes = packed.columns(rank)
-    wide = torch.empty(2, min(hi - lo, GATHER_CHUNK), dtype=torch.float64, device=device)  # reused by every step
+    size = min(hi - lo, GATHER_CHUNK)
+    wide = torch.empty(2, size, dtype=torch.float64, device=device)  # these buffers are reused by every step
+    positions = torch.empty(size, dtype=torch.int64, device=device)
+    kept_half, kept_codes = torch.empty_like(half[:size]), torch.empty_like(codes[:size])
+    scaled = torch.empty(size, dtype=torch.float32, device=device)
     for start in _steps(hi - lo):
         end = min(hi - lo, start + GATHER_CHUNK)
-        kept = _keep_flags(mask, start, end, bits).bool()
-        kept_half = half[start:end][kept]
-        count = kept_half.numel()
+        kept = _into(torch.nonzero, _keep_flags(mask, start, end, bits), buffer=positions).view(-1)  # the kept positions
+        count = kept.numel()
         if count:
-            weight, other = wide[0, :count].copy_(kept_half), wide[1, :count]
+            weight, other = wide[0, :count], wide[1, :count]
+            weight.copy_(_into(torch.index_select, half[start:end], 0, kept, buffer=kept_half))
             total, squares = weight.sum(), torch.square(weight, out=other).sum()
-            strength = other.copy_(codes[start:end][kept].float().div_(_STRENGTH_LEVELS))
+            kept_strength = scaled[:count].copy_(_into(torch.index_select, codes[start:end], 0, kept, buffer=kept_codes))
+            strength = other.copy_(kept_strength.div_(_STRENGTH_LEVELS))
             sums += torch.stack([weight.new_tensor(count), total, squares, strength.sum()])
             top = torch.maximum(top, weight.amax().reshape(1))
     return sums, top

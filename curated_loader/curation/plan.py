@@ -40,7 +40,7 @@ from ..checks import ConfigError, Range
 from .decision import Decision, NoisePart, Reason
 from .draws import IdDraws, uniform_draws
 from .ledger import Ledger, LedgerStats
-from .masking import fill_, select_, zero_outside_
+from .masking import fill_, in_steps, select_, zero_outside_
 from .policies.augment import AugmentStrength
 from .policies.prune import InfoBatchPrune
 from .policies.reweight import Reweight, stochastic_round
@@ -237,14 +237,17 @@ class CurationPlan:
             gen = self.generator(epoch, _STAGE_NOISE + index, stats.device)
             part: NoisePart = noise_filter.apply(stats, epoch, gen)
             info.update(part.info or {})
-            if score is None:
+            first = score is None
+            if first:
                 score = _writable_score(part.score, stats)
-                newly = part.flagged
-            else:
-                newly = part.flagged & keep
-                select_(score, newly, part.score)
-            fill_(reason, newly, int(part.reason))
-            fill_(keep, part.flagged, False)
+            for score_part, reason_part, keep_part, flagged, part_score in in_steps(
+                score, reason, keep, part.flagged, part.score
+            ):  # in steps: no full-length mask of the newly flagged
+                newly = flagged & keep_part
+                if not first:
+                    select_(score_part, newly, part_score)
+                fill_(reason_part, newly, int(part.reason))
+                fill_(keep_part, flagged, False)
         if score is None:
             score = zero_outside_(stats.ema_loss.to(torch.float32, copy=True), stats.seen)
         return keep, score, info

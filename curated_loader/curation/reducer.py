@@ -29,7 +29,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from .masking import fill_, in_steps
+from .masking import fill_, in_steps, zero_outside_
 
 #: Digit widths of the radix selection, most significant first (they add up to 32).
 _RADIX_WIDTHS = (16, 8, 8)
@@ -161,6 +161,27 @@ def masked_min_max(values: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tens
         lows.append(fill_(copy.copy_(part), outside, math.inf).amin())
         highs.append(fill_(copy.copy_(part), outside, -math.inf).amax())
     return torch.stack(lows).amin(), torch.stack(highs).amax()
+
+
+def masked_sum_count(values: torch.Tensor, *masks: torch.Tensor) -> torch.Tensor:
+    """float64 ``[sum, count]`` of ``values`` over the ids where every one of ``masks`` holds
+    (all ids without masks), in steps (:func:`~curated_loader.curation.masking.in_steps`): no
+    full-length mask, copy or float64 array. The sum adds each step's float64 sum in order."""
+    total = torch.zeros(2, dtype=torch.float64, device=values.device)
+    wide = buffer = None
+    for part, *inside in in_steps(values, *masks):
+        if wide is None:  # every step's float64 copy (and masked copy)
+            wide, buffer = torch.empty(part.numel(), dtype=torch.float64, device=part.device), torch.empty_like(part)
+        if inside:
+            mask = inside[0] if len(inside) == 1 else torch.logical_and(inside[0], inside[1])
+            for more in inside[2:]:
+                mask &= more
+            part = zero_outside_(buffer[: part.numel()].copy_(part), mask)
+            total[1] += torch.count_nonzero(mask)
+        else:
+            total[1] += part.numel()
+        total[0] += wide[: part.numel()].copy_(part).sum()
+    return total
 
 
 def kth_value(values: torch.Tensor, k: int) -> torch.Tensor:

@@ -3,6 +3,7 @@ gives the very bits of the work done on whole tensors."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import fields
 
 import pytest
@@ -20,9 +21,11 @@ from curated_loader.curation import (
     Reweight,
     SmallLossFilter,
 )
+from curated_loader.curation import decision as decision_module
 from curated_loader.curation.draws import IdDraws, uniform_draws
 from curated_loader.curation.policies import GMM1D, normalize_clipped
-from curated_loader.curation.reducer import Reducer, masked_min_max
+from curated_loader.curation.reducer import Reducer, masked_min_max, masked_sum_count
+from curated_loader.data.snapshot import PackedDecision
 
 BLOCK = "curated_loader.curation.masking.MASK_BLOCK"
 
@@ -104,3 +107,45 @@ def test_draws_into_a_given_tensor():
     assert torch.equal(uniform_draws(g1, reducer, 1_000, "cpu", out=out), uniform_draws(g2, reducer, 1_000, "cpu"))
     with pytest.raises(ValueError, match=r"shape \(1000,\)"):
         uniform_draws(IdDraws(5), reducer, 1_000, "cpu", out=torch.empty(999))
+
+
+@pytest.mark.parametrize("masks", [0, 1, 3])
+def test_masked_sum_count_in_steps(masks, monkeypatch):
+    g = torch.Generator().manual_seed(6)
+    values = torch.randn(5_003, generator=g).exp_()
+    given = [torch.rand(5_003, generator=g) < 0.8 for _ in range(masks)]
+    inside = torch.ones(5_003, dtype=torch.bool)
+    for mask in given:
+        inside &= mask
+    pooled = torch.where(inside, values, 0.0)
+    one_step = masked_sum_count(values, *given)  # one step: the bits of the whole tensor's float64 sum
+    assert torch.equal(one_step, torch.stack([pooled.sum(dtype=torch.float64), inside.sum().double()]))
+    monkeypatch.setattr(BLOCK, 512)  # 10 steps, the last short: the steps' sums added in order
+    stepped = masked_sum_count(values, *given)
+    steps = [pooled[s : s + 512].sum(dtype=torch.float64) for s in range(0, 5_003, 512)]
+    assert float(stepped[0]) == float(sum(steps, torch.zeros((), dtype=torch.float64)))
+    assert float(stepped[1]) == int(inside.sum()) and float(stepped[0]) == pytest.approx(float(one_step[0]), rel=1e-12)
+
+
+def test_kept_sums_are_the_sums_of_the_kept_values(monkeypatch):
+    """The gather's kept sums (kept positions and values in reused buffers) equal those of
+    the kept values picked by a bool index, chunk by chunk."""
+    monkeypatch.setattr(decision_module, "GATHER_CHUNK", 64)
+    g = torch.Generator().manual_seed(7)
+    n = 1_001
+    keep, weight, strength = torch.rand(n, generator=g) < 0.6, torch.rand(n, generator=g) * 4, torch.rand(n, generator=g)
+    keep[128:192] = False  # a chunk with nothing kept
+    size = 16 * math.ceil(n / 16)
+    rows = torch.zeros(1, size * 25 // 8, dtype=torch.uint8)
+    decision_module._pack_into(rows[0], keep, weight, strength, size)
+    packed = PackedDecision(rows, ((0, n),))
+    sums, top = decision_module._kept_sums(packed, 0)
+    kept, w, s = (decision_module._decoded(packed, name, n) for name in ("keep", "weight", "strength"))
+    expected, expected_top = torch.zeros(4, dtype=torch.float64), -math.inf
+    for start in range(0, n, 64):
+        inside = kept[start : start + 64]
+        kw, ks = w[start : start + 64][inside].double(), s[start : start + 64][inside].double()
+        if kw.numel():
+            expected += torch.stack([kw.new_tensor(kw.numel()), kw.sum(), kw.square().sum(), ks.sum()])
+            expected_top = max(expected_top, float(kw.max()))
+    assert torch.equal(sums, expected) and float(top) == expected_top and int(sums[0]) == int(keep.sum())

@@ -42,12 +42,17 @@ def small_loss(
     loss_key: str = "ema_loss",
 ) -> NoisePart:
     """Flag the ``quantile`` fraction of judged samples with the largest loss (small-loss
-    trick, Han et al. 2018). Score: the loss."""
+    trick, Han et al. 2018). Score: the loss (the statistic itself, not a copy, when every
+    sample is judged)."""
     loss = getattr(stats, loss_key)
     judged = _judged(stats.seen, keep)
     threshold = stats.quantile(loss, 1.0 - quantile, mask=judged)
-    flagged = (loss > threshold).logical_and_(judged) if quantile > 0 else torch.zeros_like(judged)
-    return NoisePart(flagged, _masked_score(loss.float(), judged), Reason.FLAGGED_SMALL_LOSS)
+    everyone = keep is None and stats.all_seen  # every sample is judged
+    flagged = loss > threshold if quantile > 0 else torch.zeros_like(judged)
+    if not everyone:
+        flagged.logical_and_(judged)
+    score = loss.float() if everyone else _masked_score(loss.float(), judged)
+    return NoisePart(flagged, score, Reason.FLAGGED_SMALL_LOSS)
 
 
 @dataclass(frozen=True)
@@ -295,7 +300,7 @@ def loss_margin(
         score, reason, mode = model.posterior_low_(normalized()).neg_().add_(1.0), Reason.FLAGGED_GMM, 2.0
     guard = reducer.count(evidence) > max_flag_fraction * num_judged
     if guard:
-        flagged = torch.zeros_like(judged)
+        flagged = flagged.zero_()  # this function's own array in every mode
     info = {"filter_mode": mode, "filter_separation": d, "filter_guard": float(guard)}
     return NoisePart(flagged, _masked_score(score, judged, owned=True), reason, info)
 

@@ -11,7 +11,8 @@ from ...checks import Range
 from ..decision import PrunePart
 from ..draws import IdDraws, uniform_draws
 from ..ledger import LedgerStats
-from ..masking import fill_, in_steps, zero_outside_
+from ..masking import fill_, in_steps
+from ..reducer import masked_sum_count
 from ..schedule import LOSS_KEY, Policy
 
 #: The score InfoBatch ranks by: the latest loss, as upstream InfoBatch. On the pruning
@@ -38,17 +39,17 @@ def infobatch(
     if not 0.0 <= ratio < 1.0:
         raise ValueError(f"ratio must lie in [0, 1), got {ratio}")
     loss = getattr(stats, loss_key)
-    pool = stats.seen if keep is None else stats.seen & keep
+    pool = [m for m in (None if stats.all_seen else stats.seen, keep) if m is not None]  # the pool: where all hold
     reducer = stats.reducer
-    draw = torch.empty_like(loss, dtype=torch.float32)  # the pooled losses (summed), then the draws, then the factor
-    pooled = loss if keep is None and stats.all_seen else zero_outside_(draw.copy_(loss), pool)
-    pool_size = torch.count_nonzero(pool).to(torch.float64)
-    pool_sum, pool_size = reducer.sum(torch.stack([pooled.sum(dtype=torch.float64), pool_size]))
+    pool_sum, pool_size = reducer.sum(masked_sum_count(loss, *pool))
     mean = pool_sum / pool_size.clamp_min(1)
-    uniform_draws(generator, reducer, stats.num_samples, stats.device, out=draw)
-    pruned = torch.empty_like(pool)
-    for pool_part, loss_part, factor, pruned_part in in_steps(pool, loss, draw, pruned):
-        well_learned = pool_part & (loss_part < mean)
+    draw = uniform_draws(generator, reducer, stats.num_samples, stats.device,
+                         out=torch.empty_like(loss, dtype=torch.float32))  # the draws, then the factor
+    pruned = torch.empty_like(loss, dtype=torch.bool)
+    for loss_part, factor, pruned_part, *pool_parts in in_steps(loss, draw, pruned, *pool):
+        well_learned = loss_part < mean
+        for pool_part in pool_parts:
+            well_learned &= pool_part
         torch.logical_and(well_learned, factor < ratio, out=pruned_part)
         fill_(factor.fill_(1.0), well_learned & ~pruned_part, 1.0 / (1.0 - ratio))
     return PrunePart(pruned, draw)

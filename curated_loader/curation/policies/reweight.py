@@ -112,19 +112,31 @@ def _labelled(members: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return members & (labels >= 0)
 
 
+def _class_index(labels: torch.Tensor, buffer: torch.Tensor | None) -> torch.Tensor:
+    """``labels.clamp_min(0)`` (unknown labels as class 0), in ``buffer`` (the previous
+    step's result, at least as long) when given."""
+    if buffer is None:
+        return labels.clamp_min(0)
+    return torch.clamp(labels, min=0, out=buffer[: labels.numel()])
+
+
 def _class_mass(raw: torch.Tensor, labels: torch.Tensor, members: torch.Tensor, num_classes: int) -> torch.Tensor:
     """float64 sums of ``raw`` per class over the labelled ``members``, step by step: on CPU by
     ``bincount`` (a serial loop, twice as fast there as the accumulating ``index_put_``), the
     steps' sums added in order; elsewhere by ``index_put_``."""
     mass = torch.zeros(num_classes, dtype=torch.float64, device=raw.device)
-    for start in _blocks(raw.numel(), raw.device):
+    size = min(raw.numel(), CLASS_BLOCK)
+    masked, wide, classes = torch.empty_like(raw[:size]), torch.empty_like(raw[:size], dtype=torch.float64), None
+    for start in _blocks(raw.numel(), raw.device):  # every step's values and classes in the same buffers
         block = slice(start, start + CLASS_BLOCK)
-        weight = zero_outside_(raw[block].clone(), _labelled(members[block], labels[block])).to(torch.float64)
-        index = labels[block].clamp_min(0)
+        count = raw[block].numel()
+        kept = zero_outside_(masked[:count].copy_(raw[block]), _labelled(members[block], labels[block]))
+        weight = wide[:count].copy_(kept)
+        classes = _class_index(labels[block], classes)
         if raw.device.type == "cpu":
-            mass += torch.bincount(index, weights=weight, minlength=num_classes)[:num_classes]
+            mass += torch.bincount(classes, weights=weight, minlength=num_classes)[:num_classes]
         else:
-            mass.index_put_((index,), weight, accumulate=True)
+            mass.index_put_((classes,), weight, accumulate=True)
     return mass
 
 
@@ -149,10 +161,12 @@ def balance_classes(
     target = mass.sum() / present.sum().clamp_min(1)
     scale = torch.where(present, target / mass.clamp_min(1e-300), 0.0).to(raw.dtype)
     out = torch.empty_like(raw) if out is None else out
-    for start in _blocks(raw.numel(), raw.device):
+    factors, classes = torch.empty_like(raw[: min(raw.numel(), CLASS_BLOCK)]), None
+    for start in _blocks(raw.numel(), raw.device):  # every step's classes and factors in the same buffers
         block = slice(start, start + CLASS_BLOCK)
         unlabelled = _labelled(members[block], labels[block]).logical_not_()
-        factor = fill_(scale.index_select(0, labels[block].clamp_min(0)), unlabelled, 1.0)
+        classes = _class_index(labels[block], classes)
+        factor = fill_(torch.index_select(scale, 0, classes, out=factors[: classes.numel()]), unlabelled, 1.0)
         torch.mul(factor, raw[block], out=out[block])
     return out
 
