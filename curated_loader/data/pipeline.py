@@ -372,11 +372,14 @@ class _LoaderIterator:
     def __init__(self, loader: CuratedLoader, batches: Iterator) -> None:
         self._loader = loader
         self._batches = batches
+        self._closed = False
 
     def __iter__(self) -> _LoaderIterator:
         return self
 
     def __next__(self) -> Any:
+        if self._closed:
+            raise StopIteration
         try:
             batch = next(self._batches)
         except StopIteration:
@@ -392,7 +395,10 @@ class _LoaderIterator:
 
     def close(self) -> None:
         """End the epoch now and stop its workers; a loader with persistent workers starts
-        new ones at its next ``iter()``."""
+        new ones at its next ``iter()``. Closing twice does nothing more."""
+        if self._closed:
+            return
+        self._closed = True
         self._loader._running = False
         shutdown = getattr(self._batches, "_shutdown_workers", None)
         if shutdown is None:  # no workers (num_workers=0)

@@ -64,3 +64,19 @@ def test_an_epoch_ended_by_a_worker_error_frees_its_workers_at_once(make_shards,
 
     ids = sorted(i for batch in loader for i in batch[2].tolist())  # the next epoch starts new workers
     assert ids == list(range(sum(SIZES)))
+
+
+def test_closing_an_epoch_early_stops_its_workers(make_shards):
+    stream = CuratedStream(make_shards(SIZES), fields=("npy", "cls"), decode=(), batch_size=4, shuffle=False)
+    loader = CuratedLoader(stream, num_workers=2)
+    before = set(multiprocessing.active_children())
+    batches = iter(loader)
+    next(batches)
+    workers = [p for p in multiprocessing.active_children() if p not in before]
+    assert len(workers) == 2
+    batches.close()
+    assert not any(w.is_alive() for w in workers)
+    assert all(w.exitcode == 0 for w in workers)
+    with pytest.raises(StopIteration):
+        next(batches)
+    assert len(list(loader)) == len(loader)  # the next epoch runs in full
