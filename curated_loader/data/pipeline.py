@@ -360,25 +360,52 @@ class _WorkerFailure:
 
 
 class _LoaderIterator:
-    """The DataLoader's iterator, raising a worker's :class:`ShardError` as itself."""
+    """The DataLoader's iterator, raising a worker's :class:`ShardError` as itself.
+
+    An epoch ended by an error stops its workers before the error leaves ``__next__``.
+    Left to the garbage collector, the abandoned DataLoader iterator (kept alive by the
+    error's traceback) would be collected together with its index queues, whose finalizers
+    close the queues' feeder threads first: the final ``None`` never reaches the workers,
+    and torch waits 5 s per worker before killing them.
+    """
 
     def __init__(self, loader: CuratedLoader, batches: Iterator) -> None:
         self._loader = loader
         self._batches = batches
+        self._closed = False
 
     def __iter__(self) -> _LoaderIterator:
         return self
 
     def __next__(self) -> Any:
+        if self._closed:
+            raise StopIteration
         try:
             batch = next(self._batches)
         except StopIteration:
             self._loader._running = False
             raise
+        except BaseException:  # a worker's error, a timeout, an interrupt: the epoch is over
+            self.close()
+            raise
         if isinstance(batch, _WorkerFailure):
-            self._loader._running = False
+            self.close()
             batch.reraise()
         return batch
+
+    def close(self) -> None:
+        """End the epoch now and stop its workers; a loader with persistent workers starts
+        new ones at its next ``iter()``. Closing twice does nothing more."""
+        if self._closed:
+            return
+        self._closed = True
+        self._loader._running = False
+        shutdown = getattr(self._batches, "_shutdown_workers", None)
+        if shutdown is None:  # no workers (num_workers=0)
+            return
+        shutdown()
+        if self._loader._iterator is self._batches:
+            self._loader._iterator = None
 
     def __len__(self) -> int:
         return len(self._loader)

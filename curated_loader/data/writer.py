@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
-from webdataset import ShardWriter
 
 from .shards import ShardIndex, build_index
+from .tarwrite import ShardTarWriter
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm"}
 
@@ -32,7 +32,7 @@ def write_samples(
     pattern = str(out / f"{prefix}-%06d.tar")
     urls: list[str] = []
     counts: list[int] = []
-    with ShardWriter(pattern, maxcount=samples_per_shard, verbose=0) as sink:
+    with ShardTarWriter(pattern, maxcount=samples_per_shard) as sink:
         for sample in tqdm(samples, total=total, desc=f"writing {prefix} shards", unit="sample", disable=not progress):
             sink.write(sample)
             if not urls or urls[-1] != sink.fname:

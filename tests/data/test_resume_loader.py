@@ -3,6 +3,7 @@ errors from loader workers arriving as the ShardError they are."""
 
 from __future__ import annotations
 
+import multiprocessing
 import time
 
 import numpy as np
@@ -113,15 +114,24 @@ def test_mid_epoch_checkpoint_refuses_another_worker_count(make_shards):
     assert dm._resume == (2, 0)
 
 
+_stalled = False  # per worker process
+
+
 def _stall(sample: dict) -> dict:
-    time.sleep(5)  # far longer than the timeout; short enough not to outlive the test by much
+    """Stall each worker once, far longer than the timeout, then let it run on."""
+    global _stalled
+    if not _stalled:
+        _stalled = True
+        time.sleep(3)
     return sample
 
 
 def test_worker_timeout_turns_a_stalled_worker_into_an_error(make_shards):
     dm = CuratedDataModule(make_shards([8, 8]), fields=("npy", "cls"), decode=(), num_workers=2, transform=_stall, worker_timeout=1)
     dm.setup("fit")
+    before = set(multiprocessing.active_children())
     started = time.monotonic()
     with pytest.raises(RuntimeError, match=r"timed out after 1(\.0)? seconds"):
         next(iter(dm.train_dataloader()))
     assert time.monotonic() - started < 30
+    assert not set(multiprocessing.active_children()) - before  # the stalled workers were stopped, not left behind
