@@ -204,6 +204,14 @@ def _entry_ids(part: torch.Tensor) -> torch.Tensor:
     return part[:, :_ID_COLUMNS].contiguous().view(torch.int64).reshape(-1)
 
 
+def _take(source: torch.Tensor, picked: torch.Tensor | None, out: torch.Tensor) -> None:
+    """``source[picked]`` into ``out``; ``picked=None``: all of ``source`` (a copy, no positions)."""
+    if picked is None:
+        out.copy_(source)
+    else:
+        torch.index_select(source, 0, picked, out=out)
+
+
 class _Scratch:
     """Buffers by name, kept and reused call after call (e.g. round after round of one sync):
     fresh memory costs a page fault per 4 KiB at its first touch."""
@@ -594,15 +602,16 @@ class ShardedLedger:
             for part, code in zip(parts, codes):
                 inside = torch.ge(code, low, out=scratch.take("inside", code.numel(), torch.bool))
                 inside &= torch.lt(code, high, out=scratch.take("below", code.numel(), torch.bool))
-                picked = scratch.nonzero("picked", inside)
-                if not picked.numel():
+                count = int(torch.count_nonzero(inside))
+                if not count:
                     continue
-                end = at + picked.numel()
+                end = at + count
+                picked = None if count == code.numel() else scratch.nonzero("picked", inside)  # a whole block: copies
                 if self._compact:  # the kind and feature columns; the ids' low words aside
-                    torch.index_select(part[:, _KIND:], 0, picked, out=rows[at:end])
-                    torch.index_select(part[:, _LOW_WORD].view(torch.int32), 0, picked, out=send[1][at:end])
+                    _take(part[:, _KIND:], picked, rows[at:end])
+                    _take(part[:, _LOW_WORD].view(torch.int32), picked, send[1][at:end])
                 else:
-                    torch.index_select(part, 0, picked, out=rows[at:end])
+                    _take(part, picked, rows[at:end])
                 at = end
             if self._compact:
                 self._compact_words(rows[start:at], send[1][start:at], owner * self._chunk, scratch)
