@@ -516,7 +516,7 @@ class ShardedLedger:
         clock = _PhaseClock()
         self.last_sync_seconds, self.last_sync_cpu_seconds, self.last_sync_faults = clock.seconds, clock.cpu_seconds, clock.faults
         scratch = _Scratch(self.device)  # temporaries, reused block after block and round after round
-        codes, counts, error = self._bucket_codes(parts, scratch)
+        codes, counts, block_counts, error = self._bucket_codes(parts, scratch)
         clock.lap("codes")
         if self.world == 1:
             if error:
@@ -539,20 +539,24 @@ class ShardedLedger:
         send_ids = torch.empty(send.shape[0] if self._compact else 0, dtype=torch.int32, device=self.device)
         try:
             for (first, last), sizes in zip(itertools.pairwise(bounds), rounds):
-                received = self._exchange_round(parts, codes, first, last, sizes, (send, send_ids), receive, clock, scratch)
+                picks = block_counts[:, :, first:last].sum(-1).tolist()  # [block][owner]: the round's entries
+                received = self._exchange_round(parts, codes, picks, first, last, sizes, (send, send_ids), receive, clock, scratch)
                 for sender_rows in received.split(sizes[:, self.rank].tolist()):
                     self._fold_received(sender_rows, clock, scratch)
         finally:
             self._fold_ws = self._fold_rows = None  # the plan and the publish may need the memory
 
-    def _bucket_codes(self, parts: list[torch.Tensor], scratch: _Scratch) -> tuple[list[torch.Tensor], torch.Tensor, str | None]:
+    def _bucket_codes(
+        self, parts: list[torch.Tensor], scratch: _Scratch,
+    ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor, str | None]:
         """Each entry's exchange code ``owner * buckets + bucket`` and the entries per (owner,
-        bucket), block by block, but none for this rank's own range (its entries were folded
-        at record time and, off the CPU, buffered too: no round picks them); the first id out
-        of range, if any."""
+        bucket), but none for this rank's own range (its entries were folded at record time
+        and, off the CPU, buffered too: no round picks them); the same per block (``[block,
+        owner, bucket]`` on the CPU, own range included: a round skips a block without entries
+        in it and copies one whose entries are all in it); the first id out of range, if any."""
         n, chunk, buckets = self.num_samples, self._chunk, self._buckets
         counts = torch.zeros(self.world * buckets, dtype=torch.int64, device=self.device)
-        codes, error = [], None
+        codes, per_block, error = [], [], None
         for part in parts:
             ids, in_range = self._block_ids(part, scratch)
             if error is None and not in_range:
@@ -564,10 +568,13 @@ class ShardedLedger:
             code = torch.sub(ids, owner, alpha=chunk, out=scratch.take("code", ids.numel(), ids.dtype))
             code.bitwise_right_shift_(self._bucket_shift)
             code.add_(owner, alpha=buckets)
-            counts += torch.bincount(code, minlength=self.world * buckets)
+            per_block.append(torch.bincount(code, minlength=self.world * buckets))
+            counts += per_block[-1]
             codes.append(code.to(self._code_dtype))
         counts[self.rank * buckets : (self.rank + 1) * buckets] = 0
-        return codes, counts, error
+        shape = (len(parts), self.world, buckets)
+        block_counts = torch.stack(per_block).view(shape).cpu() if parts else torch.zeros(shape, dtype=torch.int64)
+        return codes, counts, block_counts, error
 
     def _block_ids(self, part: torch.Tensor, scratch: _Scratch) -> tuple[torch.Tensor, bool]:
         """The ids of buffered entries ``part`` (contiguous; int32 when N fits it) and whether
@@ -583,11 +590,13 @@ class ShardedLedger:
         return ids, low >= 0 and high < n
 
     def _exchange_round(
-        self, parts: list[torch.Tensor], codes: list[torch.Tensor], first: int, last: int, sizes: torch.Tensor,
-        send: tuple[torch.Tensor, torch.Tensor], receive: torch.Tensor, clock: _PhaseClock, scratch: _Scratch,
+        self, parts: list[torch.Tensor], codes: list[torch.Tensor], picks: list[list[int]], first: int, last: int,
+        sizes: torch.Tensor, send: tuple[torch.Tensor, torch.Tensor], receive: torch.Tensor, clock: _PhaseClock,
+        scratch: _Scratch,
     ) -> torch.Tensor:
         """One round: send every owner this rank's entries in buckets ``[first, last)`` of its
-        range (call order within each owner, picked block by block straight into ``send``),
+        range (call order within each owner, picked block by block straight into ``send``;
+        ``picks[block][owner]`` of them in each block: none, a copy of all or compared codes),
         receive this rank's into ``receive``; the received rows by sender (a view). ``send``
         is the send rows and, for compact rows, a buffer of their ids' low words."""
         send_sizes = sizes[self.rank].tolist()
@@ -599,14 +608,15 @@ class ShardedLedger:
                 continue
             low, high = owner * self._buckets + first, owner * self._buckets + last
             start = at
-            for part, code in zip(parts, codes):
-                inside = torch.ge(code, low, out=scratch.take("inside", code.numel(), torch.bool))
-                inside &= torch.lt(code, high, out=scratch.take("below", code.numel(), torch.bool))
-                count = int(torch.count_nonzero(inside))
-                if not count:
+            for part, code, block_picks in zip(parts, codes, picks):
+                taken = block_picks[owner]
+                if not taken:
                     continue
-                end = at + count
-                picked = None if count == code.numel() else scratch.nonzero("picked", inside)  # a whole block: copies
+                end, picked = at + taken, None  # a whole block: copies, no positions
+                if taken < code.numel():
+                    inside = torch.ge(code, low, out=scratch.take("inside", code.numel(), torch.bool))
+                    inside &= torch.lt(code, high, out=scratch.take("below", code.numel(), torch.bool))
+                    picked = scratch.nonzero("picked", inside)
                 if self._compact:  # the kind and feature columns; the ids' low words aside
                     _take(part[:, _KIND:], picked, rows[at:end])
                     _take(part[:, _LOW_WORD].view(torch.int32), picked, send[1][at:end])
