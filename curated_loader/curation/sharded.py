@@ -227,6 +227,14 @@ class _Scratch:
             buffer = self._buffers[name] = torch.empty(n, dtype=dtype, device=self.device)
         return buffer[:n]
 
+    def arange(self, name: str, n: int, dtype: torch.dtype) -> torch.Tensor:
+        """``0, 1, ..., n - 1`` from buffer ``name``, computed when the buffer grows only (read
+        it, do not write it)."""
+        buffer = self._buffers.get(name)
+        if buffer is None or buffer.dtype != dtype or buffer.numel() < n:
+            buffer = self._buffers[name] = torch.arange(n, dtype=dtype, device=self.device)
+        return buffer[:n]
+
     def nonzero(self, name: str, mask: torch.Tensor) -> torch.Tensor:
         """``mask.nonzero().squeeze(1)`` written into buffer ``name`` (grown as needed)."""
         out = self._buffers.get(name)
@@ -255,8 +263,8 @@ def _sorted_ids(ids: torch.Tensor, scratch: _Scratch | None = None) -> tuple[tor
     span = high - low + 1
     if span <= _COUNTING_SPAN * n and n < 1 << 31:
         slot = scratch.take("slot", span, torch.int32).fill_(-1)
-        at = torch.sub(ids, low, out=scratch.take("at", n, torch.int64))
-        slot.scatter_(0, at, torch.arange(n, dtype=torch.int32, device=ids.device, out=scratch.take("positions", n, torch.int32)))
+        at = scratch.take("at", n, torch.int64).copy_(ids).sub_(low)  # in int64 (no int32 result copied over)
+        slot.scatter_(0, at, scratch.arange("positions", n, torch.int32))
         filled = scratch.nonzero("filled", torch.ge(slot, 0, out=scratch.take("flags", span, torch.bool)))
         if filled.numel() == n:  # no id repeats (a repeated id fills one slot)
             order = torch.index_select(slot, 0, filled, out=scratch.take("order", n, torch.int32))
@@ -639,20 +647,22 @@ class ShardedLedger:
         ids.sub_(owner_range_start).bitwise_left_shift_(_KIND_BITS).add_(kind)
         word.copy_(ids)
 
-    def _received_ids(self, part: torch.Tensor, scratch: _Scratch) -> torch.Tensor:
-        """The local ids (``id - lo``; int32 when N fits it) of received rows ``part``."""
+    def _received_ids(self, part: torch.Tensor, scratch: _Scratch, words: torch.Tensor | None = None) -> torch.Tensor:
+        """The local ids (``id - lo``; int32 when N fits it) of received rows ``part``
+        (compact rows: from ``words``, their first words, when given)."""
         if self._compact:
-            words = part[:, 0].view(torch.int32)
+            words = part[:, 0].view(torch.int32) if words is None else words
             return torch.bitwise_right_shift(words, _KIND_BITS, out=scratch.take("ids", part.shape[0], torch.int32))
         ids = _entry_ids(part)
         return ids.to(torch.int32).sub_(self.lo) if self.num_samples < 1 << 31 else ids - self.lo
 
-    def _received_kinds(self, received: torch.Tensor, scratch: _Scratch) -> torch.Tensor:
-        """The kind of each received row (int32 or float)."""
+    def _received_kinds(self, received: torch.Tensor, scratch: _Scratch) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The kind of each received row (int32 or float) and, for compact rows, their first
+        words (a contiguous copy: the rows' column is read once for the kinds and the ids)."""
         if self._compact:
-            words = received[:, 0].view(torch.int32)
-            return torch.bitwise_and(words, (1 << _KIND_BITS) - 1, out=scratch.take("kinds", received.shape[0], torch.int32))
-        return received[:, _KIND]
+            words = scratch.take("words", received.shape[0], torch.int32).copy_(received[:, 0].view(torch.int32))
+            return torch.bitwise_and(words, (1 << _KIND_BITS) - 1, out=scratch.take("kinds", received.shape[0], torch.int32)), words
+        return received[:, _KIND], None
 
     def _fold_received(self, received: torch.Tensor, clock: _PhaseClock, scratch: _Scratch) -> None:
         """Fold one sender's exchanged rows (call order) by kind, one call each: the kind's ids
@@ -661,13 +671,14 @@ class ShardedLedger:
         adds without the accumulating index (:meth:`Ledger._fold`'s ``distinct``)."""
         if not received.shape[0]:
             return
-        kinds = self._received_kinds(received, scratch)
+        kinds, words = self._received_kinds(received, scratch)
         present = torch.bincount(kinds.to(torch.int32), minlength=3).tolist()
         for kind in (_LOGITS, _LOSS_TARGETS, _LOSS_ONLY):
             if not present[kind]:
                 continue
             part = received if present[kind] == received.shape[0] else received[kinds == kind]  # one kind (usual): no copy
-            local, order, distinct = _sorted_ids(self._received_ids(part, scratch), scratch)
+            ids = self._received_ids(part, scratch, words if part is received else None)
+            local, order, distinct = _sorted_ids(ids, scratch)
             clock.lap("sort")
             ws = self._fold_workspace(min(self.fold_chunk, part.shape[0]))  # fold_chunk entries, not the epoch's
             for start, end in _id_runs(local, self.fold_chunk):
