@@ -323,6 +323,7 @@ class _Workspace:
         self.sorted_ids, self.before_ids = self.keys[1:], self.keys[:-1]
         self.order = torch.empty(b, dtype=torch.long, device=dev)
         self.first = torch.empty(b, device=dev)
+        self.first_all_ones = False  # ``first`` holds ones (set by a fold of distinct ids)
         self.penalties = torch.empty(0, device=dev)
         self.masked = torch.empty(0, device=dev)
         self.extremes = self.feats[z0 : z0 + 3]  # gold logit, largest other, largest
@@ -347,6 +348,8 @@ class _Workspace:
         self.forget_out = self.rows[self.forget, 1:]
         self.gathered = torch.empty(k, b, device=dev)
         g = self.gathered
+        # the table rows the fold reads: the count, and last loss, code words and EMA (adjacent)
+        self.read_rows = [(c["count"], c["count"] + 1), (last, c["ema_den"] + 1)]
         self.g_count, self.g_num, self.g_den = g[c["count"]], g[c["ema_num"]], g[c["ema_den"]]
         self.g_last = g[last : last + 1 + words]
         self.g_ema = g[c["ema_num"] : c["ema_den"] + 1]
@@ -582,8 +585,10 @@ class Ledger:
 
         ``presorted``: the entries are already in id order (stable: call order within an id)
         in ``ws.permuted``, with ``ids`` and ``targets`` in that order, so no sort and no
-        permutation. ``distinct``: no id occurs twice, so the scatter is an ``index_add_``
-        (one addition per table cell: the same sums, deterministic on every device)."""
+        permutation. ``distinct``: no id occurs twice, so every entry is the first of its id
+        (the flags are ones, not compared) and the scatter is an ``index_add_`` (one addition
+        per table cell: the same sums, deterministic on every device); only the table rows
+        the fold reads are gathered (the count, last loss, code words and EMA)."""
         self._settle_stats()
         if self._base is None and self._distributed():
             self._base = self._table.clone()
@@ -594,8 +599,16 @@ class Ledger:
         else:
             torch.sort(ids, stable=True, out=(ws.sorted_ids, ws.order))
             torch.index_select(ws.feats, 1, ws.order, out=ws.permuted)
-        torch.ne(ws.sorted_ids, ws.before_ids, out=ws.first)  # first entry of its id
-        torch.index_select(self._table, 1, ws.sorted_ids, out=ws.gathered)
+        if distinct:  # every entry is the first of its id: ``first`` is ones, only the rows read are gathered
+            if not ws.first_all_ones:
+                ws.first.fill_(1.0)
+                ws.first_all_ones = True
+            for lo, hi in ws.read_rows:
+                torch.index_select(self._table[lo:hi], 1, ws.sorted_ids, out=ws.gathered[lo:hi])
+        else:
+            torch.ne(ws.sorted_ids, ws.before_ids, out=ws.first)  # first entry of its id
+            ws.first_all_ones = False
+            torch.index_select(self._table, 1, ws.sorted_ids, out=ws.gathered)
         if ws.mode != "logits":
             self._kept_code_words(ws, targets if presorted or targets is None else targets[ws.order])
         # the EMA candidate lerp(loss, previous EMA, a) (a = 0 before the first record)

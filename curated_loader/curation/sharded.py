@@ -204,6 +204,14 @@ def _entry_ids(part: torch.Tensor) -> torch.Tensor:
     return part[:, :_ID_COLUMNS].contiguous().view(torch.int64).reshape(-1)
 
 
+def _take(source: torch.Tensor, picked: torch.Tensor | None, out: torch.Tensor) -> None:
+    """``source[picked]`` into ``out``; ``picked=None``: all of ``source`` (a copy, no positions)."""
+    if picked is None:
+        out.copy_(source)
+    else:
+        torch.index_select(source, 0, picked, out=out)
+
+
 class _Scratch:
     """Buffers by name, kept and reused call after call (e.g. round after round of one sync):
     fresh memory costs a page fault per 4 KiB at its first touch."""
@@ -217,6 +225,14 @@ class _Scratch:
         buffer = self._buffers.get(name)
         if buffer is None or buffer.dtype != dtype or buffer.numel() < n:
             buffer = self._buffers[name] = torch.empty(n, dtype=dtype, device=self.device)
+        return buffer[:n]
+
+    def arange(self, name: str, n: int, dtype: torch.dtype) -> torch.Tensor:
+        """``0, 1, ..., n - 1`` from buffer ``name``, computed when the buffer grows only (read
+        it, do not write it)."""
+        buffer = self._buffers.get(name)
+        if buffer is None or buffer.dtype != dtype or buffer.numel() < n:
+            buffer = self._buffers[name] = torch.arange(n, dtype=dtype, device=self.device)
         return buffer[:n]
 
     def nonzero(self, name: str, mask: torch.Tensor) -> torch.Tensor:
@@ -247,8 +263,8 @@ def _sorted_ids(ids: torch.Tensor, scratch: _Scratch | None = None) -> tuple[tor
     span = high - low + 1
     if span <= _COUNTING_SPAN * n and n < 1 << 31:
         slot = scratch.take("slot", span, torch.int32).fill_(-1)
-        at = torch.sub(ids, low, out=scratch.take("at", n, torch.int64))
-        slot.scatter_(0, at, torch.arange(n, dtype=torch.int32, device=ids.device, out=scratch.take("positions", n, torch.int32)))
+        at = scratch.take("at", n, torch.int64).copy_(ids).sub_(low)  # in int64 (no int32 result copied over)
+        slot.scatter_(0, at, scratch.arange("positions", n, torch.int32))
         filled = scratch.nonzero("filled", torch.ge(slot, 0, out=scratch.take("flags", span, torch.bool)))
         if filled.numel() == n:  # no id repeats (a repeated id fills one slot)
             order = torch.index_select(slot, 0, filled, out=scratch.take("order", n, torch.int32))
@@ -508,7 +524,7 @@ class ShardedLedger:
         clock = _PhaseClock()
         self.last_sync_seconds, self.last_sync_cpu_seconds, self.last_sync_faults = clock.seconds, clock.cpu_seconds, clock.faults
         scratch = _Scratch(self.device)  # temporaries, reused block after block and round after round
-        codes, counts, error = self._bucket_codes(parts, scratch)
+        codes, counts, block_counts, error = self._bucket_codes(parts, scratch)
         clock.lap("codes")
         if self.world == 1:
             if error:
@@ -531,20 +547,24 @@ class ShardedLedger:
         send_ids = torch.empty(send.shape[0] if self._compact else 0, dtype=torch.int32, device=self.device)
         try:
             for (first, last), sizes in zip(itertools.pairwise(bounds), rounds):
-                received = self._exchange_round(parts, codes, first, last, sizes, (send, send_ids), receive, clock, scratch)
+                picks = block_counts[:, :, first:last].sum(-1).tolist()  # [block][owner]: the round's entries
+                received = self._exchange_round(parts, codes, picks, first, last, sizes, (send, send_ids), receive, clock, scratch)
                 for sender_rows in received.split(sizes[:, self.rank].tolist()):
                     self._fold_received(sender_rows, clock, scratch)
         finally:
             self._fold_ws = self._fold_rows = None  # the plan and the publish may need the memory
 
-    def _bucket_codes(self, parts: list[torch.Tensor], scratch: _Scratch) -> tuple[list[torch.Tensor], torch.Tensor, str | None]:
+    def _bucket_codes(
+        self, parts: list[torch.Tensor], scratch: _Scratch,
+    ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor, str | None]:
         """Each entry's exchange code ``owner * buckets + bucket`` and the entries per (owner,
-        bucket), block by block, but none for this rank's own range (its entries were folded
-        at record time and, off the CPU, buffered too: no round picks them); the first id out
-        of range, if any."""
+        bucket), but none for this rank's own range (its entries were folded at record time
+        and, off the CPU, buffered too: no round picks them); the same per block (``[block,
+        owner, bucket]`` on the CPU, own range included: a round skips a block without entries
+        in it and copies one whose entries are all in it); the first id out of range, if any."""
         n, chunk, buckets = self.num_samples, self._chunk, self._buckets
         counts = torch.zeros(self.world * buckets, dtype=torch.int64, device=self.device)
-        codes, error = [], None
+        codes, per_block, error = [], [], None
         for part in parts:
             ids, in_range = self._block_ids(part, scratch)
             if error is None and not in_range:
@@ -556,10 +576,13 @@ class ShardedLedger:
             code = torch.sub(ids, owner, alpha=chunk, out=scratch.take("code", ids.numel(), ids.dtype))
             code.bitwise_right_shift_(self._bucket_shift)
             code.add_(owner, alpha=buckets)
-            counts += torch.bincount(code, minlength=self.world * buckets)
+            per_block.append(torch.bincount(code, minlength=self.world * buckets))
+            counts += per_block[-1]
             codes.append(code.to(self._code_dtype))
         counts[self.rank * buckets : (self.rank + 1) * buckets] = 0
-        return codes, counts, error
+        shape = (len(parts), self.world, buckets)
+        block_counts = torch.stack(per_block).view(shape).cpu() if parts else torch.zeros(shape, dtype=torch.int64)
+        return codes, counts, block_counts, error
 
     def _block_ids(self, part: torch.Tensor, scratch: _Scratch) -> tuple[torch.Tensor, bool]:
         """The ids of buffered entries ``part`` (contiguous; int32 when N fits it) and whether
@@ -575,11 +598,13 @@ class ShardedLedger:
         return ids, low >= 0 and high < n
 
     def _exchange_round(
-        self, parts: list[torch.Tensor], codes: list[torch.Tensor], first: int, last: int, sizes: torch.Tensor,
-        send: tuple[torch.Tensor, torch.Tensor], receive: torch.Tensor, clock: _PhaseClock, scratch: _Scratch,
+        self, parts: list[torch.Tensor], codes: list[torch.Tensor], picks: list[list[int]], first: int, last: int,
+        sizes: torch.Tensor, send: tuple[torch.Tensor, torch.Tensor], receive: torch.Tensor, clock: _PhaseClock,
+        scratch: _Scratch,
     ) -> torch.Tensor:
         """One round: send every owner this rank's entries in buckets ``[first, last)`` of its
-        range (call order within each owner, picked block by block straight into ``send``),
+        range (call order within each owner, picked block by block straight into ``send``;
+        ``picks[block][owner]`` of them in each block: none, a copy of all or compared codes),
         receive this rank's into ``receive``; the received rows by sender (a view). ``send``
         is the send rows and, for compact rows, a buffer of their ids' low words."""
         send_sizes = sizes[self.rank].tolist()
@@ -591,18 +616,20 @@ class ShardedLedger:
                 continue
             low, high = owner * self._buckets + first, owner * self._buckets + last
             start = at
-            for part, code in zip(parts, codes):
-                inside = torch.ge(code, low, out=scratch.take("inside", code.numel(), torch.bool))
-                inside &= torch.lt(code, high, out=scratch.take("below", code.numel(), torch.bool))
-                picked = scratch.nonzero("picked", inside)
-                if not picked.numel():
+            for part, code, block_picks in zip(parts, codes, picks):
+                taken = block_picks[owner]
+                if not taken:
                     continue
-                end = at + picked.numel()
+                end, picked = at + taken, None  # a whole block: copies, no positions
+                if taken < code.numel():
+                    inside = torch.ge(code, low, out=scratch.take("inside", code.numel(), torch.bool))
+                    inside &= torch.lt(code, high, out=scratch.take("below", code.numel(), torch.bool))
+                    picked = scratch.nonzero("picked", inside)
                 if self._compact:  # the kind and feature columns; the ids' low words aside
-                    torch.index_select(part[:, _KIND:], 0, picked, out=rows[at:end])
-                    torch.index_select(part[:, _LOW_WORD].view(torch.int32), 0, picked, out=send[1][at:end])
+                    _take(part[:, _KIND:], picked, rows[at:end])
+                    _take(part[:, _LOW_WORD].view(torch.int32), picked, send[1][at:end])
                 else:
-                    torch.index_select(part, 0, picked, out=rows[at:end])
+                    _take(part, picked, rows[at:end])
                 at = end
             if self._compact:
                 self._compact_words(rows[start:at], send[1][start:at], owner * self._chunk, scratch)
@@ -620,20 +647,22 @@ class ShardedLedger:
         ids.sub_(owner_range_start).bitwise_left_shift_(_KIND_BITS).add_(kind)
         word.copy_(ids)
 
-    def _received_ids(self, part: torch.Tensor, scratch: _Scratch) -> torch.Tensor:
-        """The local ids (``id - lo``; int32 when N fits it) of received rows ``part``."""
+    def _received_ids(self, part: torch.Tensor, scratch: _Scratch, words: torch.Tensor | None = None) -> torch.Tensor:
+        """The local ids (``id - lo``; int32 when N fits it) of received rows ``part``
+        (compact rows: from ``words``, their first words, when given)."""
         if self._compact:
-            words = part[:, 0].view(torch.int32)
+            words = part[:, 0].view(torch.int32) if words is None else words
             return torch.bitwise_right_shift(words, _KIND_BITS, out=scratch.take("ids", part.shape[0], torch.int32))
         ids = _entry_ids(part)
         return ids.to(torch.int32).sub_(self.lo) if self.num_samples < 1 << 31 else ids - self.lo
 
-    def _received_kinds(self, received: torch.Tensor, scratch: _Scratch) -> torch.Tensor:
-        """The kind of each received row (int32 or float)."""
+    def _received_kinds(self, received: torch.Tensor, scratch: _Scratch) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The kind of each received row (int32 or float) and, for compact rows, their first
+        words (a contiguous copy: the rows' column is read once for the kinds and the ids)."""
         if self._compact:
-            words = received[:, 0].view(torch.int32)
-            return torch.bitwise_and(words, (1 << _KIND_BITS) - 1, out=scratch.take("kinds", received.shape[0], torch.int32))
-        return received[:, _KIND]
+            words = scratch.take("words", received.shape[0], torch.int32).copy_(received[:, 0].view(torch.int32))
+            return torch.bitwise_and(words, (1 << _KIND_BITS) - 1, out=scratch.take("kinds", received.shape[0], torch.int32)), words
+        return received[:, _KIND], None
 
     def _fold_received(self, received: torch.Tensor, clock: _PhaseClock, scratch: _Scratch) -> None:
         """Fold one sender's exchanged rows (call order) by kind, one call each: the kind's ids
@@ -642,13 +671,14 @@ class ShardedLedger:
         adds without the accumulating index (:meth:`Ledger._fold`'s ``distinct``)."""
         if not received.shape[0]:
             return
-        kinds = self._received_kinds(received, scratch)
+        kinds, words = self._received_kinds(received, scratch)
         present = torch.bincount(kinds.to(torch.int32), minlength=3).tolist()
         for kind in (_LOGITS, _LOSS_TARGETS, _LOSS_ONLY):
             if not present[kind]:
                 continue
             part = received if present[kind] == received.shape[0] else received[kinds == kind]  # one kind (usual): no copy
-            local, order, distinct = _sorted_ids(self._received_ids(part, scratch), scratch)
+            ids = self._received_ids(part, scratch, words if part is received else None)
+            local, order, distinct = _sorted_ids(ids, scratch)
             clock.lap("sort")
             ws = self._fold_workspace(min(self.fold_chunk, part.shape[0]))  # fold_chunk entries, not the epoch's
             for start, end in _id_runs(local, self.fold_chunk):

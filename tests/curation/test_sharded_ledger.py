@@ -204,6 +204,61 @@ def test_distinct_and_repeated_ids_fold_to_the_dense_ledger_exactly(tmp_path):
     assert int(dense.table("count").max()) >= 8 + 1
 
 
+def windowed_calls(rank: int, epoch: int) -> list[tuple[torch.Tensor, ...]]:
+    """Rank r records the ids ``≡ r + epoch (mod 2)`` once each, in id order by calls of 12
+    (shuffled within a call), the last call without logits: each call's ids lie in a narrow
+    window, as a loader walking shards in order hands them."""
+    g = torch.Generator().manual_seed(3000 * epoch + rank)
+    ids = torch.arange((rank + epoch) % 2, N, 2)
+    out = []
+    for i, part in enumerate(ids.split(12)):
+        part = part[torch.randperm(part.numel(), generator=g)]
+        loss, logits = torch.rand(part.numel(), generator=g) * 3, torch.randn(part.numel(), CLASSES, generator=g)
+        out.append((part, loss, None, part % CLASSES) if i == N // 24 else (part, loss, logits, part % CLASSES))
+    return out
+
+
+def _windowed_worker(rank: int, port: int, out: str) -> None:
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        ledger = ShardedLedger(N, CLASSES, fold_chunk=5, exchange_round=9, exchange_buckets=16, buffer_block=6)
+        cases: set[str] = set()  # how the pack took each (block, other owner) of each round
+        exchange = ledger._exchange_round
+
+        def spy(parts, codes, picks, *args):
+            for part, block_picks in zip(parts, picks):
+                taken = block_picks[1 - rank]
+                cases.add("none" if not taken else "all" if taken == part.shape[0] else "some")
+            return exchange(parts, codes, picks, *args)
+
+        ledger._exchange_round = spy
+        for epoch in range(EPOCHS):
+            ledger.set_epoch(epoch)
+            for call in windowed_calls(rank, epoch):
+                ledger.record(*call)
+            ledger.sync()
+        tables = {name: ledger.table(name).clone() for name in ledger.table_names}
+        torch.save({"tables": tables, "cases": cases}, Path(out) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.timeout(240)
+def test_the_pack_skipping_copying_and_picking_blocks_folds_to_the_dense_ledger_exactly(tmp_path):
+    """Records in narrow id windows per call: a round takes none of some buffer blocks, all of
+    others (copied whole, no comparison) and part of the rest (compared and gathered); the
+    owners' tables are the dense ledger's bit for bit."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    mp.spawn(_windowed_worker, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
+    dense = dense_reference(2, windowed_calls)
+    got = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    for name in dense.table_names:
+        assert torch.equal(torch.cat([g["tables"][name] for g in got]), dense.table(name)), name
+    for g in got:
+        assert g["cases"] == {"none", "all", "some"}, g["cases"]
+    assert int(dense.table("count").sum()) == EPOCHS * N
+
+
 def _bad_id_worker(rank: int, port: int, out: str) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     try:
