@@ -1,7 +1,7 @@
 """The sharded ledger's exchange (``ShardedLedger.sync``) phase by phase, 2 gloo CPU ranks.
 
     nice -n 10 python benchmarks/sync_profile.py --size 1e7 --repeats 3
-    python benchmarks/sync_profile.py --size 1e8 --repeats 2
+    python benchmarks/sync_profile.py --size 1e8 --repeats 2 --json docs/results/sync_profile_1e8.json
 
 Each rank records one epoch as ``benchmarks/scale.py`` does (rank r the ids ``≡ r (mod 2)``,
 each once, half of them the other rank's), then syncs ``--repeats`` times the same buffered
@@ -23,6 +23,7 @@ them; made before the clock starts) with logits and targets, and prints the aten
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import socket
@@ -52,6 +53,13 @@ class _OpCounter(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
+def _say(line: str) -> None:
+    """Print ``line`` in one write: both ranks print to one stdout, and with PYTHONUNBUFFERED a
+    ``print`` writes its text and its newline apart, so the ranks' lines could run together."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 def _record_cost(ledger: ShardedLedger, rank: int, calls: int, batch: int) -> None:
     """Print the aten ops of one ``record`` call and the CPU time per call of ``batch`` random ids (``calls`` calls)."""
     g = torch.Generator().manual_seed(rank)
@@ -68,11 +76,13 @@ def _record_cost(ledger: ShardedLedger, rank: int, calls: int, batch: int) -> No
     for call in made[1:]:
         ledger.record(*call)
     per_call = (time.thread_time() - cpu) / max(calls - 1, 1)
-    print(f"rank {rank} record only: {calls - 1} calls of {batch} random ids, cpu {1e6 * per_call:.1f} us per call,"
-          f" {ops.count} aten ops per call, {ledger.buffered} records buffered", flush=True)
+    _say(f"rank {rank} record only: {calls - 1} calls of {batch} random ids, cpu {1e6 * per_call:.1f} us per call,"
+          f" {ops.count} aten ops per call, {ledger.buffered} records buffered")
 
 
-def _worker(rank: int, port: int, n: int, exchange_round: int, repeats: int, record_batch: int, record_only: int, save: str) -> None:
+def _worker(
+    rank: int, port: int, n: int, exchange_round: int, repeats: int, record_batch: int, record_only: int, save: str, out: str,
+) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
     try:
@@ -90,8 +100,10 @@ def _worker(rank: int, port: int, n: int, exchange_round: int, repeats: int, rec
             record_faults += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
             calls += 1
         buffered = ledger.buffered
-        print(f"rank {rank} record: {calls} calls of {record_batch} entries, cpu {1e6 * record_cpu / calls:.1f} us per call,"
-              f" {record_faults} faults, {buffered} records buffered", flush=True)
+        figures: dict = {"rank": rank, "n": n, "record_calls": calls, "record_batch": record_batch,
+                         "record_cpu_s": record_cpu, "record_faults": record_faults, "buffered_records": buffered, "syncs": []}
+        _say(f"rank {rank} record: {calls} calls of {record_batch} entries, cpu {1e6 * record_cpu / calls:.1f} us per call,"
+              f" {record_faults} faults, {buffered} records buffered")
         for repeat in range(repeats):
             ledger._used = buffered  # the same records again (sync reads the blocks, never writes them)
             dist.barrier()
@@ -102,10 +114,16 @@ def _worker(rank: int, port: int, n: int, exchange_round: int, repeats: int, rec
             phases = " | ".join(
                 f"{phase} {ledger.last_sync_seconds[phase]:.2f} s, cpu {ledger.last_sync_cpu_seconds[phase]:.2f} s"
                 + (f", {phase_faults[phase]} faults" if phase in phase_faults else "") for phase in ledger.last_sync_seconds)
-            print(f"rank {rank} sync {repeat}: {seconds:.2f} s, cpu {sum(ledger.last_sync_cpu_seconds.values()):.2f} s,"
-                  f" {faults} faults, {ledger.last_exchange_rounds} rounds | {phases}", flush=True)
+            figures["syncs"].append({"wall_s": seconds, "faults": faults, "rounds": ledger.last_exchange_rounds,
+                                     "phases_s": dict(ledger.last_sync_seconds), "phases_cpu_s": dict(ledger.last_sync_cpu_seconds),
+                                     "phases_faults": dict(phase_faults)})
+            _say(f"rank {rank} sync {repeat}: {seconds:.2f} s, cpu {sum(ledger.last_sync_cpu_seconds.values()):.2f} s,"
+                  f" {faults} faults, {ledger.last_exchange_rounds} rounds | {phases}")
         owned = ledger._owned._table[:, : ledger.num_owned]  # not the scratch row: it is no sample's
-        print(f"rank {rank} owned table checksum {float(owned.double().sum()):.6f}", flush=True)
+        figures["checksum"] = float(owned.double().sum())
+        _say(f"rank {rank} owned table checksum {figures['checksum']:.6f}")
+        if out:
+            Path(f"{out}.rank{rank}").write_text(json.dumps(figures))
         if save:
             torch.save(owned.clone(), f"{save}.rank{rank}.pt")
     finally:
@@ -120,12 +138,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--record-batch", type=int, default=1 << 18, help="entries per record call")
     parser.add_argument("--save", default="", help="save each rank's owned table to SAVE.rank<r>.pt (to compare trees)")
     parser.add_argument("--record-only", type=int, default=0, metavar="CALLS", help="time CALLS record calls of random ids, no sync")
+    parser.add_argument("--json", default="", help="write every rank's figures here")
     args = parser.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    mp.spawn(_worker, args=(port, int(args.size), args.exchange_round, args.repeats, args.record_batch, args.record_only, args.save), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(port, int(args.size), args.exchange_round, args.repeats, args.record_batch, args.record_only, args.save, args.json),
+             nprocs=WORLD, join=True)
+    if args.json and not args.record_only:
+        parts = [Path(f"{args.json}.rank{rank}") for rank in range(WORLD)]
+        ranks = [json.loads(part.read_text()) for part in parts]
+        Path(args.json).write_text(json.dumps({"command": " ".join(["python", "benchmarks/sync_profile.py", *(argv or sys.argv[1:])]),
+                                               "load_average": os.getloadavg(), "ranks": ranks}, indent=1))
+        for part in parts:
+            part.unlink()
 
 
 if __name__ == "__main__":
