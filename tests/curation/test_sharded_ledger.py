@@ -163,6 +163,24 @@ def mixed_calls(rank: int, epoch: int) -> list[tuple[torch.Tensor, ...]]:
     return out
 
 
+def _record_and_save(ledger: ShardedLedger, rank: int, calls: Callable[[int, int], list[tuple]], out: str, **extra) -> None:
+    """Record and sync ``calls`` epoch by epoch, then save the owned tables and ``extra`` (what
+    the worker's spies collected) to ``out/rank<r>.pt``."""
+    for epoch in range(EPOCHS):
+        ledger.set_epoch(epoch)
+        for call in calls(rank, epoch):
+            ledger.record(*call)
+        ledger.sync()
+    tables = {name: ledger.table(name).clone() for name in ledger.table_names}
+    torch.save({"tables": tables, **extra}, Path(out) / f"rank{rank}.pt")
+
+
+def _assert_owner_slices_are_dense(got: list[dict], dense: Ledger) -> None:
+    """The ranks' saved tables, concatenated in rank order, equal the dense ledger's bit for bit."""
+    for name in dense.table_names:
+        assert torch.equal(torch.cat([g["tables"][name] for g in got]), dense.table(name)), name
+
+
 def _mixed_worker(rank: int, port: int, out: str) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     try:
@@ -176,13 +194,7 @@ def _mixed_worker(rank: int, port: int, out: str) -> None:
             fold(ws, ids, targets, presorted=presorted, distinct=distinct)
 
         ledger._owned._fold = spy
-        for epoch in range(EPOCHS):
-            ledger.set_epoch(epoch)
-            for call in mixed_calls(rank, epoch):
-                ledger.record(*call)
-            ledger.sync()
-        tables = {name: ledger.table(name).clone() for name in ledger.table_names}
-        torch.save({"tables": tables, "folds": folds}, Path(out) / f"rank{rank}.pt")
+        _record_and_save(ledger, rank, mixed_calls, out, folds=folds)
     finally:
         dist.destroy_process_group()
 
@@ -196,8 +208,7 @@ def test_distinct_and_repeated_ids_fold_to_the_dense_ledger_exactly(tmp_path):
     mp.spawn(_mixed_worker, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
     dense = dense_reference(2, mixed_calls)
     got = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
-    for name in dense.table_names:
-        assert torch.equal(torch.cat([g["tables"][name] for g in got]), dense.table(name)), name
+    _assert_owner_slices_are_dense(got, dense)
     for g in got:  # both paths ran: distinct steps in epochs 0 and 2, repeated ids in epoch 1
         assert {distinct for epoch, distinct in g["folds"] if epoch != 1} == {True}, g["folds"]
         assert False in {distinct for epoch, distinct in g["folds"] if epoch == 1}, g["folds"]
@@ -232,13 +243,7 @@ def _windowed_worker(rank: int, port: int, out: str) -> None:
             return exchange(parts, codes, picks, *args)
 
         ledger._exchange_round = spy
-        for epoch in range(EPOCHS):
-            ledger.set_epoch(epoch)
-            for call in windowed_calls(rank, epoch):
-                ledger.record(*call)
-            ledger.sync()
-        tables = {name: ledger.table(name).clone() for name in ledger.table_names}
-        torch.save({"tables": tables, "cases": cases}, Path(out) / f"rank{rank}.pt")
+        _record_and_save(ledger, rank, windowed_calls, out, cases=cases)
     finally:
         dist.destroy_process_group()
 
@@ -252,8 +257,7 @@ def test_the_pack_skipping_copying_and_picking_blocks_folds_to_the_dense_ledger_
     mp.spawn(_windowed_worker, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
     dense = dense_reference(2, windowed_calls)
     got = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
-    for name in dense.table_names:
-        assert torch.equal(torch.cat([g["tables"][name] for g in got]), dense.table(name)), name
+    _assert_owner_slices_are_dense(got, dense)
     for g in got:
         assert g["cases"] == {"none", "all", "some"}, g["cases"]
     assert int(dense.table("count").sum()) == EPOCHS * N
