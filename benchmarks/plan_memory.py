@@ -24,7 +24,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from scale import _free_port, _memory, _reset_peak, batches  # noqa: E402
+from scale import _free_port, _memory, _reset_peak  # noqa: E402
 
 
 def _traced(function: Any, label: str, log: list) -> Any:
@@ -40,18 +40,14 @@ def _traced(function: Any, label: str, log: list) -> Any:
 
 
 def _worker(rank: int, port: int, n: int, out: str) -> None:
-    from sharded_plan import NUM_CLASSES, full_plan
+    from sharded_plan import NUM_CLASSES, full_plan, recorded
 
     from curated_loader.curation import Decision, ShardedLedger
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     try:
-        ledger = ShardedLedger(n, NUM_CLASSES)
-        ledger.set_epoch(0)
-        for call in batches(n, rank, 0, 1 << 16):
-            ledger.record(*call)
-        ledger.sync()
+        ledger = recorded(ShardedLedger(n, NUM_CLASSES), rank)
         ledger.release_buffer()
         plan, log = full_plan(), []
         for policy in (*plan.noise_filters, plan.prune, plan.reweight, plan.augment):

@@ -32,7 +32,6 @@ import json
 import os
 import pstats
 import resource
-import statistics
 import sys
 import tempfile
 import time
@@ -161,19 +160,14 @@ def time_plans(
 
 
 def _sharded_worker(rank: int, port: int, n: int, repeats: int, cold: bool, cpu_clock: bool, out: str) -> None:
-    from scale import batches
-    from sharded_plan import NUM_CLASSES, full_plan
+    from sharded_plan import NUM_CLASSES, full_plan, recorded
 
     from curated_loader.curation import ShardedLedger
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     try:
-        ledger = ShardedLedger(n, NUM_CLASSES)
-        ledger.set_epoch(0)
-        for call in batches(n, rank, 0, 1 << 16):
-            ledger.record(*call)
-        ledger.sync()
+        ledger = recorded(ShardedLedger(n, NUM_CLASSES), rank)
         torch.save(time_plans(ledger, full_plan(), 1, repeats, cold, cpu_clock), Path(out) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()

@@ -85,19 +85,25 @@ def time_plan(ledger: Ledger | ShardedLedger, plan: CurationPlan, epoch: int) ->
     return {"plan_s": t2 - t0, "stats_s": t1 - t0, "gathered_bytes_per_sample": gathered, "decision": decision}
 
 
-def _worker(rank: int, port: int, n: int, batch: int, out: str) -> None:
+def recorded(ledger: Ledger | ShardedLedger, rank: int, batch: int = 1 << 16) -> Ledger | ShardedLedger:
+    """``ledger`` with one epoch of ``scale.batches`` recorded by ``rank`` (calls of ``batch``
+    entries) and synced (a collective for a sharded ledger)."""
     from scale import batches
 
+    ledger.set_epoch(0)
+    for call in batches(ledger.num_samples, rank, 0, batch):
+        ledger.record(*call)
+    ledger.sync()
+    return ledger
+
+
+def _worker(rank: int, port: int, n: int, batch: int, out: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
     try:
         rows = {}
         for name, ledger in (("sharded", ShardedLedger(n, NUM_CLASSES)), ("dense", Ledger(n, NUM_CLASSES))):
-            ledger.set_epoch(0)
-            for call in batches(n, rank, 0, batch):
-                ledger.record(*call)
-            ledger.sync()
-            rows[name] = time_plan(ledger, full_plan(), epoch=1)
+            rows[name] = time_plan(recorded(ledger, rank, batch), full_plan(), epoch=1)
             del ledger
         torch.save(rows, Path(out) / f"rank{rank}.pt")
     finally:
