@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -39,6 +40,7 @@ def main() -> None:
     parser.add_argument("--num-samples", type=int, default=20000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--fixed-clock", type=float, default=None, help="what time.time() returns during the call")
+    parser.add_argument("--json", type=Path, default=None, help="write the figures here")
     args = parser.parse_args()
 
     generator = datasets.make_mnist1d
@@ -62,6 +64,10 @@ def main() -> None:
     print(f"write_noisy_mnist1d({args.num_samples}): wall {total:.2f} s (make_mnist1d {make_wall:.2f} s, the rest {total - make_wall:.2f} s); "
           f"CPU {cpu:.2f} s (make_mnist1d {make_cpu:.2f} s, the rest {cpu - make_cpu:.2f} s)")
     print(f"sha256: {digest}" + ("" if args.fixed_clock is not None else " (clock not pinned: differs per run)"))
+    if args.json:
+        args.json.write_text(json.dumps({"num_samples": args.num_samples, "seed": args.seed, "fixed_clock": args.fixed_clock,
+                                         "wall_s": total, "cpu_s": cpu, "make_mnist1d_wall_s": make_wall,
+                                         "make_mnist1d_cpu_s": make_cpu, "sha256": digest}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

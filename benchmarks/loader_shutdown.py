@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import multiprocessing
 import os
 import tempfile
@@ -60,11 +61,16 @@ def failed_epoch(folder: Path, workers: int, persistent: bool) -> tuple[bool, fl
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--json", type=Path, default=None, help="write the figures here")
     args = parser.parse_args()
+    rows = []
     for persistent in (False, True):
         with tempfile.TemporaryDirectory() as tmp:
             alive, seconds, codes = failed_epoch(Path(tmp), args.workers, persistent)
+        rows.append({"persistent_workers": persistent, "alive_after_error": alive, "seconds": seconds, "exit_codes": codes})
         print(f"persistent_workers={persistent}: alive after the error={alive}, gone after {seconds:.2f} s, exit codes {codes}")
+    if args.json:
+        args.json.write_text(json.dumps({"workers": args.workers, "rows": rows}, indent=1, default=str) + "\n")
 
 
 if __name__ == "__main__":
