@@ -1,12 +1,15 @@
 """Scale of the sharded ledger: per-rank memory and the epoch-end phases, 2 gloo CPU ranks.
 
     nice -n 10 python benchmarks/scale.py --sizes 1e7 1e8 --json docs/results/scale.json
+    python benchmarks/scale.py --sizes 1e8 --epochs 3 --keep-freed-memory   # epoch after epoch
     python benchmarks/scale.py --quick
 
 For each N, two processes build a ``ShardedLedger(N, 10 classes)``, reserve its buffer and
-record one epoch in bulk ``record`` calls: rank r gets the ids ``i ≡ r + epoch (mod 2)`` in
-shuffled batches (one record per id per epoch, as the loader splits an epoch; half of each
-rank's ids belong to the other rank). Then the epoch-end phases, each timed on its own:
+record ``--epochs`` epochs (default 1) in bulk ``record`` calls: rank r gets the ids
+``i ≡ r + epoch (mod 2)`` in shuffled batches (one record per id per epoch, as the loader
+splits an epoch; half of each rank's ids belong to the other rank). Each epoch ends as the
+callback ends it, in phases each timed on its own (the buffer is reserved again before the
+next epoch):
 
 * **sync**: the exchange (one ``all_gather`` of bucket counts, one ``all_to_all_single`` per
   round) and the owners' fold; the buffer is released afterwards (``release_buffer``);
@@ -17,6 +20,11 @@ rank's ids belong to the other rank). Then the epoch-end phases, each timed on i
   compact format (3.125 bytes per sample);
 * **publish**: :func:`publish_phase` — the gathered decision written into the compact
   ``CurationSnapshot``.
+
+The memory figures and the table's times are the first epoch end's; every epoch end's times
+and minor page faults are printed below it (and kept in ``epoch_ends``). With
+``--keep-freed-memory`` the ranks start with glibc told to keep what they free
+(:data:`KEEP_FREED_MEMORY`), so a later epoch end reuses the pages an earlier one touched.
 
 Prints per rank: table and buffered bytes per sample of N, the process's RSS before the ledger,
 its peak RSS (VmHWM) after recording, after sync (also per owned sample) and during plan and publish (with the
@@ -31,11 +39,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import socket
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -50,6 +60,10 @@ from sharded_plan import full_plan, time_plan  # noqa: E402
 
 WORLD, NUM_CLASSES = 2, 10
 GiB = 2**30
+#: glibc settings (``GLIBC_TUNABLES``) that keep freed memory in the process: no array gets a
+#: mapping of its own (``mmap_max=0``) and the heap's free top is never handed back
+#: (``trim_threshold``, 1 TiB), so an epoch end reuses the pages the previous one touched.
+KEEP_FREED_MEMORY = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=1099511627776"
 
 
 def batches(n: int, rank: int, epoch: int, batch: int):
@@ -105,52 +119,64 @@ def publish_phase(decision: Decision, snapshot: CurationSnapshot) -> float:
     return time.perf_counter() - t0
 
 
+def _minor_faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def _epoch_end(ledger: ShardedLedger, n: int, epoch: int, plan: str) -> dict[str, Any]:
+    """One epoch end as the callback runs it: sync, ``release_buffer``, plan, publish; their wall
+    times, the sync's phases and the process's minor page faults over the three."""
+    dist.barrier()
+    faults = _minor_faults()
+    t0 = time.perf_counter()
+    ledger.sync()
+    end: dict[str, Any] = {"epoch": epoch, "sync_s": time.perf_counter() - t0,
+                           "sync_phases_s": dict(ledger.last_sync_seconds),
+                           "sync_phases_cpu_s": dict(ledger.last_sync_cpu_seconds),
+                           "exchange_rounds": ledger.last_exchange_rounds,
+                           "peak_rss_after_sync_bytes": _memory("VmHWM")}
+    ledger.release_buffer()
+    dist.barrier()
+    _reset_peak()
+    end["rss_before_plan_bytes"] = _memory("VmRSS")
+    snapshot = CurationSnapshot(n)
+    if plan == "none":  # the exchange alone
+        timed, end["decision"], end["publish_s"] = {"plan_s": 0.0, "stats_s": 0.0}, None, 0.0
+    else:
+        decision, timed = plan_phase(ledger, epoch, plan)
+        dist.barrier()
+        end["publish_s"] = publish_phase(decision, snapshot)
+        end["decision"] = {"kept": int(decision.keep.sum()), "flagged": decision.summary()["flagged"],
+                           "pruned": decision.summary()["pruned"],
+                           "gathered_bytes_per_sample": timed["gathered_bytes_per_sample"]}
+        del decision
+    end["peak_rss_plan_publish_bytes"] = _memory("VmHWM")  # since the reset before the plan
+    end["plan_s"], end["plan_stats_s"] = timed["plan_s"], timed["stats_s"]
+    end["sync_plan_publish_s"] = end["sync_s"] + end["plan_s"] + end["publish_s"]
+    end["minor_faults"] = _minor_faults() - faults
+    end["snapshot_bytes_per_sample"] = snapshot.bytes_per_sample
+    end["snapshot_kept"] = int(snapshot.keep.sum())
+    return end
+
+
 def _worker(rank: int, port: int, n: int, epochs: int, batch: int, out: str, keep_tables: bool, plan: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
     try:
         rss_before = _memory("VmRSS")  # the process before the ledger (python, torch, gloo)
         ledger = ShardedLedger(n, NUM_CLASSES)
-        ledger.reserve((n + WORLD - 1) // WORLD)  # this rank's records of one epoch
-        times = {"record_s": 0.0, "sync_s": 0.0}
-        phases: dict[str, float] = {}  # the sync's host wall time by phase (ShardedLedger.last_sync_seconds)
-        cpu_phases: dict[str, float] = {}  # its CPU time by phase (ShardedLedger.last_sync_cpu_seconds)
+        record_s, ends, buffered, buffer_bytes, peak_after_record = 0.0, [], 0, 0, 0
         for epoch in range(epochs):
+            ledger.reserve((n + WORLD - 1) // WORLD)  # this rank's records of one epoch
             ledger.set_epoch(epoch)
             for call in batches(n, rank, epoch, batch):
                 t0 = time.perf_counter()
                 ledger.record(*call)
-                times["record_s"] += time.perf_counter() - t0
-            buffered, buffer_bytes = ledger.buffered, ledger.buffer_bytes
-            peak_after_record = _memory("VmHWM")
-            dist.barrier()
-            t0 = time.perf_counter()
-            ledger.sync()
-            times["sync_s"] += time.perf_counter() - t0
-            for phase, seconds in ledger.last_sync_seconds.items():
-                phases[phase] = phases.get(phase, 0.0) + seconds
-            for phase, seconds in ledger.last_sync_cpu_seconds.items():
-                cpu_phases[phase] = cpu_phases.get(phase, 0.0) + seconds
-        rounds = ledger.last_exchange_rounds
-        peak_after_sync = _memory("VmHWM")
-        ledger.release_buffer()
-        dist.barrier()
-        _reset_peak()
-        rss_before_plan = _memory("VmRSS")
-        snapshot = CurationSnapshot(n)
-        if plan == "none":  # the exchange alone
-            timed, summary = {"plan_s": 0.0, "stats_s": 0.0, "gathered_bytes_per_sample": 0.0}, None
-            times["publish_s"] = 0.0
-        else:
-            decision, timed = plan_phase(ledger, epoch, plan)
-            dist.barrier()
-            times["publish_s"] = publish_phase(decision, snapshot)
-            summary = {"kept": int(decision.keep.sum()), "flagged": decision.summary()["flagged"],
-                       "pruned": decision.summary()["pruned"], "gathered_bytes_per_sample": timed["gathered_bytes_per_sample"]}
-            del decision
-        peak_plan = _memory("VmHWM")
-        times["plan_s"], times["plan_stats_s"] = timed["plan_s"], timed["stats_s"]
-        owned = max(ledger.num_owned, 1)
+                record_s += time.perf_counter() - t0
+            if epoch == 0:
+                buffered, buffer_bytes, peak_after_record = ledger.buffered, ledger.buffer_bytes, _memory("VmHWM")
+            ends.append(_epoch_end(ledger, n, epoch, plan))
+        first, owned = ends[0], max(ledger.num_owned, 1)
         result = {
             "rank": rank,
             "owned": [ledger.lo, ledger.hi],
@@ -159,23 +185,14 @@ def _worker(rank: int, port: int, n: int, epochs: int, batch: int, out: str, kee
             "buffered_bytes_per_sample": buffered * ledger.entry_bytes / n,
             "buffer_capacity_bytes_per_sample": buffer_bytes / n,
             "entry_bytes": ledger.entry_bytes,
-            "exchange_rounds": rounds,
             "rss_before_ledger_bytes": rss_before,
             "peak_rss_after_record_bytes": peak_after_record,
-            "peak_rss_after_sync_bytes": peak_after_sync,
-            "peak_rss_plan_publish_bytes": _memory("VmHWM"),  # since the reset before the plan
-            "peak_rss_plan_bytes": peak_plan,
-            "rss_before_plan_bytes": rss_before_plan,
-            "plan_peak_growth_per_owned": (peak_plan - rss_before_plan) / owned,
-            "peak_rss_after_sync_per_owned": peak_after_sync / owned,
-            "peak_rss_above_start_per_owned": (peak_after_sync - rss_before) / owned,
-            "snapshot_bytes_per_sample": snapshot.bytes_per_sample,
-            "snapshot_kept": int(snapshot.keep.sum()),
-            "decision": summary,
-            "sync_phases_s": phases,
-            "sync_phases_cpu_s": cpu_phases,
-            **times,
-            "sync_plan_publish_s": times["sync_s"] + times["plan_s"] + times["publish_s"],
+            "peak_rss_after_sync_per_owned": first["peak_rss_after_sync_bytes"] / owned,
+            "peak_rss_above_start_per_owned": (first["peak_rss_after_sync_bytes"] - rss_before) / owned,
+            "plan_peak_growth_per_owned": (first["peak_rss_plan_publish_bytes"] - first["rss_before_plan_bytes"]) / owned,
+            "record_s": record_s / epochs,
+            **first,  # the first epoch end's figures
+            "epoch_ends": ends,
         }
         if keep_tables:
             result["tables"] = {name: ledger.table(name).clone() for name in ledger.table_names}
@@ -234,6 +251,15 @@ def equality_check(n: int, batch: int, epochs: int = 2) -> dict:
     return {"n": n, "epochs": epochs, "max_abs_diff": diffs, "equal": max(diffs.values()) <= 1e-5}
 
 
+def _slowest_rank(rows: list[dict]) -> dict[int, list[float]]:
+    """Per N, each epoch end's sync + plan + publish on the slowest rank, in epoch order."""
+    ends: dict[int, list[float]] = {}
+    for row in rows:
+        seconds = [end["sync_plan_publish_s"] for end in row["epoch_ends"]]
+        ends[row["n"]] = [max(a, b) for a, b in zip(ends.get(row["n"], seconds), seconds)]
+    return ends
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", type=float, default=[1e7])
@@ -243,11 +269,18 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--plan", choices=[*sorted(PLANS), "none"], default="full",
                         help="full: every policy kind that needs a global quantity; filter_prune: the default "
                              "noise filter, then InfoBatch; none: the exchange alone (no plan, no publish)")
+    parser.add_argument("--epochs", type=int, default=1,
+                        help="epochs recorded, each followed by its epoch end (sync, plan, publish)")
+    parser.add_argument("--keep-freed-memory", action="store_true",
+                        help=f"launch the ranks with GLIBC_TUNABLES={KEEP_FREED_MEMORY}: freed arrays stay in the "
+                             "process's heap for the next epoch end instead of going back to the kernel")
     parser.add_argument("--quick", action="store_true", help="N = 10**5, check at 10**4")
     args = parser.parse_args(argv)
     if args.quick:
         args.sizes, args.check_size, args.batch = [1e5], 1e4, 1 << 12
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    if args.keep_freed_memory:  # read by each rank's C library at its start (mp.spawn starts new interpreters)
+        os.environ["GLIBC_TUNABLES"] = ":".join(filter(None, [os.environ.get("GLIBC_TUNABLES"), KEEP_FREED_MEMORY]))
     rows, refused = [], []
     print("| N | rank | table B/sample | buffered B/sample | RSS before ledger | peak RSS after record | peak RSS after sync | per owned sample | above start per owned"
           " | peak RSS in plan + publish (growth in the plan per owned sample) | rounds | record s | sync s | plan s | publish s |")
@@ -259,7 +292,7 @@ def main(argv: list[str] | None = None) -> dict:
             refused.append({"n": n, "estimated_bytes": need, "available_bytes": available})
             print(f"| {n:.0e} | refused: needs about {need / GiB:.1f} GiB for {WORLD} ranks, {available / GiB:.1f} GiB available |")
             continue
-        for r in run(n, 1, args.batch, plan=args.plan):
+        for r in run(n, args.epochs, args.batch, plan=args.plan):
             rows.append({"n": n, **r})
             print(
                 f"| {n:.0e} | {r['rank']} | {r['table_bytes_per_sample']:.1f} | {r['buffered_bytes_per_sample']:.1f}"
@@ -269,22 +302,26 @@ def main(argv: list[str] | None = None) -> dict:
                 f" | {r['record_s']:.2f} | {r['sync_s']:.2f} | {r['plan_s']:.2f} | {r['publish_s']:.2f} |"
             )
     for r in rows:
-        phases = ", ".join(f"{phase} {seconds:.2f}" for phase, seconds in r["sync_phases_s"].items())
-        cpu = ", ".join(f"{phase} {seconds:.2f}" for phase, seconds in r["sync_phases_cpu_s"].items())
-        print(f"N={r['n']:.0e} rank {r['rank']}: sync phases (s): {phases}; CPU (s): {cpu}")
-    epoch_end = {}
-    for row in rows:
-        epoch_end[row["n"]] = max(epoch_end.get(row["n"], 0.0), row["sync_plan_publish_s"])
+        for end in r["epoch_ends"]:
+            phases = ", ".join(f"{phase} {seconds:.2f}" for phase, seconds in end["sync_phases_s"].items())
+            cpu = ", ".join(f"{phase} {seconds:.2f}" for phase, seconds in end["sync_phases_cpu_s"].items())
+            print(f"N={r['n']:.0e} rank {r['rank']} epoch {end['epoch']}: sync {end['sync_s']:.2f} s, plan {end['plan_s']:.2f} s,"
+                  f" publish {end['publish_s']:.2f} s, minor page faults {end['minor_faults']}; sync phases (s): {phases}; CPU (s): {cpu}")
+    epoch_end = _slowest_rank(rows)
     smallest = min(epoch_end, default=None)
     for n, seconds in epoch_end.items():
-        ratio = seconds / epoch_end[smallest]
-        print(f"N={n:.0e}: sync + plan + publish {seconds:.2f} s (slowest rank), {ratio:.2f}x N={smallest:.0e} for {n / smallest:.0f}x the samples")
+        ratio = seconds[0] / epoch_end[smallest][0]
+        later = f"; later epoch ends {', '.join(f'{s:.2f}' for s in seconds[1:])} s" if len(seconds) > 1 else ""
+        print(f"N={n:.0e}: sync + plan + publish {seconds[0]:.2f} s (first epoch end, slowest rank), {ratio:.2f}x N={smallest:.0e}"
+              f" for {n / smallest:.0f}x the samples{later}")
     check = equality_check(int(args.check_size), args.batch)
     worst = max(check["max_abs_diff"], key=check["max_abs_diff"].get)
     print(f"equality at N={check['n']:.0e}, {check['epochs']} epochs: {'equal' if check['equal'] else 'DIFFERENT'}"
           f" (largest difference {check['max_abs_diff'][worst]:.2e} in {worst})")
-    result = {"world": WORLD, "num_classes": NUM_CLASSES, "batch": args.batch, "plan": args.plan, "runs": rows, "refused": refused,
-              "sync_plan_publish_s": {str(n): s for n, s in epoch_end.items()}, "equality": check}
+    result = {"world": WORLD, "num_classes": NUM_CLASSES, "batch": args.batch, "plan": args.plan, "epochs": args.epochs,
+              "glibc_tunables": os.environ.get("GLIBC_TUNABLES"), "runs": rows, "refused": refused,
+              "sync_plan_publish_s": {str(n): s[0] for n, s in epoch_end.items()},
+              "epoch_ends_s": {str(n): s for n, s in epoch_end.items()}, "equality": check}
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n")
