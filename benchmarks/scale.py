@@ -123,9 +123,10 @@ def _minor_faults() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
-def _epoch_end(ledger: ShardedLedger, n: int, epoch: int, plan: str) -> dict[str, Any]:
-    """One epoch end as the callback runs it: sync, ``release_buffer``, plan, publish; their wall
-    times, the sync's phases and the process's minor page faults over the three."""
+def _epoch_end(ledger: ShardedLedger, snapshot: CurationSnapshot, epoch: int, plan: str) -> dict[str, Any]:
+    """One epoch end as the callback runs it: sync, ``release_buffer``, plan, publish into
+    ``snapshot`` (made once, as the data module makes it); their wall times, the sync's phases
+    and the process's minor page faults over the three."""
     dist.barrier()
     faults = _minor_faults()
     t0 = time.perf_counter()
@@ -133,13 +134,13 @@ def _epoch_end(ledger: ShardedLedger, n: int, epoch: int, plan: str) -> dict[str
     end: dict[str, Any] = {"epoch": epoch, "sync_s": time.perf_counter() - t0,
                            "sync_phases_s": dict(ledger.last_sync_seconds),
                            "sync_phases_cpu_s": dict(ledger.last_sync_cpu_seconds),
+                           "sync_minor_faults": dict(ledger.last_sync_faults),
                            "exchange_rounds": ledger.last_exchange_rounds,
                            "peak_rss_after_sync_bytes": _memory("VmHWM")}
     ledger.release_buffer()
     dist.barrier()
     _reset_peak()
     end["rss_before_plan_bytes"] = _memory("VmRSS")
-    snapshot = CurationSnapshot(n)
     if plan == "none":  # the exchange alone
         timed, end["decision"], end["publish_s"] = {"plan_s": 0.0, "stats_s": 0.0}, None, 0.0
     else:
@@ -165,6 +166,7 @@ def _worker(rank: int, port: int, n: int, epochs: int, batch: int, out: str, kee
     try:
         rss_before = _memory("VmRSS")  # the process before the ledger (python, torch, gloo)
         ledger = ShardedLedger(n, NUM_CLASSES)
+        snapshot = CurationSnapshot(n)
         record_s, ends, buffered, buffer_bytes, peak_after_record = 0.0, [], 0, 0, 0
         for epoch in range(epochs):
             ledger.reserve((n + WORLD - 1) // WORLD)  # this rank's records of one epoch
@@ -175,7 +177,7 @@ def _worker(rank: int, port: int, n: int, epochs: int, batch: int, out: str, kee
                 record_s += time.perf_counter() - t0
             if epoch == 0:
                 buffered, buffer_bytes, peak_after_record = ledger.buffered, ledger.buffer_bytes, _memory("VmHWM")
-            ends.append(_epoch_end(ledger, n, epoch, plan))
+            ends.append(_epoch_end(ledger, snapshot, epoch, plan))
         first, owned = ends[0], max(ledger.num_owned, 1)
         result = {
             "rank": rank,
