@@ -141,20 +141,18 @@ def _epoch_end(ledger: ShardedLedger, snapshot: CurationSnapshot, epoch: int, pl
     dist.barrier()
     _reset_peak()
     end["rss_before_plan_bytes"] = _memory("VmRSS")
-    if plan == "none":  # the exchange alone
-        timed, end["decision"], end["publish_s"] = {"plan_s": 0.0, "stats_s": 0.0}, None, 0.0
-    else:
+    decision, timed, end["publish_s"] = None, {"plan_s": 0.0, "stats_s": 0.0}, 0.0  # plan "none": the exchange alone
+    if plan != "none":
         decision, timed = plan_phase(ledger, epoch, plan)
         dist.barrier()
         end["publish_s"] = publish_phase(decision, snapshot)
-        end["decision"] = {"kept": int(decision.keep.sum()), "flagged": decision.summary()["flagged"],
-                           "pruned": decision.summary()["pruned"],
-                           "gathered_bytes_per_sample": timed["gathered_bytes_per_sample"]}
-        del decision
+    end["minor_faults"] = _minor_faults() - faults  # the three phases (not the summary below)
     end["peak_rss_plan_publish_bytes"] = _memory("VmHWM")  # since the reset before the plan
     end["plan_s"], end["plan_stats_s"] = timed["plan_s"], timed["stats_s"]
     end["sync_plan_publish_s"] = end["sync_s"] + end["plan_s"] + end["publish_s"]
-    end["minor_faults"] = _minor_faults() - faults
+    end["decision"] = None if decision is None else {
+        "kept": int(decision.keep.sum()), "flagged": decision.summary()["flagged"],
+        "pruned": decision.summary()["pruned"], "gathered_bytes_per_sample": timed["gathered_bytes_per_sample"]}
     end["snapshot_bytes_per_sample"] = snapshot.bytes_per_sample
     end["snapshot_kept"] = int(snapshot.keep.sum())
     return end
