@@ -179,6 +179,7 @@ def _worker(rank: int, port: int, n: int, epochs: int, batch: int, out: str, kee
         first, owned = ends[0], max(ledger.num_owned, 1)
         result = {
             "rank": rank,
+            "glibc_tunables": os.environ.get("GLIBC_TUNABLES"),  # as this rank's C library read it at start
             "owned": [ledger.lo, ledger.hi],
             "table_bytes_per_sample": ledger.table_bytes / n,
             "buffered_records": buffered,

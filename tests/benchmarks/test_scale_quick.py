@@ -33,6 +33,7 @@ def test_quick_run_plans_and_publishes_over_the_sharded_ledger(tmp_path):
     assert ranks[0]["snapshot_kept"] == ranks[0]["decision"]["kept"] < 100_000
     # each epoch ends in its own sync, plan and publish; the first epoch end's figures head the row
     for r in ranks:
+        assert "glibc.malloc.mmap_max=0" in r["glibc_tunables"]  # the setting reached each rank's process
         assert [end["epoch"] for end in r["epoch_ends"]] == [0, 1]
         assert r["epoch_ends"][0]["plan_s"] == r["plan_s"]
         for end in r["epoch_ends"]:
