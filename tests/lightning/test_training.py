@@ -54,7 +54,7 @@ def test_drop_after_warmup_is_mostly_noise(noisy_mnist1d):
     plan = CurationPlan(noise_filter=GMMFilter(warmup_epochs=WARMUP, loss_key="mean_loss"), seed=0)
     callback = CurationCallback(plan, num_classes=10)
     recorder = IdRecorder()
-    trainer([callback, recorder], WARMUP + 1).fit(PlainModule(), datamodule(noisy_mnist1d))
+    trainer([callback, recorder], WARMUP + 1).fit(PlainModule(), datamodule(noisy_mnist1d, num_workers=2, persistent_workers=True))
     dropped = ~recorder.keeps[WARMUP - 1]
     assert recorder.keeps[WARMUP - 2].all()  # nothing dropped during the warm-up
     assert dropped.sum() > 0.5 * noise.sum()
