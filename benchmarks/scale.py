@@ -27,7 +27,8 @@ and minor page faults are printed below it (and kept in ``epoch_ends``). With
 (:data:`KEEP_FREED_MEMORY`), so a later epoch end reuses the pages an earlier one touched.
 
 Prints per rank: table and buffered bytes per sample of N, the process's RSS before the ledger,
-its peak RSS (VmHWM) after recording, after sync (also per owned sample) and during plan and publish (with the
+its peak RSS (VmHWM) after recording (from here on with the snapshot's 3.125 B per sample of N,
+made before the first record), after sync (also per owned sample) and during plan and publish (with the
 plan's growth per owned sample), exchange rounds, wall time per phase and the sync's own phases (``ShardedLedger.last_sync_seconds``, and the CPU time of each, ``last_sync_cpu_seconds``); per N the slowest rank's sync + plan + publish and its ratio to the smallest N. Then the
 equality check: at ``--check-size`` the two ranks record two epochs, and the union of their
 slices is compared column by column with a dense single-process ``Ledger`` fed the same records.
@@ -53,7 +54,7 @@ import torch.multiprocessing as mp
 
 from curated_loader.curation import CurationPlan, Decision, InfoBatchPrune, Ledger, LossMarginFilter, ShardedLedger
 from curated_loader.curation.sharded import DEFAULT_EXCHANGE_ROUND, DEFAULT_FOLD_CHUNK
-from curated_loader.data.snapshot import CurationSnapshot
+from curated_loader.data.snapshot import PACKED_BYTES_PER_SAMPLE, CurationSnapshot
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sharded_plan import full_plan, time_plan  # noqa: E402
@@ -228,11 +229,13 @@ def estimated_peak_bytes(n: int, batch: int, plan: bool = True) -> int:
     of buffered record per owned id; a record is 40 B with 10 classes), the
     exchange's working set (sent, received, fold workspace), record's workspaces; or, with a
     plan, after the buffer is freed, the exchange's leftovers and the plan's growth
-    (:data:`PLAN_BYTES_PER_OWNED`); 0.6 GiB for the process."""
+    (:data:`PLAN_BYTES_PER_OWNED`); the snapshot (3.125 B per sample of N, held from the
+    start); 0.6 GiB for the process."""
     owned = -(-n // WORLD)
     exchange = 2 * 48 * DEFAULT_EXCHANGE_ROUND + 330 * DEFAULT_FOLD_CHUNK + 4 * 330 * batch
     planning = exchange + PLAN_BYTES_PER_OWNED * owned if plan else 0
-    return 48 * owned + max(48 * owned + exchange, planning) + int(0.6 * GiB)
+    snapshot = int(PACKED_BYTES_PER_SAMPLE * n)
+    return 48 * owned + max(48 * owned + exchange, planning) + snapshot + int(0.6 * GiB)
 
 
 def equality_check(n: int, batch: int, epochs: int = 2) -> dict:
