@@ -181,7 +181,13 @@ class CurationPlan:
         if labels is not None:
             labels = labels[reducer.offset : reducer.offset + stats.num_samples] if reducer.distributed else labels
             stats = replace(stats, labels=labels.to(stats.device, torch.int32))
-        device, n = stats.device, stats.num_samples
+        # the owner's decision, built in its own frame so that its temporaries (the eligible
+        # mask, the prune draw) are freed before the gather allocates the gathered rows
+        return self._owned_decision(stats, epoch).gathered(reducer)
+
+    def _owned_decision(self, stats: LedgerStats, epoch: int) -> Decision:
+        """The decision over the ids ``stats`` covers (a sharded ledger's owned slice)."""
+        reducer, device, n = stats.reducer, stats.device, stats.num_samples
         reason = torch.full((n,), int(Reason.KEPT if stats.all_seen else Reason.UNSEEN), dtype=torch.int8, device=device)
         if not stats.all_seen:
             fill_(reason, stats.seen, int(Reason.KEPT))
@@ -193,10 +199,7 @@ class CurationPlan:
         else:
             weight = torch.ones(n, device=device)
         if self._active(self.prune, epoch):
-            part = self.prune.apply(stats, epoch, self.draws(epoch, _STAGE_PRUNE), keep=eligible)
-            fill_(keep, part.pruned, False)
-            fill_(reason, part.pruned, int(Reason.PRUNED))
-            weight.mul_(part.factor)
+            self._prune(stats, epoch, eligible, keep, reason, weight)
         zero_outside_(weight, keep)
         if self.probe_every and epoch % self.probe_every == 0:
             probes = self._probes(~eligible & stats.seen, epoch, reducer)
@@ -211,7 +214,18 @@ class CurationPlan:
             strength = self.augment.apply(stats, epoch, gen, keep=eligible).strength
         else:
             strength = torch.zeros(n, device=device)
-        return Decision(keep, weight, strength, reason, score, epoch, counts, info).gathered(reducer)
+        return Decision(keep, weight, strength, reason, score, epoch, counts, info)
+
+    def _prune(
+        self, stats: LedgerStats, epoch: int, eligible: torch.Tensor,
+        keep: torch.Tensor, reason: torch.Tensor, weight: torch.Tensor,
+    ) -> None:
+        """Apply the prune policy in place: drop its picks from ``keep`` (reason ``PRUNED``) and
+        rescale ``weight`` by its factor (the draw's arrays are freed on return)."""
+        part = self.prune.apply(stats, epoch, self.draws(epoch, _STAGE_PRUNE), keep=eligible)
+        fill_(keep, part.pruned, False)
+        fill_(reason, part.pruned, int(Reason.PRUNED))
+        weight.mul_(part.factor)
 
     def _probes(self, flagged: torch.Tensor, epoch: int, reducer: Reducer) -> torch.Tensor:
         """A uniform random subset of ``flagged``, at most ``probe_fraction`` of all samples."""

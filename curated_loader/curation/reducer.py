@@ -101,7 +101,13 @@ class GroupReducer(Reducer):
 
     def all_gather_rows(self, rows: torch.Tensor) -> torch.Tensor:
         """Fill every rank's row of ``rows`` (one contiguous row per rank, this rank's already
-        written) with that rank's row: one ``all_gather`` straight into ``rows``, in place."""
+        written) with that rank's row, in place: one ``all_gather`` straight into ``rows``; on
+        the CPU one ``broadcast`` per rank instead, since gloo's all-gather stages its output in
+        a temporary as large as ``rows`` (fresh memory on every call) and its broadcast does not."""
+        if rows.device.type == "cpu":
+            for rank, row in enumerate(rows):
+                dist.broadcast(row, group=self.process_group, group_src=rank)
+            return rows
         gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
         gather(rows.view(-1), rows[self.rank], group=self.process_group)
         return rows

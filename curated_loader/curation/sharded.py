@@ -381,6 +381,7 @@ class ShardedLedger:
         self._block = min(int(buffer_block), max(1, self._chunk))  # no bigger than one rank's share
         self._blocks: list[torch.Tensor] = []
         self._used = 0
+        self._last_buffered = 0  # entries the last sync exchanged: what a released buffer reserves again
         self.last_exchange_rounds = 0  # all_to_all rounds of the last sync
         self.last_sync_seconds: dict[str, float] = {}  # host wall time per phase of the last sync
         self.last_sync_cpu_seconds: dict[str, float] = {}  # the calling thread's CPU time, idem
@@ -453,13 +454,17 @@ class ShardedLedger:
 
     def reserve(self, entries: int) -> None:
         """Allocate the buffer blocks for ``entries`` records (e.g. this rank's records of one
-        epoch) now rather than while recording."""
-        while self._block * len(self._blocks) < entries:
-            self._blocks.append(torch.empty(self._block, self._width, dtype=torch.float32, device=self.device))
+        epoch) now rather than while recording, in one piece: freed together, they leave one
+        free region that the plan's full-length arrays fit in, not blocks too small for them."""
+        missing = -(-entries // self._block) - len(self._blocks)
+        if missing > 0:
+            piece = torch.empty(missing * self._block, self._width, dtype=torch.float32, device=self.device)
+            self._blocks.extend(piece.split(self._block))
 
     def release_buffer(self) -> None:
         """Free the buffer blocks after a :meth:`sync` (e.g. while the plan and the publish
-        need the memory); the next records allocate them again, a block at a time."""
+        need the memory); the next record reserves as many as the last sync exchanged, in one
+        piece (:meth:`reserve`), and further ones a block at a time."""
         if self._used:
             raise RuntimeError(f"{self._used} records are buffered: sync before releasing the buffer")
         self._blocks = []
@@ -483,7 +488,7 @@ class ShardedLedger:
         b = ids.numel()
         if not b:
             return
-        self.reserve(self._used + b)
+        self.reserve(max(self._used + b, 0 if self._blocks else self._last_buffered))
         id_bits = ids.contiguous().view(torch.float32).view(b, _ID_COLUMNS)  # ids may be a strided slice
         done = 0
         while done < b:  # a call may end one block and start the next
@@ -519,7 +524,7 @@ class ShardedLedger:
         id's high word and the kind column stay home); owner ranges above 2**29 ids, or N from
         2**31, send the buffered rows as they are."""
         parts = self._filled()
-        self._used = 0
+        self._last_buffered, self._used = self._used, 0
         self.last_exchange_rounds = 0
         clock = _PhaseClock()
         self.last_sync_seconds, self.last_sync_cpu_seconds, self.last_sync_faults = clock.seconds, clock.cpu_seconds, clock.faults

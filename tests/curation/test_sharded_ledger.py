@@ -396,8 +396,12 @@ def _buffer_worker(rank: int, port: int, out: str) -> None:
         recorded = (ledger.buffered, ledger.buffer_bytes)
         ledger.sync()
         ledger.release_buffer()
-        torch.save({"recorded": recorded, "released": (ledger.buffered, ledger.buffer_bytes),
-                    "entry_bytes": ledger.entry_bytes}, Path(out) / f"rank{rank}.pt")
+        released = (ledger.buffered, ledger.buffer_bytes)
+        ledger.set_epoch(1)
+        ledger.record(*next(iter(calls(rank, 1))))  # reserves what the last sync exchanged, in one piece
+        pieces = len({block.untyped_storage().data_ptr() for block in ledger._blocks})
+        torch.save({"recorded": recorded, "released": released, "entry_bytes": ledger.entry_bytes,
+                    "next_epoch": (ledger.buffer_bytes, pieces)}, Path(out) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 
@@ -405,7 +409,8 @@ def _buffer_worker(rank: int, port: int, out: str) -> None:
 @pytest.mark.timeout(240)
 def test_cpu_buffer_holds_only_other_ranks_entries_and_is_released_after_sync(tmp_path):
     """On the CPU ``record`` buffers only the entries of ids another rank owns (a block at a
-    time); the owned ones are folded at once and never reach the exchange."""
+    time); the owned ones are folded at once and never reach the exchange. After a release,
+    the next epoch's first record reserves the blocks the last sync needed, in one piece."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     mp.spawn(_buffer_worker, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
     for rank in range(2):
@@ -415,6 +420,7 @@ def test_cpu_buffer_holds_only_other_ranks_entries_and_is_released_after_sync(tm
         assert 0 < others < CALLS * BATCH
         assert got["recorded"] == (others, -(-others // 10) * 10 * got["entry_bytes"])
         assert got["released"] == (0, 0)
+        assert got["next_epoch"] == (-(-others // 10) * 10 * got["entry_bytes"], 1)
 
 
 def test_exchange_rounds_stay_under_the_limit_unless_one_bucket_exceeds_it():

@@ -88,12 +88,13 @@ def _worker(rank: int, port: int, out: str) -> None:
             dense.sync()
             sharded.sync()
         result: dict = {"quantiles": _quantiles(rank)}
-        gathers: list[int] = []
-        real_gathers = {name: getattr(dist, name) for name in ("all_gather", "all_gather_single")}
+        gathers: list[tuple[str, int]] = []
+        real_gathers = {name: getattr(dist, name) for name in ("all_gather", "all_gather_single", "broadcast")}
 
         def counting(name):
             def gather(*args, **kwargs):
-                gathers.append(args[1].numel())  # the input: this rank's bytes
+                moved = args[0] if name == "broadcast" else args[1]  # the rows one rank sends
+                gathers.append((name, moved.numel()))
                 return real_gathers[name](*args, **kwargs)
             return gather
 
@@ -157,9 +158,10 @@ def test_sharded_plan_decides_as_the_dense_plan(tmp_path):
             # what checkpoints and reports get: every id's reason and score, on every rank
             assert torch.equal(result[name]["whole_reason"], dense["reason"]), name
             assert torch.allclose(result[name]["whole_score"], dense["score"], rtol=1e-5, atol=1e-6), name
-        # one all_gather per decision, of 3.125 bytes per (padded) sample
+        # per decision, each rank's row of 3.125 bytes per (padded) sample broadcast in place (on
+        # the CPU: gloo's all-gather would stage the whole output in a temporary)
         padded = 16 * -(-owned_range(N, 0, WORLD)[1] // 16)
-        assert result["gathered_bytes"] == [padded * 25 // 8] * len(plans())
+        assert result["gathered_bytes"] == [("broadcast", padded * 25 // 8)] * WORLD * len(plans())
     # the ranks agree, own different slices, and the stream exercised every stage
     assert all(torch.equal(results[0][n]["sharded"]["keep"], results[1][n]["sharded"]["keep"]) for n in plans())
     assert [r["default"]["sharded"]["offset"] for r in results] == [owned_range(N, r, WORLD)[0] for r in range(WORLD)]
