@@ -274,7 +274,8 @@ class Decision:
 
     def gathered(self, reducer: Reducer) -> Decision:
         """The decision over all N ids, on every rank, from each rank's decision over its own
-        slice (identity for a dense decision). One ``all_gather`` of the snapshot's compact
+        slice (identity for a dense decision). One all-gather (on the CPU one broadcast per
+        rank, in place: :meth:`GroupReducer.all_gather_rows`) of the snapshot's compact
         format (``pack_decision``: keep bit, float16 weight, uint8 strength; 3.125 B per
         sample, slices padded to a common multiple of 16), one ``all_reduce`` of the per-reason
         counts and the kept ids' weight sums, one of their largest weight. ``keep``, ``weight``,

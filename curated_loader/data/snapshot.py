@@ -167,9 +167,10 @@ class CurationSnapshot:
         if num_samples < 0:
             raise ValueError(f"num_samples must be >= 0, got {num_samples}")
         self._n = int(num_samples)
-        self._bits = torch.zeros((num_samples + 7) // 8, dtype=torch.uint8).share_memory_()
-        self._weight = torch.zeros(num_samples, dtype=torch.float16).share_memory_()
-        self._strength = torch.zeros(num_samples, dtype=torch.uint8).share_memory_()
+        # empty, then filled in shared memory by reset(): no full-length array made on the heap
+        self._bits = torch.empty((num_samples + 7) // 8, dtype=torch.uint8).share_memory_()
+        self._weight = torch.empty(num_samples, dtype=torch.float16).share_memory_()
+        self._strength = torch.empty(num_samples, dtype=torch.uint8).share_memory_()
         self._version = torch.full((1,), -1, dtype=torch.int64).share_memory_()
         self.reset()
 
@@ -282,8 +283,13 @@ class CurationSnapshot:
             dest[-1] &= (0xFF << (8 - hi % 8)) & 0xFF
 
     def reset(self) -> None:
-        """Back to keep-all, weight 1, strength 0, version -1."""
-        self.publish(torch.ones(self._n, dtype=torch.bool), version=-1)
+        """Back to keep-all, weight 1, strength 0, version -1 (written in place)."""
+        self._bits.fill_(0xFF)
+        if self._n % 8:  # the last byte's bits past N stay clear, as publish leaves them
+            self._bits[-1] = (0xFF << (8 - self._n % 8)) & 0xFF
+        self._weight.fill_(1.0)
+        self._strength.zero_()
+        self._version.fill_(-1)
 
     def view(self) -> SnapshotView:
         """What a worker reads for one epoch (taken once at iterator start)."""

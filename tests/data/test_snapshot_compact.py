@@ -47,3 +47,18 @@ def test_weights_beyond_float16_are_refused():
     snapshot = CurationSnapshot(3)
     with pytest.raises(ValueError, match="weight must be at most 65504"):
         snapshot.publish(torch.ones(3, dtype=torch.bool), torch.tensor([1.0, 7e4, 1.0]))
+
+
+@pytest.mark.parametrize("n", [0, 1, 8, 10_001])
+def test_reset_writes_the_bytes_a_keep_all_publish_writes(n):
+    """A new snapshot, and one reset after a decision, hold what publishing keep-all writes
+    (the bitmask's bits past N clear), byte for byte."""
+    expected = CurationSnapshot(n)
+    expected.publish(torch.ones(n, dtype=torch.bool), version=-1)
+    changed = CurationSnapshot(n)
+    changed.publish(torch.zeros(n, dtype=torch.bool), torch.full((n,), 2.0), torch.full((n,), 0.5), version=3)
+    changed.reset()
+    for snapshot in (CurationSnapshot(n), changed):
+        assert snapshot.version == -1
+        for name in ("_bits", "_weight", "_strength"):
+            assert torch.equal(getattr(snapshot, name), getattr(expected, name)), name
