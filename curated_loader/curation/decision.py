@@ -309,8 +309,8 @@ class Decision:
 
     def whole(self, reducer: Reducer) -> Decision:
         """This decision with ``reason`` and ``score`` over all N ids too (identity unless
-        :attr:`owner_local`): one ``all_gather`` of float32 (score, reason) pairs, 8 B per
-        sample, for what reports read — checkpoints and the final state, not every epoch."""
+        :attr:`owner_local`): float32 (score, reason) pairs, 8 B per sample, gathered with
+        :meth:`GroupReducer.all_gather`, for what reports read — checkpoints and the final state, not every epoch."""
         if not self.owner_local or not isinstance(reducer, GroupReducer):
             return self
         size = max(hi - lo for lo, hi in reducer.ranges)

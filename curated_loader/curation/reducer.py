@@ -23,7 +23,7 @@ comparisons, ``torch.kthvalue`` on the band: the very value it returns on all of
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -89,10 +89,21 @@ class GroupReducer(Reducer):
         self.process_group = process_group
 
     def all_gather(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Every rank's ``x`` (same shape and dtype on every rank), in rank order: one ``all_gather``."""
+        """Every rank's ``x`` (same shape and dtype on every rank), in rank order: one
+        ``all_gather``; on the CPU one ``broadcast`` per rank (see :meth:`all_gather_rows`)."""
         parts = [torch.empty_like(x) for _ in self.ranges]
-        dist.all_gather(parts, x.contiguous(), group=self.process_group)
+        if x.device.type == "cpu":
+            parts[self.rank].copy_(x)
+            self._broadcast_each(parts)
+        else:
+            dist.all_gather(parts, x.contiguous(), group=self.process_group)
         return parts
+
+    def _broadcast_each(self, parts: Iterable[torch.Tensor]) -> None:
+        """Broadcast ``parts[r]`` from rank ``r``, for every rank, each in place: gloo's
+        all-gather stages its whole output in a temporary (fresh memory on every call)."""
+        for rank, part in enumerate(parts):
+            dist.broadcast(part, group=self.process_group, group_src=rank)
 
     @property
     def rank(self) -> int:
@@ -102,11 +113,9 @@ class GroupReducer(Reducer):
     def all_gather_rows(self, rows: torch.Tensor) -> torch.Tensor:
         """Fill every rank's row of ``rows`` (one contiguous row per rank, this rank's already
         written) with that rank's row, in place: one ``all_gather`` straight into ``rows``; on
-        the CPU one ``broadcast`` per rank instead, since gloo's all-gather stages its output in
-        a temporary as large as ``rows`` (fresh memory on every call) and its broadcast does not."""
+        the CPU one ``broadcast`` per rank instead (:meth:`_broadcast_each`)."""
         if rows.device.type == "cpu":
-            for rank, row in enumerate(rows):
-                dist.broadcast(row, group=self.process_group, group_src=rank)
+            self._broadcast_each(rows)
             return rows
         gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
         gather(rows.view(-1), rows[self.rank], group=self.process_group)
