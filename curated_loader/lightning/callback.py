@@ -66,6 +66,12 @@ class CurationCallback(Callback):
             ``AUTO_SHARD_MIN_SAMPLES`` samples (see :func:`~curated_loader.curation.make_ledger`).
             With a sharded ledger, ``decision.reason``/``score`` and :attr:`stats` cover this
             rank's ids only (``decision.offset``); the ``curation/*`` metrics are global.
+
+    :attr:`stats` holds the statistics of the last decision from the epoch end that made it
+    (for callbacks that log it there, e.g. :class:`~curated_loader.reporting.CurationMonitor`)
+    until the next training epoch starts; then it is ``None``. Held on, the ledger would
+    compute every statistic still unread before its next record, to keep them as they were:
+    up to 46 bytes per (owned) sample, held through the epoch.
     """
 
     records_losses = True
@@ -118,6 +124,7 @@ class CurationCallback(Callback):
 
     @override
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.stats = None  # before the first record: see the class docstring
         self.ledger.set_epoch(trainer.current_epoch)
 
     @override
@@ -130,7 +137,7 @@ class CurationCallback(Callback):
 
     def _decide(self, dm: CuratedDataModule, epoch: int) -> None:
         """Make and publish the decision for ``epoch`` from everything recorded so far."""
-        self.stats = self.ledger.stats()  # syncs across ranks; kept for monitors this epoch (a slice if sharded)
+        self.stats = self.ledger.stats()  # syncs across ranks; read by monitors at this epoch end (a slice if sharded)
         if isinstance(self.ledger, ShardedLedger):
             self.ledger.release_buffer()  # the synced records' blocks: free while the plan runs
         self.decision = self.plan.decide(self.stats, epoch)  # all N ids on every rank (gathered if sharded)

@@ -1,5 +1,7 @@
 """A real Trainer on real noisy shards: the callback drops mostly noisy samples."""
 
+import weakref
+
 import lightning as L
 import numpy as np
 import pytest
@@ -75,6 +77,34 @@ def test_persistent_workers_deliver_what_the_last_decision_kept(noisy_mnist1d):
         expected = np.flatnonzero(recorder.keeps[epoch - 1]).tolist()
         assert sorted(recorder.ids[epoch]) == expected, f"epoch {epoch}"
     assert any((~k).any() for k in recorder.keeps.values())
+
+
+class StatsLifetime(L.Callback):
+    """Whether the statistics an epoch end decided from are still alive at the next epoch's
+    later batches (after the ledger has recorded some of them)."""
+
+    def __init__(self) -> None:
+        self.previous: weakref.ref | None = None
+        self.alive_during_epoch: dict[int, bool] = {}
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        curation = next(c for c in trainer.callbacks if isinstance(c, CurationCallback))
+        assert curation.stats is not None and curation.stats.ema_loss.numel() > 0  # readable at the epoch end
+        self.previous = weakref.ref(curation.stats)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if batch_idx == 2 and self.previous is not None:
+            self.alive_during_epoch[trainer.current_epoch] = self.previous() is not None
+
+
+def test_an_epoch_end_statistics_are_not_held_while_the_next_epoch_records(noisy_mnist1d):
+    # held, the ledger would compute every unread statistic before recording (46 B per sample)
+    plan = CurationPlan(noise_filter=GMMFilter(warmup_epochs=0), seed=0)
+    lifetime = StatsLifetime()
+    dm = CuratedDataModule(first_train_shards(noisy_mnist1d, 4), fields=("npy", "cls"), decode=(), batch_size=128,
+                           num_workers=2)
+    trainer([CurationCallback(plan, num_classes=10), lifetime], 3, limit_val_batches=0).fit(PlainModule(), dm)
+    assert lifetime.alive_during_epoch == {1: False, 2: False}
 
 
 def test_reducer_rejects_a_reduced_or_misaligned_loss(noisy_mnist1d):
