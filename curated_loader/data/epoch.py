@@ -35,15 +35,82 @@ def epoch_rng(seed: int, epoch: int, *stream: int) -> np.random.Generator:
 _MULTIPLICITY, _SHARDS, _IDS, _PAD, _SHUFFLE = range(5)
 
 
-def multiplicity(view: SnapshotView, seed: int, epoch: int, resample: bool) -> np.ndarray:
+#: Ids per step where the multiplicity of every id is summed (:meth:`Multiplicity.segment_sums`).
+MULTIPLICITY_STEP = 1 << 20
+
+
+class Multiplicity:
     """How often each sample is read this epoch: keep as 0/1, or (``resample``) the weight
-    stochastically rounded to an integer count, so the expected count equals the weight."""
-    if not resample:
-        return view.keep.astype(np.int32)
-    weight = np.where(view.keep, view.weight, 0.0).astype(np.float64)
-    floor = np.floor(weight)
-    extra = epoch_rng(seed, epoch, _MULTIPLICITY).random(weight.shape[0]) < (weight - floor)
-    return (floor + extra).astype(np.int32)
+    stochastically rounded to an integer count, so the expected count equals the weight.
+
+    Computed for a range of ids when asked, never for all N at once unless :meth:`array` is
+    called: ``mult[lo:hi]`` (int32; a stream-mode worker reads its shards' ranges),
+    :meth:`segment_sums` (per shard, in steps of :data:`MULTIPLICITY_STEP` ids). The
+    resampling draws are one generator stream over the ids in order, entered at ``lo``."""
+
+    def __init__(self, view: SnapshotView, seed: int, epoch: int, resample: bool) -> None:
+        self.view = view
+        self.seed = seed
+        self.epoch = epoch
+        self.resample = resample
+
+    def __len__(self) -> int:
+        return self.view.num_samples
+
+    def __getitem__(self, ids: slice) -> np.ndarray:
+        if not isinstance(ids, slice):
+            raise TypeError(f"Multiplicity takes a slice of ids, got {ids!r}")
+        lo, hi, step = ids.indices(len(self))
+        if step != 1:
+            raise ValueError(f"Multiplicity takes a contiguous slice of ids, got step {step}")
+        return self._range(lo, max(lo, hi))
+
+    def _range(self, lo: int, hi: int) -> np.ndarray:
+        keep = self.view.keep_range(lo, hi)
+        if not self.resample:
+            return keep.astype(np.int32)
+        weight = np.where(keep, self.view.weight[lo:hi], 0.0).astype(np.float64)
+        floor = np.floor(weight)
+        draws = epoch_rng(self.seed, self.epoch, _MULTIPLICITY)
+        draws.bit_generator.advance(lo)  # one 64-bit step per draw: the stream's values at ids lo..hi-1
+        extra = draws.random(hi - lo) < (weight - floor)
+        return (floor + extra).astype(np.int32)
+
+    def array(self) -> np.ndarray:
+        """int32[N]: every id's multiplicity (indexed mode shuffles all kept ids)."""
+        return self._range(0, len(self))
+
+    def segment_sums(self, offsets: np.ndarray) -> np.ndarray:
+        """int64 sums over the id ranges ``[offsets[i], offsets[i + 1])`` (``offsets``
+        ascending, from 0 to N), taken step by step."""
+        prefix = np.zeros(len(offsets), dtype=np.int64)  # the sum before each offset
+        total, n = 0, len(self)
+        for lo in range(0, n, MULTIPLICITY_STEP):
+            hi = min(n, lo + MULTIPLICITY_STEP)
+            running = np.cumsum(self._range(lo, hi), dtype=np.int64)
+            inside = slice(int(np.searchsorted(offsets, lo, "right")), int(np.searchsorted(offsets, hi, "right")))
+            prefix[inside] = total + running[offsets[inside] - lo - 1]  # offsets in (lo, hi]
+            total += int(running[-1])
+        return np.diff(prefix)
+
+
+class IdCounts:
+    """How often each id occurs in ``ids``, read by id range as :class:`Multiplicity` is
+    (``counts[lo:hi]``, int32), without a full-length array: for reading explicit ids shard by
+    shard."""
+
+    def __init__(self, ids: np.ndarray) -> None:
+        self.sorted = np.sort(np.asarray(ids, dtype=np.int64))
+
+    def __getitem__(self, ids: slice) -> np.ndarray:
+        lo, hi = int(ids.start), int(ids.stop)
+        first, last = np.searchsorted(self.sorted, [lo, hi])
+        return np.bincount(self.sorted[first:last] - lo, minlength=hi - lo).astype(np.int32)
+
+
+def multiplicity(view: SnapshotView, seed: int, epoch: int, resample: bool) -> Multiplicity:
+    """This epoch's :class:`Multiplicity` under ``view``."""
+    return Multiplicity(view, seed, epoch, resample)
 
 
 @dataclass(frozen=True)
@@ -77,11 +144,6 @@ class EpochPlan:
         return int(self.batches.sum(axis=1)[0]) if self.batches.size else 0
 
 
-def _segment_sums(values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    csum = np.concatenate([[0], np.cumsum(values, dtype=np.int64)])
-    return csum[offsets[1:]] - csum[offsets[:-1]]
-
-
 def _deal(items: np.ndarray, rank: int, world: int, worker: int, workers: int) -> np.ndarray:
     return items[rank::world][worker::workers]
 
@@ -104,7 +166,7 @@ def _equalize(batches: np.ndarray, target: int) -> tuple[np.ndarray, np.ndarray]
 
 def plan_epoch(
     index: ShardIndex,
-    mult: np.ndarray,
+    mult: Multiplicity,
     *,
     seed: int,
     epoch: int,
@@ -123,7 +185,7 @@ def plan_epoch(
         order = np.arange(index.num_shards)
         if shuffle:
             order = epoch_rng(seed, epoch, _SHARDS).permutation(order)
-        per_shard = _segment_sums(mult, index.offsets)
+        per_shard = mult.segment_sums(index.offsets)
         counts = np.array(
             [[per_shard[_deal(order, r, world_size, w, workers)].sum() for w in range(workers)] for r in range(world_size)],
             dtype=np.int64,
@@ -131,7 +193,7 @@ def plan_epoch(
         ids = None
         shards = _deal(order, rank, world_size, worker, workers)
     elif mode == "indexed":
-        all_ids = np.repeat(np.arange(index.num_samples, dtype=np.int64), mult)
+        all_ids = np.repeat(np.arange(index.num_samples, dtype=np.int64), mult.array())
         if shuffle:
             all_ids = epoch_rng(seed, epoch, _IDS).permutation(all_ids)
         total = len(all_ids)
@@ -164,7 +226,7 @@ def plan_epoch(
 
 def pad_ids(
     index: ShardIndex,
-    mult: np.ndarray,
+    mult: Multiplicity,
     plan: EpochPlan,
     count: int,
     *,
@@ -185,7 +247,7 @@ def pad_ids(
         own = [np.repeat(np.arange(index.offsets[s], index.offsets[s + 1]), mult[index.offsets[s] : index.offsets[s + 1]]) for s in share.shards]
         pool = np.concatenate(own) if own else np.zeros(0, np.int64)
         if len(pool) == 0:
-            pool = np.repeat(np.arange(index.num_samples, dtype=np.int64), mult)
+            pool = np.repeat(np.arange(index.num_samples, dtype=np.int64), mult.array())
     if len(pool) == 0:
         return np.zeros(0, np.int64)
     rng = epoch_rng(seed, epoch, _PAD, rank, worker, draw)

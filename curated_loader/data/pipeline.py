@@ -22,6 +22,7 @@ from .epoch import (
     EpochPlan,
     Equalize,
     Mode,
+    Multiplicity,
     ResumeRole,
     epoch_rng,
     multiplicity,
@@ -167,7 +168,7 @@ class CuratedStream(IterableDataset):
         return {**self.control.skip_counts(), "unreadable_shards": len(self.index.skipped)}
 
     # -- planning ----------------------------------------------------------------------
-    def _plan(self, view: SnapshotView, epoch: int, worker: int) -> tuple[np.ndarray, EpochPlan]:
+    def _plan(self, view: SnapshotView, epoch: int, worker: int) -> tuple[Multiplicity, EpochPlan]:
         mult = multiplicity(view, self.seed, epoch, self.resample)
         plan = plan_epoch(
             self.index, mult, seed=self.seed, epoch=epoch, rank=self.rank, world_size=self.world_size,

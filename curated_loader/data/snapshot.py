@@ -13,6 +13,7 @@ absolute at most 3e-8 below, so the mean weight over kept samples stays 1 to wit
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -132,25 +133,46 @@ class ScaledCodes:
         return self.codes.shape
 
 
+#: Ids unpacked per step where a whole-range count is taken (:attr:`SnapshotView.kept_count`).
+_COUNT_STEP = 1 << 23
+
+
 @dataclass(frozen=True)
 class SnapshotView:
-    """What a worker reads for one epoch: ``keep`` (bool[N], unpacked from the bitmask: the
-    one private array), ``weight`` (float16[N]) and ``strength`` (floats from uint8 codes),
-    the last two read in place from shared memory. Safe because the main process publishes
-    only between epochs, never while an epoch's iterator runs."""
+    """What a worker reads for one epoch: the keep bitmask (``bits``, uint8[ceil(N/8)], a private
+    copy: 1 bit per sample), ``weight`` (float16[N]) and ``strength`` (floats from uint8
+    codes), the last two read in place from shared memory. Safe because the main process
+    publishes only between epochs, never while an epoch's iterator runs.
 
-    keep: np.ndarray  # bool[N]
+    ``keep_range(lo, hi)`` unpacks the keep flags of ids ``[lo, hi)`` only; :attr:`keep`
+    unpacks all N (1 byte per sample, made when first read)."""
+
+    bits: np.ndarray  # uint8[ceil(N / 8)], most significant bit first
     weight: np.ndarray  # float16[N], shared
     strength: ScaledCodes  # floats in [0, 1] from uint8[N], shared
     version: int
 
     @property
     def num_samples(self) -> int:
-        return int(self.keep.shape[0])
+        return int(self.weight.shape[0])
+
+    def keep_range(self, lo: int, hi: int) -> np.ndarray:
+        """bool[hi - lo]: whether ids ``lo .. hi - 1`` are kept."""
+        if not 0 <= lo <= hi <= self.num_samples:
+            raise IndexError(f"id range [{lo}, {hi}) outside [0, {self.num_samples})")
+        first = lo // 8
+        flags = np.unpackbits(self.bits[first : (hi + 7) // 8])  # 0/1 bytes
+        return flags[lo - 8 * first : hi - 8 * first].view(bool)
+
+    @cached_property
+    def keep(self) -> np.ndarray:
+        """bool[N] (unpacked when first read, then kept)."""
+        return self.keep_range(0, self.num_samples)
 
     @property
     def kept_count(self) -> int:
-        return int(self.keep.sum())
+        n = self.num_samples
+        return sum(int(np.count_nonzero(self.keep_range(lo, min(n, lo + _COUNT_STEP)))) for lo in range(0, n, _COUNT_STEP))
 
 
 class CurationSnapshot:
@@ -294,7 +316,7 @@ class CurationSnapshot:
     def view(self) -> SnapshotView:
         """What a worker reads for one epoch (taken once at iterator start)."""
         return SnapshotView(
-            keep=np.unpackbits(self._bits.numpy(), count=self._n).astype(bool),
+            bits=self._bits.numpy().copy(),
             weight=self._weight.numpy(),
             strength=ScaledCodes(self._strength.numpy(), _STRENGTH_LEVELS),
             version=self.version,

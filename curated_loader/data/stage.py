@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
+import numpy as np
+
 from .epoch import multiplicity
 from .errors import ShardError
 from .shards import ShardIndex, ShardSpec, load_index
@@ -50,7 +52,7 @@ class CurateStage:
     def __call__(self, samples: Iterator[dict]) -> Iterator[dict]:
         view = self.snapshot.view()
         mult = multiplicity(view, self.seed, self.epoch, self.resample)
-        current_url, shard, position = None, -1, 0
+        current_url, shard, position, counts = None, -1, 0, np.zeros(0, np.int32)
         for sample in samples:
             url = sample["__url__"]
             if url != current_url:
@@ -58,10 +60,12 @@ class CurateStage:
                 shard = self._shard_of.get(_url_key(url), -1)
                 if shard < 0:
                     raise ShardError(url, "shard is not in the curated index: give CurateStage the same shard list")
+                counts = mult[self.index.offsets[shard] : self.index.offsets[shard + 1]]
             if position >= self.index.counts[shard]:
                 raise ShardError(url, f"the index says {self.index.counts[shard]} samples, the shard holds more: rebuild the index", key=sample.get("__key__"))
             sid = int(self.index.offsets[shard]) + position
+            repeats = int(counts[position])
             position += 1
-            for repeat in range(int(mult[sid])):
+            for repeat in range(repeats):
                 weight = 1.0 if self.resample else float(view.weight[sid])
                 yield dict(sample, __id__=sid, __repeat__=repeat, __weight__=weight, __strength__=float(view.strength[sid]))

@@ -24,6 +24,7 @@ import torch
 from webdataset.filters import shuffle as wds_shuffle
 
 from .control import LoaderControl
+from .epoch import IdCounts, Multiplicity
 from .errors import OnError, ShardError, SkipKind
 from .shards import ShardIndex
 from .snapshot import SnapshotView
@@ -68,8 +69,9 @@ class RawSource:
         self.skips = skips
         self.max_member_bytes = max_member_bytes
 
-    def shards(self, shards: Iterable[int], mult: np.ndarray) -> Iterator[dict]:
-        """Samples of ``shards`` in order, each repeated ``mult[id]`` times (0: not read)."""
+    def shards(self, shards: Iterable[int], mult: Multiplicity | IdCounts) -> Iterator[dict]:
+        """Samples of ``shards`` in order, each repeated ``mult[id]`` times (0: not read);
+        ``mult`` is read one shard's id range at a time."""
         index = self.index
         for shard in shards:
             url, base, expected = index.urls[shard], int(index.offsets[shard]), int(index.counts[shard])
@@ -103,8 +105,7 @@ class RawSource:
         if self.mode == "indexed":
             yield from self._read(ids)
             return
-        counts = np.bincount(ids, minlength=self.index.num_samples).astype(np.int32)
-        samples = list(self.shards(np.unique(self.index.locate(ids)[0]), counts))
+        samples = list(self.shards(np.unique(self.index.locate(ids)[0]), IdCounts(ids)))
         if order is not None:
             samples = [samples[i] for i in order.permutation(len(samples))]
         yield from samples
@@ -125,7 +126,7 @@ class RawSource:
 
 # -- the stages, in data-path order ------------------------------------------------------
 def own_samples(
-    source: RawSource, shards: np.ndarray, ids: np.ndarray | None, mult: np.ndarray, count: int,
+    source: RawSource, shards: np.ndarray, ids: np.ndarray | None, mult: Multiplicity, count: int,
     shuffle_buffer: int = 0, shuffle_seed: int | None = None,
 ) -> Iterator[dict]:
     """The worker's own share: its ids in order (indexed), or the first ``count`` wanted
