@@ -77,8 +77,18 @@ class Multiplicity:
         return (floor + extra).astype(np.int32)
 
     def array(self) -> np.ndarray:
-        """int32[N]: every id's multiplicity (indexed mode shuffles all kept ids)."""
-        return self._range(0, len(self))
+        """int32[N]: every id's multiplicity, computed step by step into one array."""
+        out = np.empty(len(self), dtype=np.int32)
+        for lo in range(0, len(self), MULTIPLICITY_STEP):
+            out[lo : lo + MULTIPLICITY_STEP] = self._range(lo, min(len(self), lo + MULTIPLICITY_STEP))
+        return out
+
+    def repeated_ids(self) -> np.ndarray:
+        """int64: every id as often as it is read this epoch, in id order (what indexed mode
+        shuffles and deals)."""
+        counts = self.array()
+        ids = np.flatnonzero(counts)
+        return np.repeat(ids, counts[ids])
 
     def segment_sums(self, offsets: np.ndarray) -> np.ndarray:
         """int64 sums over the id ranges ``[offsets[i], offsets[i + 1])`` (``offsets``
@@ -193,7 +203,7 @@ def plan_epoch(
         ids = None
         shards = _deal(order, rank, world_size, worker, workers)
     elif mode == "indexed":
-        all_ids = np.repeat(np.arange(index.num_samples, dtype=np.int64), mult.array())
+        all_ids = mult.repeated_ids()
         if shuffle:
             all_ids = epoch_rng(seed, epoch, _IDS).permutation(all_ids)
         total = len(all_ids)
@@ -247,7 +257,7 @@ def pad_ids(
         own = [np.repeat(np.arange(index.offsets[s], index.offsets[s + 1]), mult[index.offsets[s] : index.offsets[s + 1]]) for s in share.shards]
         pool = np.concatenate(own) if own else np.zeros(0, np.int64)
         if len(pool) == 0:
-            pool = np.repeat(np.arange(index.num_samples, dtype=np.int64), mult.array())
+            pool = mult.repeated_ids()
     if len(pool) == 0:
         return np.zeros(0, np.int64)
     rng = epoch_rng(seed, epoch, _PAD, rank, worker, draw)

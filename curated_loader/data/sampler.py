@@ -90,7 +90,7 @@ class KeptSampler(Sampler[int]):
 
     def _ids(self) -> np.ndarray:
         view = self.snapshot.view()
-        ids = np.repeat(np.arange(view.num_samples, dtype=np.int64), multiplicity(view, self.seed, self.epoch, self.resample).array())
+        ids = multiplicity(view, self.seed, self.epoch, self.resample).repeated_ids()
         if self.shuffle:
             ids = epoch_rng(self.seed, self.epoch, 7).permutation(ids)
         per_rank = math.ceil(len(ids) / self.world_size) if len(ids) else 0

@@ -55,6 +55,7 @@ def test_ranges_and_segment_sums_equal_the_whole_array_definition(monkeypatch, r
     expected = whole_array_multiplicity(snapshot, seed=3, epoch=2, resample=resample)
     mult = Multiplicity(snapshot.view(), seed=3, epoch=2, resample=resample)
     assert np.array_equal(mult.array(), expected)
+    assert np.array_equal(mult.repeated_ids(), np.repeat(np.arange(N), expected))
     if resample:
         assert expected.max() >= 2 and (expected[snapshot.keep.numpy()] == 0).any()  # repeats and drops both occur
     rng = np.random.default_rng(0)
