@@ -461,6 +461,16 @@ class ShardedLedger:
             piece = torch.empty(missing * self._block, self._width, dtype=torch.float32, device=self.device)
             self._blocks.extend(piece.split(self._block))
 
+    def reserve_epoch(self, records: int) -> None:
+        """Reserve, in one piece, the buffer of an epoch in which this rank records about
+        ``records`` entries, unless blocks are held: on the CPU only records of ids other
+        ranks own are buffered (``records`` × their share of the ids), on other devices all.
+        An estimate: more records add blocks one at a time."""
+        if self._blocks:
+            return
+        share = 1.0 if self.device.type != "cpu" else (self.num_samples - self.num_owned) / max(self.num_samples, 1)
+        self.reserve(math.ceil(max(records, 0) * share))
+
     def release_buffer(self) -> None:
         """Free the buffer blocks after a :meth:`sync` (e.g. while the plan and the publish
         need the memory); the next record reserves as many as the last sync exchanged, in one

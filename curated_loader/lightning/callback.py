@@ -126,6 +126,9 @@ class CurationCallback(Callback):
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.stats = None  # before the first record: see the class docstring
         self.ledger.set_epoch(trainer.current_epoch)
+        if isinstance(self.ledger, ShardedLedger):  # the epoch's record buffer in one piece (freed for the plan)
+            dm = _curated_datamodule(trainer)
+            self.ledger.reserve_epoch(dm.num_training_batches(trainer.current_epoch) * dm.batch_size)
 
     @override
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

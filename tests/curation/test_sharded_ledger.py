@@ -399,9 +399,15 @@ def _buffer_worker(rank: int, port: int, out: str) -> None:
         released = (ledger.buffered, ledger.buffer_bytes)
         ledger.set_epoch(1)
         ledger.record(*next(iter(calls(rank, 1))))  # reserves what the last sync exchanged, in one piece
-        pieces = len({block.untyped_storage().data_ptr() for block in ledger._blocks})
+        next_epoch = (ledger.buffer_bytes, len({block.untyped_storage().data_ptr() for block in ledger._blocks}))
+        ledger.sync()
+        ledger.release_buffer()
+        ledger.reserve_epoch(1000)  # an epoch of about 1000 records: those of other ranks' ids, in one piece
+        estimated = (ledger.buffer_bytes, len({block.untyped_storage().data_ptr() for block in ledger._blocks}))
+        ledger.reserve_epoch(5000)  # blocks are held: nothing changes
         torch.save({"recorded": recorded, "released": released, "entry_bytes": ledger.entry_bytes,
-                    "next_epoch": (ledger.buffer_bytes, pieces)}, Path(out) / f"rank{rank}.pt")
+                    "next_epoch": next_epoch, "estimated": estimated,
+                    "after_second_estimate": ledger.buffer_bytes}, Path(out) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 
@@ -410,7 +416,8 @@ def _buffer_worker(rank: int, port: int, out: str) -> None:
 def test_cpu_buffer_holds_only_other_ranks_entries_and_is_released_after_sync(tmp_path):
     """On the CPU ``record`` buffers only the entries of ids another rank owns (a block at a
     time); the owned ones are folded at once and never reach the exchange. After a release,
-    the next epoch's first record reserves the blocks the last sync needed, in one piece."""
+    the next epoch's first record reserves the blocks the last sync needed, in one piece, as
+    ``reserve_epoch`` reserves its estimate when no blocks are held."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     mp.spawn(_buffer_worker, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
     for rank in range(2):
@@ -421,6 +428,9 @@ def test_cpu_buffer_holds_only_other_ranks_entries_and_is_released_after_sync(tm
         assert got["recorded"] == (others, -(-others // 10) * 10 * got["entry_bytes"])
         assert got["released"] == (0, 0)
         assert got["next_epoch"] == (-(-others // 10) * 10 * got["entry_bytes"], 1)
+        expected = -(-1000 * (N - (hi - lo)) // N)  # records of ids this rank does not own
+        assert got["estimated"] == (-(-expected // 10) * 10 * got["entry_bytes"], 1)
+        assert got["after_second_estimate"] == got["estimated"][0]
 
 
 def test_exchange_rounds_stay_under_the_limit_unless_one_bucket_exceeds_it():

@@ -20,6 +20,7 @@ from curated_loader.curation import (
     CurationPlan,
     InfoBatchPrune,
     Reweight,
+    ShardedLedger,
     SmallLossFilter,
 )
 from curated_loader.models import Classifier
@@ -38,6 +39,9 @@ class DecisionRecorder(L.Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         self.epochs[trainer.current_epoch]["batches"] += 1
+        ledger = next(c for c in trainer.callbacks if isinstance(c, CurationCallback)).ledger
+        if batch_idx == 0 and isinstance(ledger, ShardedLedger):  # before the epoch's first record
+            self.epochs[trainer.current_epoch]["buffer_entries_at_start"] = ledger.buffer_bytes // ledger.entry_bytes
 
     def on_train_epoch_end(self, trainer, pl_module):
         snap = trainer.datamodule.snapshot

@@ -36,6 +36,9 @@ def test_sharded_ledger_run_decides_as_the_dense_run(tmp_path):
     runs = {mode: [json.loads((out / mode / f"rank{r}.json").read_text()) for r in range(2)] for mode in MODES}
     assert [r["ledger"] for r in runs["dense"]] == ["Ledger"] * 2
     assert [r["ledger"] for r in runs["sharded"]] == ["ShardedLedger"] * 2
+    for rank in runs["sharded"]:  # the callback reserved each epoch's record buffer before its first record
+        reserved = [epoch.pop("buffer_entries_at_start") for epoch in rank["epochs"].values()]
+        assert len(reserved) == 4 and min(reserved) > 0, reserved
     reference = runs["dense"][0]
     for rank in runs["dense"] + runs["sharded"]:
         assert rank["world"] == 2
