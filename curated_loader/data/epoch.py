@@ -4,7 +4,8 @@ Every worker of every rank computes the same plan independently, so ranks agree 
 number of batches without communicating:
 
 * shards are shuffled per (seed, epoch) and dealt to ranks, then to workers (``stream``);
-  or kept ids are shuffled and dealt directly (``indexed``);
+  or kept ids are shuffled and dealt directly (``indexed``: a worker evaluates the shuffle,
+  a :class:`~.permutation.KeyedPermutation`, at its own positions only);
 * each worker batches its own samples (its last batch may be partial);
 * ranks are equalized in whole batches: with ``equalize="pad"`` (default) a rank short of
   the longest rank's batch count adds full batches resampled from its own kept samples;
@@ -20,6 +21,7 @@ from typing import Literal
 
 import numpy as np
 
+from .permutation import KeyedPermutation
 from .shards import ShardIndex
 from .snapshot import SnapshotView
 
@@ -89,6 +91,30 @@ class Multiplicity:
         counts = self.array()
         ids = np.flatnonzero(counts)
         return np.repeat(ids, counts[ids])
+
+    def ids_at(self, positions: np.ndarray) -> np.ndarray:
+        """int64: the entries of :meth:`repeated_ids` at ``positions`` (any order), found step
+        by step without making that list: memory by the positions asked for, not by N."""
+        positions = np.asarray(positions, dtype=np.int64)
+        order = np.argsort(positions, kind="stable")
+        wanted = positions[order]
+        out = np.empty(len(positions), dtype=np.int64)
+        done = before = 0  # positions placed; reads of the ids below the step
+        for lo in range(0, len(self), MULTIPLICITY_STEP):
+            if done == len(wanted):
+                break
+            running = np.cumsum(self._range(lo, min(len(self), lo + MULTIPLICITY_STEP)), dtype=np.int64)
+            end = int(np.searchsorted(wanted, before + running[-1], "left"))  # positions read within this step
+            # id lo + k fills positions [before + running[k - 1], before + running[k])
+            out[order[done:end]] = lo + np.searchsorted(running, wanted[done:end] - before, "right")
+            done, before = end, before + int(running[-1])
+        if done < len(wanted):
+            raise IndexError(f"positions must lie in [0, {before}), got {int(wanted[-1])}")
+        return out
+
+    def total(self) -> int:
+        """Reads of all ids together (in steps, as :meth:`segment_sums`)."""
+        return int(self.segment_sums(np.array([0, len(self)]))[0])
 
     def segment_sums(self, offsets: np.ndarray) -> np.ndarray:
         """int64 sums over the id ranges ``[offsets[i], offsets[i + 1])`` (``offsets``
@@ -203,15 +229,15 @@ def plan_epoch(
         ids = None
         shards = _deal(order, rank, world_size, worker, workers)
     elif mode == "indexed":
-        all_ids = mult.repeated_ids()
-        if shuffle:
-            all_ids = epoch_rng(seed, epoch, _IDS).permutation(all_ids)
-        total = len(all_ids)
+        total = mult.total()  # the length of mult.repeated_ids(), the list that is shuffled and dealt
         counts = np.array(
             [[len(range(r + w * world_size, total, world_size * workers)) for w in range(workers)] for r in range(world_size)],
             dtype=np.int64,
         )
-        ids = _deal(all_ids, rank, world_size, worker, workers)
+        positions = np.arange(rank + worker * world_size, total, world_size * workers)  # dealt as _deal deals
+        if shuffle:  # the shuffled list's entries at this worker's positions only
+            positions = KeyedPermutation.seeded(total, epoch_rng(seed, epoch, _IDS))(positions)
+        ids = mult.ids_at(positions)
         shards = np.unique(index.locate(ids)[0]) if len(ids) else np.zeros(0, np.int64)
     else:
         raise ValueError(f"mode must be 'stream' or 'indexed', got {mode!r}")

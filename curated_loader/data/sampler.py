@@ -12,6 +12,7 @@ from torch.utils.data import Dataset, Sampler
 from webdataset.autodecode import Decoder, imagehandler
 
 from .epoch import epoch_rng, multiplicity
+from .permutation import KeyedPermutation
 from .shards import ShardIndex, ShardSpec, load_index
 from .remote import require_local
 from .snapshot import CurationSnapshot
@@ -89,17 +90,18 @@ class KeptSampler(Sampler[int]):
         self.epoch = int(epoch)
 
     def _ids(self) -> np.ndarray:
-        view = self.snapshot.view()
-        ids = multiplicity(view, self.seed, self.epoch, self.resample).repeated_ids()
+        mult = multiplicity(self.snapshot.view(), self.seed, self.epoch, self.resample)
+        total = mult.total()  # the kept ids, repeated as read, wrapped to a multiple of the world size
+        positions = np.arange(self.rank, self._per_rank(total) * self.world_size, self.world_size) % max(total, 1)
         if self.shuffle:
-            ids = epoch_rng(self.seed, self.epoch, 7).permutation(ids)
-        per_rank = math.ceil(len(ids) / self.world_size) if len(ids) else 0
-        if len(ids):
-            ids = np.resize(ids, per_rank * self.world_size)
-        return ids[self.rank :: self.world_size]
+            positions = KeyedPermutation.seeded(total, epoch_rng(self.seed, self.epoch, 7))(positions)
+        return mult.ids_at(positions)
+
+    def _per_rank(self, total: int) -> int:
+        return math.ceil(total / self.world_size)
 
     def __iter__(self) -> Iterator[int]:
         return iter(self._ids().tolist())
 
     def __len__(self) -> int:
-        return len(self._ids())
+        return self._per_rank(multiplicity(self.snapshot.view(), self.seed, self.epoch, self.resample).total())

@@ -55,7 +55,12 @@ def test_ranges_and_segment_sums_equal_the_whole_array_definition(monkeypatch, r
     expected = whole_array_multiplicity(snapshot, seed=3, epoch=2, resample=resample)
     mult = Multiplicity(snapshot.view(), seed=3, epoch=2, resample=resample)
     assert np.array_equal(mult.array(), expected)
-    assert np.array_equal(mult.repeated_ids(), np.repeat(np.arange(N), expected))
+    listed = np.repeat(np.arange(N), expected)
+    assert np.array_equal(mult.repeated_ids(), listed) and mult.total() == len(listed)
+    positions = np.concatenate([np.random.default_rng(1).permutation(len(listed))[:500], [0, len(listed) - 1, 3, 3]])
+    assert np.array_equal(mult.ids_at(positions), listed[positions])
+    with pytest.raises(IndexError, match=rf"positions must lie in \[0, {len(listed)}\)"):
+        mult.ids_at(np.array([len(listed)]))
     if resample:
         assert expected.max() >= 2 and (expected[snapshot.keep.numpy()] == 0).any()  # repeats and drops both occur
     rng = np.random.default_rng(0)
