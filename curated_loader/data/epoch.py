@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Literal
 
 import numpy as np
@@ -71,12 +72,13 @@ class Multiplicity:
         keep = self.view.keep_range(lo, hi)
         if not self.resample:
             return keep.astype(np.int32)
-        weight = np.where(keep, self.view.weight[lo:hi], 0.0).astype(np.float64)
+        weight = self.view.weight[lo:hi].astype(np.float64)  # exact (numpy's float16 arithmetic is slow)
+        weight *= keep
         floor = np.floor(weight)
+        weight -= floor  # the fraction
         draws = epoch_rng(self.seed, self.epoch, _MULTIPLICITY)
         draws.bit_generator.advance(lo)  # one 64-bit step per draw: the stream's values at ids lo..hi-1
-        extra = draws.random(hi - lo) < (weight - floor)
-        return (floor + extra).astype(np.int32)
+        return floor.astype(np.int32) + (draws.random(hi - lo) < weight)
 
     def array(self) -> np.ndarray:
         """int32[N]: every id's multiplicity, computed step by step into one array."""
@@ -96,25 +98,33 @@ class Multiplicity:
         """int64: the entries of :meth:`repeated_ids` at ``positions`` (any order), found step
         by step without making that list: memory by the positions asked for, not by N."""
         positions = np.asarray(positions, dtype=np.int64)
-        order = np.argsort(positions, kind="stable")
-        wanted = positions[order]
+        starts = np.concatenate([[0], np.cumsum(self._step_reads)])  # reads before each step
+        if positions.size and (positions.min() < 0 or positions.max() >= starts[-1]):
+            raise IndexError(f"positions must lie in [0, {int(starts[-1])})")
+        step = np.searchsorted(starts, positions, "right") - 1  # the step whose ids fill each position
+        order = np.argsort(step.astype(np.uint16) if len(starts) <= 1 << 16 else step, kind="stable")  # radix sort
         out = np.empty(len(positions), dtype=np.int64)
-        done = before = 0  # positions placed; reads of the ids below the step
-        for lo in range(0, len(self), MULTIPLICITY_STEP):
-            if done == len(wanted):
-                break
-            running = np.cumsum(self._range(lo, min(len(self), lo + MULTIPLICITY_STEP)), dtype=np.int64)
-            end = int(np.searchsorted(wanted, before + running[-1], "left"))  # positions read within this step
-            # id lo + k fills positions [before + running[k - 1], before + running[k])
-            out[order[done:end]] = lo + np.searchsorted(running, wanted[done:end] - before, "right")
-            done, before = end, before + int(running[-1])
-        if done < len(wanted):
-            raise IndexError(f"positions must lie in [0, {before}), got {int(wanted[-1])}")
+        done = 0
+        for s, count in enumerate(np.bincount(step, minlength=len(starts) - 1).tolist()):
+            if not count:
+                continue
+            lo, hi = s * MULTIPLICITY_STEP, min(len(self), (s + 1) * MULTIPLICITY_STEP)
+            listed = np.repeat(np.arange(lo, hi), self._range(lo, hi))  # this step's part of repeated_ids()
+            at = order[done : done + count]
+            out[at] = listed[positions[at] - starts[s]]
+            done += count
         return out
 
+    @cached_property
+    def _step_reads(self) -> np.ndarray:
+        """int64 reads of the ids of each step of :data:`MULTIPLICITY_STEP` (one pass)."""
+        n = len(self)
+        return np.array([self._range(lo, min(n, lo + MULTIPLICITY_STEP)).sum(dtype=np.int64)
+                         for lo in range(0, n, MULTIPLICITY_STEP)], dtype=np.int64)
+
     def total(self) -> int:
-        """Reads of all ids together (in steps, as :meth:`segment_sums`)."""
-        return int(self.segment_sums(np.array([0, len(self)]))[0])
+        """Reads of all ids together (one pass, kept for :meth:`ids_at`)."""
+        return int(self._step_reads.sum())
 
     def segment_sums(self, offsets: np.ndarray) -> np.ndarray:
         """int64 sums over the id ranges ``[offsets[i], offsets[i + 1])`` (``offsets``
