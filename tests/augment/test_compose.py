@@ -31,7 +31,6 @@ from curated_loader.augment import (
     Shift,
     TimeStretch,
     augment_batch,
-    fold_in,
     normal,
     sample_seed,
 )
