@@ -194,6 +194,17 @@ def _deal(items: np.ndarray, rank: int, world: int, worker: int, workers: int) -
     return items[rank::world][worker::workers]
 
 
+def _indexed_share(
+    mult: Multiplicity, total: int, rank: int, world: int, worker: int, workers: int, seed: int, epoch: int, shuffle: bool,
+) -> np.ndarray:
+    """The ids dealt to (rank, worker) from the list of ``total`` kept ids (repeated as
+    read), shuffled: the list's entries at the worker's positions only (dealt as :func:`_deal`)."""
+    positions = np.arange(rank + worker * world, total, world * workers)
+    if shuffle:
+        positions = KeyedPermutation.seeded(total, epoch_rng(seed, epoch, _IDS))(positions)
+    return mult.ids_at(positions)
+
+
 def _equalize(batches: np.ndarray, target: int) -> tuple[np.ndarray, np.ndarray]:
     """(cut, pad) batches per worker so that the row sums to ``target``."""
     cut = np.zeros_like(batches)
@@ -224,8 +235,11 @@ def plan_epoch(
     mode: Mode = "stream",
     shuffle: bool = True,
     equalize: Equalize = "pad",
+    counts_only: bool = False,
 ) -> EpochPlan:
-    """The epoch's plan as seen by (rank, worker); ``num_workers`` counts 0 workers as 1."""
+    """The epoch's plan as seen by (rank, worker); ``num_workers`` counts 0 workers as 1.
+    ``counts_only``: the batch counts alone (in indexed mode the share's ids and shards are
+    not looked up and stay empty), e.g. for the main process's batch count."""
     workers = max(1, num_workers)
     if mode == "stream":
         order = np.arange(index.num_shards)
@@ -244,10 +258,7 @@ def plan_epoch(
             [[len(range(r + w * world_size, total, world_size * workers)) for w in range(workers)] for r in range(world_size)],
             dtype=np.int64,
         )
-        positions = np.arange(rank + worker * world_size, total, world_size * workers)  # dealt as _deal deals
-        if shuffle:  # the shuffled list's entries at this worker's positions only
-            positions = KeyedPermutation.seeded(total, epoch_rng(seed, epoch, _IDS))(positions)
-        ids = mult.ids_at(positions)
+        ids = np.zeros(0, np.int64) if counts_only else _indexed_share(mult, total, rank, world_size, worker, workers, seed, epoch, shuffle)
         shards = np.unique(index.locate(ids)[0]) if len(ids) else np.zeros(0, np.int64)
     else:
         raise ValueError(f"mode must be 'stream' or 'indexed', got {mode!r}")

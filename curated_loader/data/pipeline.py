@@ -168,19 +168,19 @@ class CuratedStream(IterableDataset):
         return {**self.control.skip_counts(), "unreadable_shards": len(self.index.skipped)}
 
     # -- planning ----------------------------------------------------------------------
-    def _plan(self, view: SnapshotView, epoch: int, worker: int) -> tuple[Multiplicity, EpochPlan]:
+    def _plan(self, view: SnapshotView, epoch: int, worker: int, counts_only: bool = False) -> tuple[Multiplicity, EpochPlan]:
         mult = multiplicity(view, self.seed, epoch, self.resample)
         plan = plan_epoch(
             self.index, mult, seed=self.seed, epoch=epoch, rank=self.rank, world_size=self.world_size,
             worker=worker, num_workers=self.num_workers, batch_size=self.batch_size, mode=self.mode,
-            shuffle=self.shuffle, equalize=self.equalize,
+            shuffle=self.shuffle, equalize=self.equalize, counts_only=counts_only,
         )
         return mult, plan
 
     def num_batches(self, epoch: int | None = None) -> int:
         """Batches this rank yields in ``epoch`` (default: the current one) under the current snapshot."""
         epoch = self.control.epoch if epoch is None else epoch
-        return self._plan(self.snapshot.view(), epoch, 0)[1].rank_batches
+        return self._plan(self.snapshot.view(), epoch, 0, counts_only=True)[1].rank_batches
 
     def __len__(self) -> int:
         return self.num_batches()

@@ -102,3 +102,14 @@ def test_a_stream_epoch_plan_makes_no_full_length_array(monkeypatch, resample):
     per_shard = expected.reshape(shards, -1).sum(1)
     assert plan.share.own == per_shard[plan.share.shards].sum() > 0  # equalized by padding: nothing cut
     assert np.array_equal(first, expected.reshape(shards, -1)[plan.share.shards[0]])
+
+
+@pytest.mark.parametrize("mode", ["stream", "indexed"])
+def test_a_counts_only_plan_counts_the_batches_the_full_plan_counts(mode):
+    snapshot = published(N)
+    index = ShardIndex([f"shard-{i}.tar" for i in range(21)], np.diff(np.linspace(0, N, 22).astype(np.int64)))
+    kw = dict(seed=1, epoch=3, rank=1, world_size=2, worker=1, num_workers=3, batch_size=32, mode=mode)
+    full = plan_epoch(index, Multiplicity(snapshot.view(), 1, 3, True), **kw)
+    counted = plan_epoch(index, Multiplicity(snapshot.view(), 1, 3, True), **kw, counts_only=True)
+    assert np.array_equal(counted.batches, full.batches) and counted.rank_batches == full.rank_batches > 0
+    assert full.share.own == counted.share.own
