@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from results import write_json
 
 SHARDS, WORKERS, WORLD = 10_000, 4, 2
 MiB = 1 << 20
@@ -88,9 +89,7 @@ def main(argv: list[str] | None = None) -> dict:
                       flush=True)
     result = {"command": "python benchmarks/epoch_plan.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "shards": SHARDS, "workers": WORKERS, "world": WORLD, "rows": rows}
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
+    write_json(args.json, result)
     return result
 
 

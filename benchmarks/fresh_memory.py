@@ -13,13 +13,13 @@ region, which is why their figures depend on how much fresh memory they touch
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import time
 from pathlib import Path
 
 import torch
+from results import write_json
 
 GiB = 1 << 30
 
@@ -51,9 +51,7 @@ def main(argv: list[str] | None = None) -> dict:
                      "us_per_fault": 1e6 * seconds / max(faults, 1)})
         print(f"| {i + 1} | {seconds:.2f} | {faults} | {rows[-1]['us_per_fault']:.1f} |", flush=True)
     result = {"total_memory_bytes": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "rows": rows}
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
+    write_json(args.json, result)
     return result
 
 

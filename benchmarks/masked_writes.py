@@ -12,7 +12,6 @@ masses to float64 rounding: both add in id order).
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import torch
 
 from curated_loader.curation.masking import fill_, select_, zero_outside_
+from results import write_json
 
 
 def _ms(fn: Callable[[], object]) -> float:
@@ -76,9 +76,7 @@ def main(argv: list[str] | None = None) -> dict:
         rows.append({"case": name, "before_ms": before_ms, "now_ms": now_ms, "ratio": before_ms / now_ms, "same": same})
         print(f"| {name} | {before_ms:.1f} | {now_ms:.1f} | {before_ms / now_ms:.1f} | {same} |", flush=True)
     result = {"n": n, "threads": 1, "rows": rows}
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
+    write_json(args.json, result)
     return result
 
 

@@ -28,7 +28,6 @@ import argparse
 import contextlib
 import cProfile
 import functools
-import json
 import os
 import pstats
 import resource
@@ -43,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmar
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from results import write_json
 
 #: Stage name -> the functions (by name) whose cumulative time it is.
 STAGES = {
@@ -221,9 +221,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    args.save)
     result = {"package": package, "ledger": args.ledger, "n": n, "stage_clock": "thread_cpu" if args.cpu_clock else "wall", "load_average": os.getloadavg()[0],
               "ranks": [{k: v for k, v in row.items() if k != "decision"} for row in rows]}
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
+    write_json(args.json, result)
     return result
 
 

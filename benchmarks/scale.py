@@ -38,7 +38,6 @@ A size whose estimated peak does not fit the available memory is refused before 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import socket
@@ -57,6 +56,7 @@ from curated_loader.curation.sharded import DEFAULT_EXCHANGE_ROUND, DEFAULT_FOLD
 from curated_loader.data.snapshot import PACKED_BYTES_PER_SAMPLE, CurationSnapshot
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results import write_json  # noqa: E402
 from sharded_plan import full_plan, time_plan  # noqa: E402
 
 WORLD, NUM_CLASSES = 2, 10
@@ -326,9 +326,7 @@ def main(argv: list[str] | None = None) -> dict:
               "glibc_tunables": os.environ.get("GLIBC_TUNABLES"), "runs": rows, "refused": refused,
               "sync_plan_publish_s": {str(n): s[0] for n, s in epoch_end.items()},
               "epoch_ends_s": {str(n): s for n, s in epoch_end.items()}, "equality": check}
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.json, result, indent=2)
     if not check["equal"]:
         sys.exit(1)
     return result

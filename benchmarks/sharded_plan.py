@@ -19,7 +19,6 @@ Other benchmarks call :func:`time_plan` on every rank of a running process group
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -49,6 +48,7 @@ from curated_loader.curation import (
     SmallLossFilter,
 )
 from curated_loader.data.snapshot import PACKED_BYTES_PER_SAMPLE
+from results import write_json
 
 WORLD, NUM_CLASSES = 2, 10
 
@@ -149,9 +149,7 @@ def main(argv: list[str] | None = None) -> dict:
         result["ranks"].append({"rank": rank, "agreement": agreement,
                                 **{f"{k}_{name}": rows[name][k] for name in ("dense", "sharded")
                                    for k in ("plan_s", "stats_s", "gathered_bytes_per_sample")}})
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.json, result, indent=2)
     return result
 
 

@@ -37,7 +37,6 @@ host sync inside it fails the run) and is bracketed by ``torch.cuda.synchronize(
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -54,6 +53,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from augmentation import signal_augment
+from results import write_json
 
 from curated_loader import CuratedDataModule, CurationCallback, curated_loss
 from curated_loader.curation import (
@@ -235,9 +235,7 @@ def main() -> None:
     result = report(args, clock, curation, dm)
     result["load_average_before_after"] = [round(v, 2) for v in (*load_before, *os.getloadavg())]
     print(f"load average (1, 5, 15 min) before: {load_before}, after: {os.getloadavg()}")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
+    write_json(args.json, result)
 
 
 def report(args: argparse.Namespace, clock: Clock, curation: Curation, dm: TimedDevicePath) -> dict[str, Any]:
