@@ -46,9 +46,10 @@ class Multiplicity:
     """How often each sample is read this epoch: keep as 0/1, or (``resample``) the weight
     stochastically rounded to an integer count, so the expected count equals the weight.
 
-    Computed for a range of ids when asked, never for all N at once unless :meth:`array` is
-    called: ``mult[lo:hi]`` (int32; a stream-mode worker reads its shards' ranges),
-    :meth:`segment_sums` (per shard, in steps of :data:`MULTIPLICITY_STEP` ids). The
+    Computed for a range of ids when asked, never for all N at once unless :meth:`array` or
+    :meth:`repeated_ids` is called: ``mult[lo:hi]`` (int32; a stream-mode worker reads its
+    shards' ranges), :meth:`segment_sums` (per shard), :meth:`total` and :meth:`ids_at` (an
+    indexed-mode worker's ids), each in steps of :data:`MULTIPLICITY_STEP` ids. The
     resampling draws are one generator stream over the ids in order, entered at ``lo``."""
 
     def __init__(self, view: SnapshotView, seed: int, epoch: int, resample: bool) -> None:
