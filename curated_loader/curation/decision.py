@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from ..data.snapshot import _BIT_WEIGHTS, _STRENGTH_LEVELS, PackedDecision, packed_sections
-from .lazy import Deferred, LazyField, resolved_state
+from .lazy import Deferred, LazyField, replaced, resolved_state
 from .reducer import GroupReducer, Reducer
 
 
@@ -320,7 +320,7 @@ class Decision:
         parts = [part[:, : hi - lo] for part, (lo, hi) in zip(reducer.all_gather(local), reducer.ranges)]
         score, reason = torch.cat(parts, 1)
         reason = reason.to(self.reason.dtype)
-        return replace(self, reason=reason, score=score, offset=0)
+        return replaced(self, reason=reason, score=score, offset=0)  # keep/weight/strength stay undecoded until read
 
     def publish_to(self, snapshot: Any) -> None:
         """Write keep/weight/strength into a ``CurationSnapshot`` as version ``epoch``.

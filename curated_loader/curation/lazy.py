@@ -8,6 +8,7 @@ so work and memory are spent only on what is read.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import fields
 from typing import Any
 
 import torch
@@ -61,3 +62,16 @@ class LazyField:
 def resolved_state(obj: Any, names: list[str]) -> dict[str, Any]:
     """``obj.__dict__`` with the lazy fields ``names`` computed (for pickling)."""
     return {**obj.__dict__, **{name: getattr(obj, name) for name in names}}
+
+
+def replaced(obj: Any, **changes: Any) -> Any:
+    """A copy of the frozen dataclass ``obj`` with the fields ``changes`` set, sharing the lazy
+    fields it does not change as they are: those still unread stay unread (one computation
+    serves both objects). ``dataclasses.replace`` would read, so compute, every one of them.
+    Private entries (names starting with ``_``, e.g. memos) are not copied."""
+    unknown = sorted(set(changes) - {f.name for f in fields(obj)})
+    if unknown:
+        raise TypeError(f"{type(obj).__name__} has no field {', '.join(unknown)}")
+    copy = object.__new__(type(obj))
+    copy.__dict__.update({k: v for k, v in obj.__dict__.items() if not k.startswith("_")}, **changes)
+    return copy

@@ -31,7 +31,6 @@ import logging
 import os
 import random
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
 import torch
@@ -39,6 +38,7 @@ import torch
 from ..checks import ConfigError, Range
 from .decision import Decision, NoisePart, Reason
 from .draws import IdDraws, uniform_draws
+from .lazy import replaced
 from .ledger import Ledger, LedgerStats
 from .masking import fill_, in_steps, select_, zero_outside_
 from .policies.augment import AugmentStrength
@@ -180,7 +180,7 @@ class CurationPlan:
         reducer = stats.reducer
         if labels is not None:
             labels = labels[reducer.offset : reducer.offset + stats.num_samples] if reducer.distributed else labels
-            stats = replace(stats, labels=labels.to(stats.device, torch.int32))
+            stats = replaced(stats, labels=labels.to(stats.device, torch.int32))  # the others stay unread
         # the owner's decision, built in its own frame so that its temporaries (the eligible
         # mask, the prune draw) are freed before the gather allocates the gathered rows
         return self._owned_decision(stats, epoch).gathered(reducer)

@@ -2,8 +2,8 @@
 gathered bytes (``Decision.publish_to`` → ``CurationSnapshot.publish_packed``): the full-length
 tensors on every rank and the snapshot are those of the whole decision encoded as before, also
 when the ranks' boundary falls inside a bitmask byte (N = 1001: ids 0-500 and 501-1000). Its
-full-length columns stay undecoded through publishing and the kept-weight summary, which equals
-the one computed from the decoded columns."""
+full-length columns stay undecoded through publishing, the kept-weight summary (which equals
+the one computed from the decoded columns) and ``whole()``."""
 
 from __future__ import annotations
 
@@ -62,10 +62,13 @@ def _worker(rank: int, port: int, out: str) -> None:
             gathered.publish_to(packed)  # from the gathered bytes
             kept = gathered.kept_summary()
             lazy = [isinstance(gathered.__dict__[k], Deferred) for k in ("keep", "weight", "strength", "counts")]
+            entire = gathered.whole(owner_reducer(n, lo))  # reason and score over all ids (a collective)
+            whole_lazy = [isinstance(entire.__dict__[k], Deferred) for k in ("keep", "weight", "strength")]
             encoded.publish(whole.keep, whole.weight, whole.strength, version=whole.epoch)  # as before
             again = CurationSnapshot(n)
             gathered.publish_to(again)  # the bytes are let go after the first publish: encoded now
-            result[n] = {"kept": kept, "lazy": lazy, "decision": gathered, "num_samples": gathered.num_samples,
+            result[n] = {"kept": kept, "lazy": lazy, "whole_lazy": whole_lazy, "whole_keep": entire.keep,
+                         "whole_reason": entire.reason, "decision": gathered, "num_samples": gathered.num_samples,
                          "gathered": gathered.state_dict(), "packed": snapshot_arrays(packed),
                          "encoded": snapshot_arrays(encoded), "again": snapshot_arrays(again)}
         bad = whole_decision(1001)
@@ -98,6 +101,8 @@ def test_gathered_decision_publishes_its_bytes_as_the_encoded_decision(tmp_path)
             else:
                 assert torch.equal(got["counts"], whole.counts) and result[n]["lazy"] == [True] * 4
             assert result[n]["num_samples"] == n
+            assert result[n]["whole_lazy"] == [True] * 3  # whole() gathers reason and score, decodes nothing
+            assert torch.equal(result[n]["whole_keep"], whole.keep) and torch.equal(result[n]["whole_reason"], whole.reason)
             assert result[n]["kept"] == pytest.approx(as_snapshot_stores(whole).kept_summary(), rel=1e-6)
             pickled = result[n]["decision"]  # pickled with its columns decoded
             assert torch.equal(pickled.weight, got["weight"]) and torch.equal(pickled.keep, whole.keep)

@@ -20,6 +20,7 @@ from curated_loader.curation import (
     SmallLossFilter,
     derive_seed,
 )
+from curated_loader.curation.lazy import Deferred
 from curated_loader.data.snapshot import CurationSnapshot
 
 
@@ -96,8 +97,11 @@ def test_labels_argument_overrides_recorded_labels(planted):
     )
     labels = torch.zeros(1000, dtype=torch.long)
     labels[:100] = 1
-    w = plan.decide(planted.ledger.stats(), 2, labels=labels).weight
+    stats = planted.ledger.stats()
+    w = plan.decide(stats, 2, labels=labels).weight
     assert torch.isclose(w[:100].sum(), w[100:].sum())
+    unread = [name for name in ("variability", "forgetting", "last_epoch", "labels") if isinstance(stats.__dict__[name], Deferred)]
+    assert unread == ["variability", "forgetting", "last_epoch", "labels"]  # the override computes no statistic
 
 
 def test_publish_and_state_round_trip(planted):
