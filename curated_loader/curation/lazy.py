@@ -18,26 +18,64 @@ _REQUIRED = object()
 
 class Deferred:
     """A value computed by ``compute()`` when first asked for (then kept); ``length``, when
-    given, is the length of the tensor it will be, readable without computing it."""
+    given, is the length of the tensor it will be, readable without computing it.
 
-    __slots__ = ("__weakref__", "_compute", "_value", "length")
+    ``recomputable``: ``compute`` gives the same value whenever it is called, so the value may
+    be let go (:meth:`release`) and computed again when next asked for, until :meth:`freeze`
+    keeps it for good; releasing also releases ``depends`` (the values it is computed from).
+    Otherwise ``compute`` is dropped once it has run."""
 
-    def __init__(self, compute: Callable[[], torch.Tensor], length: int | None = None) -> None:
+    __slots__ = ("__weakref__", "_compute", "_value", "depends", "length", "recomputable")
+
+    def __init__(
+        self, compute: Callable[[], torch.Tensor], length: int | None = None, *,
+        recomputable: bool = False, depends: tuple[Deferred, ...] = (),
+    ) -> None:
         self._compute: Callable[[], torch.Tensor] | None = compute
         self._value: torch.Tensor | None = None
         self.length = length
+        self.recomputable = recomputable
+        self.depends = depends
+
+    @property
+    def computed(self) -> bool:
+        """Whether the value is held now."""
+        return self._value is not None
+
+    @property
+    def final(self) -> bool:
+        """Whether the value, once computed, is kept for good (nothing to compute it again)."""
+        return self._compute is None or not self.recomputable
 
     def value(self) -> torch.Tensor:
-        if self._compute is not None:
-            self._value, self._compute = self._compute(), None
-        assert self._value is not None
+        if self._value is None:
+            assert self._compute is not None
+            self._value = self._compute()
+            if not self.recomputable:
+                self._compute = None
         return self._value
+
+    def freeze(self) -> None:
+        """Compute the value if it is not held and keep it for good (what it is computed from
+        is about to change)."""
+        self.value()
+        self._compute = None
+        self.depends = ()
+
+    def release(self) -> None:
+        """Let the value go if it can be computed again (a later :meth:`value` does), and
+        release what it is computed from."""
+        if self._compute is not None and self.recomputable:
+            self._value = None
+            for source in self.depends:
+                source.release()
 
 
 class LazyField:
     """Data descriptor for a frozen dataclass field that may be given a :class:`Deferred`:
-    reads return the computed value (computed once). Without ``default`` the field stays
-    required (class-level reads raise ``AttributeError``, which dataclasses take as "no default")."""
+    reads return the computed value (computed once, or again after a recomputable one was
+    released). Without ``default`` the field stays required (class-level reads raise
+    ``AttributeError``, which dataclasses take as "no default")."""
 
     def __init__(self, default: Any = _REQUIRED) -> None:
         self.default = default
@@ -52,7 +90,9 @@ class LazyField:
             return self.default
         value = obj.__dict__[self.name]
         if isinstance(value, Deferred):
-            value = obj.__dict__[self.name] = value.value()
+            deferred, value = value, value.value()
+            if deferred.final:  # kept for good: hold the value itself
+                obj.__dict__[self.name] = value
         return value
 
     def __set__(self, obj: Any, value: Any) -> None:

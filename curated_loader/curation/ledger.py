@@ -39,6 +39,7 @@ batch size: every intermediate lives in a per-batch-size workspace whose views a
 from __future__ import annotations
 
 import weakref
+from collections.abc import Collection
 from dataclasses import dataclass, fields
 from functools import cached_property
 from typing import Any, Literal
@@ -194,6 +195,27 @@ class LedgerStats:
     def reducer(self) -> Reducer:
         """Global quantities for policies: the identity here (these stats cover every id)."""
         return Reducer(self.num_samples)
+
+    def computed(self) -> dict[str, torch.Tensor]:
+        """The lazy statistics held now (computed and not released), by name; computes nothing."""
+        held = {}
+        for name in _DERIVED:
+            value = self.__dict__.get(name)
+            if isinstance(value, torch.Tensor):
+                held[name] = value
+            elif isinstance(value, Deferred) and value.computed:
+                held[name] = value.value()
+        return held
+
+    def release(self, keep: Collection[str] = ()) -> None:
+        """Let go of the computed statistics not named in ``keep`` (a plan frees what no later
+        stage reads). A later read computes one again, with the same values: until the ledger's
+        table changes the ledger can recompute it, and before it changes the ledger computes every
+        statistic of live ``stats()`` results, released ones too, and keeps them."""
+        for name in _DERIVED:
+            value = self.__dict__.get(name)
+            if name not in keep and isinstance(value, Deferred):
+                value.release()
 
     @property
     def memo(self) -> dict[Any, Any]:
@@ -692,7 +714,7 @@ class Ledger:
         rows = {name: (sums if i < s else self._table)[i] for name, i in self.column.items()}
         first = self.column["code0"]
         derived = _Derived(rows, self.layout, self._table[first : first + self.layout.words])
-        deferred = {name: Deferred(lambda name=name: derived.value(name)) for name in _DERIVED}
+        deferred = {name: Deferred(lambda name=name: derived.value(name), recomputable=True) for name in _DERIVED}
         self._open_stats = [r for r in self._open_stats if r() is not None] + [weakref.ref(d) for d in deferred.values()]
         seen, has_logits = rows["count"] > 0, rows["logit_count"] > 0
         return LedgerStats(
@@ -711,7 +733,7 @@ class Ledger:
             for ref in self._open_stats:
                 d = ref()
                 if d is not None:
-                    d.value()
+                    d.freeze()
             self._open_stats = []
 
     # -- persistence ------------------------------------------------------------------------

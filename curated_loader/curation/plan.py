@@ -94,8 +94,21 @@ def _writable_score(score: torch.Tensor, stats: LedgerStats) -> torch.Tensor:
     """A filter's ``score`` for the plan to write into: itself when it is a dense array of its
     own (the built-in filters make a new one), a copy when it shares memory with a statistic."""
     memory = score.untyped_storage().data_ptr()
-    shared = any(isinstance(v, torch.Tensor) and v.untyped_storage().data_ptr() == memory for v in vars(stats).values())
+    held = [v for v in vars(stats).values() if isinstance(v, torch.Tensor)] + list(stats.computed().values())
+    shared = any(v.untyped_storage().data_ptr() == memory for v in held)
     return score.clone() if shared or not score.is_contiguous() else score
+
+
+def _merge_flags(part: NoisePart, first: bool, score: torch.Tensor, reason: torch.Tensor, keep: torch.Tensor) -> None:
+    """Merge a noise filter's flags into ``keep`` and ``reason`` (and, unless it is the
+    first filter's, its scores into ``score`` where it flags first), in steps: no full-length
+    mask of the newly flagged."""
+    for score_part, reason_part, keep_part, flagged, part_score in in_steps(score, reason, keep, part.flagged, part.score):
+        newly = flagged & keep_part
+        if not first:
+            select_(score_part, newly, part_score)
+        fill_(reason_part, newly, int(part.reason))
+        fill_(keep_part, flagged, False)
 
 
 class CurationPlan:
@@ -186,7 +199,8 @@ class CurationPlan:
         return self._owned_decision(stats, epoch).gathered(reducer)
 
     def _owned_decision(self, stats: LedgerStats, epoch: int) -> Decision:
-        """The decision over the ids ``stats`` covers (a sharded ledger's owned slice)."""
+        """The decision over the ids ``stats`` covers (a sharded ledger's owned slice). After
+        each stage the statistics no later stage reads are let go (:meth:`_release_unread`)."""
         reducer, device, n = stats.reducer, stats.device, stats.num_samples
         reason = torch.full((n,), int(Reason.KEPT if stats.all_seen else Reason.UNSEEN), dtype=torch.int8, device=device)
         if not stats.all_seen:
@@ -196,10 +210,12 @@ class CurationPlan:
         if self._active(self.reweight, epoch):
             gen = self.generator(epoch, _STAGE_REWEIGHT, device)
             weight = self.reweight.apply(stats, epoch, gen, keep=eligible).weight
+            self._release_unread(stats, [self.prune, self.augment], epoch)
         else:
             weight = torch.ones(n, device=device)
         if self._active(self.prune, epoch):
             self._prune(stats, epoch, eligible, keep, reason, weight)
+            self._release_unread(stats, [self.augment], epoch)
         zero_outside_(weight, keep)
         if self.probe_every and epoch % self.probe_every == 0:
             probes = self._probes(~eligible & stats.seen, epoch, reducer)
@@ -214,7 +230,22 @@ class CurationPlan:
             strength = self.augment.apply(stats, epoch, gen, keep=eligible).strength
         else:
             strength = torch.zeros(n, device=device)
+        self._release_unread(stats, [], epoch)  # before the gather: none is read again here
         return Decision(keep, weight, strength, reason, score, epoch, counts, info)
+
+    def _release_unread(self, stats: LedgerStats, later: Sequence[Policy | None], epoch: int) -> None:
+        """Let go of the computed statistics that none of the ``later`` stages active on
+        ``epoch`` reads (a later read would compute them again); nothing when one of those
+        does not declare what it reads (:meth:`Policy.reads`)."""
+        reads: set[str] = set()
+        for policy in later:
+            if not self._active(policy, epoch):
+                continue
+            declared = policy.reads()
+            if declared is None:
+                return
+            reads |= declared
+        stats.release(keep=reads)
 
     def _prune(
         self, stats: LedgerStats, epoch: int, eligible: torch.Tensor,
@@ -245,6 +276,7 @@ class CurationPlan:
         keep = torch.ones(stats.num_samples, dtype=torch.bool, device=stats.device)
         score: torch.Tensor | None = None
         info: dict[str, float] = {}
+        later_stages = [self.reweight, self.prune, self.augment]
         for index, noise_filter in enumerate(self.noise_filters):
             if not self._active(noise_filter, epoch):
                 continue
@@ -254,14 +286,9 @@ class CurationPlan:
             first = score is None
             if first:
                 score = _writable_score(part.score, stats)
-            for score_part, reason_part, keep_part, flagged, part_score in in_steps(
-                score, reason, keep, part.flagged, part.score
-            ):  # in steps: no full-length mask of the newly flagged
-                newly = flagged & keep_part
-                if not first:
-                    select_(score_part, newly, part_score)
-                fill_(reason_part, newly, int(part.reason))
-                fill_(keep_part, flagged, False)
+            _merge_flags(part, first, score, reason, keep)
+            del part  # its flags and score (unless its score became the plan's) go before the next stage
+            self._release_unread(stats, [*self.noise_filters[index + 1 :], *later_stages], epoch)
         if score is None:
             score = zero_outside_(stats.ema_loss.to(torch.float32, copy=True), stats.seen)
         return keep, score, info

@@ -69,11 +69,25 @@ class Policy(Scheduled):
     with signature ``function(stats, epoch, generator, *, keep=None, **hyperparameters)``."""
 
     function: ClassVar[Callable[..., Any]]
+    #: The per-sample statistics (:class:`~curated_loader.curation.ledger.LedgerStats` fields)
+    #: the function reads besides ``seen``, ``has_logits`` and the policy's ``loss_key`` field
+    #: if it has one; ``None``: not declared (see :meth:`reads`).
+    statistics: ClassVar[frozenset[str] | None] = None
 
     def params(self) -> dict[str, Any]:
         """The hyperparameters passed to :attr:`function` (every field but the schedule)."""
         schedule = {f.name for f in fields(Scheduled)}
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in schedule}
+
+    def reads(self) -> frozenset[str] | None:
+        """The statistics this policy reads (:attr:`statistics` and its ``loss_key``), or
+        ``None`` when undeclared. A plan lets go of a computed statistic once no later stage
+        reads it; a stage that reads something undeclared recomputes it, and an undeclared
+        policy keeps every statistic until the plan's end."""
+        if self.statistics is None:
+            return None
+        loss_key = getattr(self, "loss_key", None)
+        return self.statistics | ({loss_key} if loss_key else set())
 
     def apply(
         self, stats: Any, epoch: int, generator: torch.Generator, keep: torch.Tensor | None = None

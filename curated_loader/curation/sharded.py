@@ -143,7 +143,7 @@ def _owned_rows(value: Any, n: int) -> Any:
     statistic not computed yet stays deferred, so reading the slice computes only what a plan
     reads (the Ledger still computes it before the table next changes)."""
     if isinstance(value, Deferred):
-        return Deferred(lambda: value.value()[:n])
+        return Deferred(lambda: value.value()[:n], recomputable=value.recomputable, depends=(value,))
     return value[:n] if isinstance(value, torch.Tensor) else value
 
 

@@ -244,3 +244,25 @@ def test_stats_describe_the_ledger_at_the_call_even_when_read_after_new_records(
         assert torch.equal(value, read_now_values[field]), field
     assert stats.labels.dtype == torch.int32 and stats.last_epoch.dtype == torch.int32
     assert not torch.equal(ledger.stats().ema_loss, stats.ema_loss)
+
+
+def test_a_released_statistic_is_computed_again_as_it_was_even_after_new_records():
+    """``LedgerStats.release`` lets computed statistics go; a later read computes the same
+    values, also after the ledger recorded more (it computes them before its table changes)."""
+    g = torch.Generator().manual_seed(5)
+    ledger = Ledger(40, num_classes=4)
+    ledger.record(torch.arange(40), torch.rand(40, generator=g), torch.randn(40, 4, generator=g), torch.randint(4, (40,), generator=g))
+    stats = ledger.stats()
+    ema, labels = stats.ema_loss.clone(), stats.labels.clone()
+    assert set(stats.computed()) == {"ema_loss", "labels"}
+    stats.release(keep={"labels"})
+    assert set(stats.computed()) == {"labels"}
+    assert torch.equal(stats.ema_loss, ema)  # computed again
+    stats.release()
+    assert stats.computed() == {}
+    ledger.set_epoch(1)
+    ledger.record(torch.arange(40), torch.full((40,), 7.0), torch.randn(40, 4, generator=g), torch.zeros(40, dtype=torch.long))
+    assert set(stats.computed()) >= {"ema_loss", "labels"}  # computed before the table changed, kept for good
+    stats.release()
+    assert torch.equal(stats.ema_loss, ema) and torch.equal(stats.labels, labels)
+    assert not torch.equal(ledger.stats().ema_loss, ema)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -15,12 +15,13 @@ from curated_loader.curation import (
     Decision,
     GMMFilter,
     InfoBatchPrune,
+    LossMarginFilter,
     Reason,
     Reweight,
     SmallLossFilter,
     derive_seed,
 )
-from curated_loader.curation.lazy import Deferred
+from curated_loader.curation.schedule import Policy
 from curated_loader.data.snapshot import CurationSnapshot
 
 
@@ -100,8 +101,7 @@ def test_labels_argument_overrides_recorded_labels(planted):
     stats = planted.ledger.stats()
     w = plan.decide(stats, 2, labels=labels).weight
     assert torch.isclose(w[:100].sum(), w[100:].sum())
-    unread = [name for name in ("variability", "forgetting", "last_epoch", "labels") if isinstance(stats.__dict__[name], Deferred)]
-    assert unread == ["variability", "forgetting", "last_epoch", "labels"]  # the override computes no statistic
+    assert stats.computed() == {}  # the override shares the caller's statistics: none computed and left held
 
 
 def test_publish_and_state_round_trip(planted):
@@ -152,3 +152,52 @@ def test_a_score_that_is_a_statistic_is_copied_before_the_plan_writes_into_it(pl
     assert bool(flagged_by_aum.any())  # the second filter's scores were written into the first's
     assert torch.equal(stats.ema_loss, before)
     assert torch.equal(decision.score[flagged_by_aum], stats.aum.neg()[flagged_by_aum])
+
+
+#: What each stage of a plan found computed when it started (stage name -> statistic names).
+_HELD_AT: dict[str, set[str]] = {}
+
+
+def _recording(policy_class: type, name: str, declared: bool = True) -> type:
+    """A subclass of ``policy_class`` that records the statistics held when it applies; with
+    ``declared=False`` it does not say what it reads (the plan then lets nothing go)."""
+
+    class Recording(policy_class):
+        def apply(self, stats, epoch, generator, keep=None):
+            _HELD_AT[name] = set(stats.computed())
+            return super().apply(stats, epoch, generator, keep=keep)
+
+    if not declared:
+        Recording.statistics = None
+        Recording.reads = Policy.reads
+    return dataclass(frozen=True, kw_only=True)(Recording)
+
+
+def _releasing_plan(declared: bool) -> CurationPlan:
+    return CurationPlan(
+        noise_filter=[_recording(LossMarginFilter, "margin")(warmup_epochs=0), _recording(SmallLossFilter, "small")(warmup_epochs=0)],
+        reweight=_recording(Reweight, "reweight")(class_balance=True, warmup_epochs=0),
+        prune=_recording(InfoBatchPrune, "prune", declared)(warmup_epochs=0),
+        augment=_recording(AugmentStrength, "augment")(warmup_epochs=0),
+        num_epochs=20,
+    )
+
+
+def test_the_plan_lets_go_of_statistics_no_later_stage_reads(planted):
+    """Each stage finds held only what it or a later stage reads; nothing is held after the
+    plan; the decision is the one of a plan that keeps every statistic."""
+    stats = planted.ledger.stats()
+    released = _releasing_plan(declared=True).decide(stats, 3)
+    assert _HELD_AT == {
+        "margin": set(),
+        "small": set(),  # mean_loss and aum (the default filter's) are read by no later stage
+        "reweight": {"ema_loss"},  # small-loss's, read again by reweight and augment
+        "prune": {"ema_loss"},  # labels went after reweighting; last_loss is the prune's own to compute
+        "augment": {"ema_loss"},
+    }
+    assert stats.computed() == {}
+    _HELD_AT.clear()
+    stats = planted.ledger.stats()
+    kept = _releasing_plan(declared=False).decide(stats, 3)  # the undeclared prune keeps everything until it ran
+    assert _HELD_AT["prune"] >= {"mean_loss", "ema_loss", "labels"}
+    _assert_same(released, kept)

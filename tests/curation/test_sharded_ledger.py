@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 
@@ -457,3 +458,18 @@ def test_sync_names_an_id_outside_the_range_whichever_of_its_words_is_off(bad):
     assert ledger.buffered == 1  # an id outside [0, N) is nobody's: buffered, so the exchange names it
     with pytest.raises(ValueError, match=rf"id {bad} outside \[0, {N}\)"):
         ledger.sync()
+
+
+def test_releasing_an_owned_statistic_frees_the_owned_tables_statistic_too():
+    """An owned statistic is a view of the owned table's (which has a scratch row); releasing
+    it lets both go, and a read computes it again."""
+    sharded = ShardedLedger(N, CLASSES)
+    for call in calls(0, 0):
+        sharded.record(*call)
+    stats = sharded.stats()
+    before = stats.ema_loss.clone()
+    whole = weakref.ref(stats.ema_loss._base)  # the owned table's statistic (owned rows + scratch row)
+    assert whole() is not None
+    stats.release()
+    assert whole() is None and stats.computed() == {}
+    assert torch.equal(stats.ema_loss, before)

@@ -74,6 +74,7 @@ class AugmentStrength(Policy):
     loss_key: str = "ema_loss"
     warmup_epochs: int = 1
     function = staticmethod(strength)
+    statistics = frozenset()
     checks = {
         "mapping": OneOf(get_args(Mapping)), "min_strength": Range(0.0, 1.0),
         "max_strength": Range(0.0, 1.0), "suspect_strength": Range(0.0, 1.0), "loss_key": LOSS_KEY,

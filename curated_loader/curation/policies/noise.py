@@ -349,6 +349,7 @@ class SmallLossFilter(Policy):
     loss_key: str = "ema_loss"
     warmup_epochs: int = 2
     function = staticmethod(small_loss)
+    statistics = frozenset()
     checks = {"quantile": Range(0.0, 1.0), "loss_key": LOSS_KEY}
 
 
@@ -365,6 +366,7 @@ class GMMFilter(Policy):
     loss_key: str = "mean_loss"
     warmup_epochs: int = 2
     function = staticmethod(gmm)
+    statistics = frozenset()
     checks = {
         "tau": Range(0.0, 1.0), "bins": Range(2, optional=True), "max_iter": Range(1),
         "tol": Range(0.0, lo_open=True), "reg_covar": Range(0.0), "loss_key": LOSS_KEY,
@@ -386,6 +388,7 @@ class LossMarginFilter(Policy):
     margin_threshold: float = 0.25
     warmup_epochs: int = 15
     function = staticmethod(loss_margin)
+    statistics = frozenset({"aum"})
     checks = {
         "tau": Range(0.0, 1.0), "min_separation": Range(0.0), "max_flag_fraction": Range(0.0, 1.0),
         "loss_key": LOSS_KEY, "bins": Range(2, optional=True), "margin_fallback": OneOf((False, True)),
@@ -401,6 +404,7 @@ class AUMFilter(Policy):
     quantile: float | None = None
     warmup_epochs: int = 2
     function = staticmethod(aum)
+    statistics = frozenset({"aum"})
     checks = {"threshold": Range(-math.inf, math.inf), "quantile": Range(0.0, 1.0, optional=True)}
 
 
@@ -412,4 +416,5 @@ class CartographyFilter(Policy):
     max_variability: float = 0.1
     warmup_epochs: int = 2
     function = staticmethod(cartography)
+    statistics = frozenset({"confidence", "variability"})
     checks = {"max_confidence": Range(0.0, 1.0), "max_variability": Range(0.0, 0.5)}

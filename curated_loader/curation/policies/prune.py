@@ -65,4 +65,5 @@ class InfoBatchPrune(Policy):
     warmup_epochs: int = 1
     cooldown_fraction: float = 0.125
     function = staticmethod(infobatch)
+    statistics = frozenset()
     checks = {"ratio": Range(0.0, 1.0, hi_open=True), "loss_key": LOSS_KEY}

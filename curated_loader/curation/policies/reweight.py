@@ -229,8 +229,13 @@ class Reweight(Policy):
     loss_key: str = "ema_loss"
     warmup_epochs: int = 1
     function = staticmethod(sample_weights)
+    statistics = frozenset()
     checks = {
         "alpha": Range(-math.inf, math.inf), "eps": Range(0.0, lo_open=True), "w_min": Range(0.0, 1.0),
         "w_max": Range(1.0), "class_balance": OneOf((False, True)), "as_counts": OneOf((False, True)),
         "loss_key": LOSS_KEY,
     }
+
+    def reads(self) -> frozenset[str]:
+        """Its ``loss_key``, and ``labels`` with class balance."""
+        return frozenset({self.loss_key, "labels"} if self.class_balance else {self.loss_key})
