@@ -824,6 +824,7 @@ class ShardedLedger:
             raise KeyError(f"ledger state has no tables: the sharded ledger gathered them on rank "
                            f"{state['tables_on_rank']}; load that rank's state")
         owned = self._owned
+        owned._settle_stats()  # earlier stats() keep their values: the rows are overwritten in place
         for start, end in self._chunks():
             first, last = self.lo + start, self.lo + end
             part = {key: value for key, value in state.items() if key not in ("tables", "pending")}

@@ -473,3 +473,17 @@ def test_releasing_an_owned_statistic_frees_the_owned_tables_statistic_too():
     stats.release()
     assert whole() is None and stats.computed() == {}
     assert torch.equal(stats.ema_loss, before)
+
+
+def test_statistics_taken_before_a_load_keep_their_values():
+    """``load_state_dict`` overwrites the owned rows in place: statistics taken before it, read
+    or not (or released), still give the values of the moment they were taken."""
+    sharded, other = ShardedLedger(N, CLASSES), Ledger(N, CLASSES)
+    for call in calls(0, 0):
+        sharded.record(*call)
+    other.record(torch.arange(N), torch.full((N,), 5.0))
+    before = sharded.stats()
+    expected = sharded.stats().ema_loss.clone()
+    sharded.load_state_dict(other.state_dict())
+    assert torch.equal(before.ema_loss, expected)
+    assert torch.equal(sharded.stats().ema_loss, torch.full((N,), 5.0))
