@@ -1,6 +1,6 @@
 """How a sharded plan's memory accumulates, policy by policy (2 gloo ranks).
 
-    GLIBC_TUNABLES=glibc.malloc.mmap_threshold=65536 python benchmarks/plan_memory.py --size 1e7
+    GLIBC_TUNABLES=glibc.malloc.mmap_threshold=65536 python benchmarks/plan_memory.py --size 1e7 [--json OUT.json]
 
 Both ranks record one epoch (``scale.batches``) and sync, then rank 0 reports, for each policy
 of ``sharded_plan.full_plan`` and for the decision's gather, the process's resident memory at
@@ -24,6 +24,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from results import write_json  # noqa: E402
 from scale import _free_port, _memory, _reset_peak  # noqa: E402
 
 
@@ -68,6 +69,7 @@ def _worker(rank: int, port: int, n: int, out: str) -> None:
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=float, default=1e7)
+    parser.add_argument("--json", type=Path, help="write the rows here")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as out:
         mp.spawn(_worker, args=(_free_port(), int(args.size), out), nprocs=2, join=True)
@@ -76,6 +78,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     print("| stage | entry | peak | exit |\n|---|---:|---:|---:|")
     for row in rows:
         print(f"| {row['stage']} | {row['entry']:.1f} | {row['peak']:.1f} | {row['exit']:.1f} |")
+    if args.json:
+        write_json(args.json, {"size": args.size, "rank": 0, "bytes_per_owned_id_above_rss_before_decide": rows})
     return rows
 
 

@@ -94,7 +94,7 @@ def _writable_score(score: torch.Tensor, stats: LedgerStats) -> torch.Tensor:
     """A filter's ``score`` for the plan to write into: itself when it is a dense array of its
     own (the built-in filters make a new one), a copy when it shares memory with a statistic."""
     memory = score.untyped_storage().data_ptr()
-    held = [v for v in vars(stats).values() if isinstance(v, torch.Tensor)] + list(stats.computed().values())
+    held = (stats.seen, stats.has_logits, *stats.computed().values())
     shared = any(v.untyped_storage().data_ptr() == memory for v in held)
     return score.clone() if shared or not score.is_contiguous() else score
 

@@ -186,6 +186,7 @@ def _releasing_plan(declared: bool) -> CurationPlan:
 def test_the_plan_lets_go_of_statistics_no_later_stage_reads(planted):
     """Each stage finds held only what it or a later stage reads; nothing is held after the
     plan; the decision is the one of a plan that keeps every statistic."""
+    _HELD_AT.clear()
     stats = planted.ledger.stats()
     released = _releasing_plan(declared=True).decide(stats, 3)
     assert _HELD_AT == {
